@@ -1,0 +1,370 @@
+//! Shared helpers for the integration tests: they run the built `capsa` binary as root on
+//! busybox bundles and check effects from inside and outside the container, and that
+//! nothing (process, mount, cgroup, state) is left behind.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_capsa");
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static SETUP: Once = Once::new();
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where tests put their bundles and state roots.
+pub fn scratch() -> PathBuf {
+    PathBuf::from("/tmp/capsa-tests")
+}
+
+/// Builds the busybox rootfs once (a lock file serialises test binaries) and makes this
+/// process a child subreaper, as containerd's shim is: the init of a container whose
+/// `capsa create` has exited is re-parented to us, and we reap it after delete.
+pub fn setup() -> PathBuf {
+    let fixture = repo().join("runtime-tests/.fixtures/busybox");
+    SETUP.call_once(|| {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "integration tests run as root"
+        );
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(scratch()).unwrap();
+        let lock = std::fs::File::create(repo().join("runtime-tests/.fixtures/lock")).unwrap();
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        if !fixture.join("bin/busybox").exists() {
+            let tmp = fixture.with_extension("tmp");
+            let status = Command::new("bash")
+                .arg(repo().join("rootfs-fixtures/busybox-rootfs.sh"))
+                .arg(&tmp)
+                .status()
+                .expect("running busybox-rootfs.sh");
+            assert!(status.success(), "building the busybox fixture failed");
+            std::fs::rename(&tmp, &fixture).unwrap();
+        }
+    });
+    fixture
+}
+
+/// A unique name for a test's container / bundle.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A test's world: its own state root, bundles under scratch, and the containers it made,
+/// checked for leftovers when it ends.
+pub struct World {
+    pub root: PathBuf,
+    pub dirs: Vec<PathBuf>,
+    pub ids: Vec<String>,
+    pub pids: Vec<i32>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        setup();
+        let root = scratch().join(unique("root"));
+        World {
+            root,
+            dirs: Vec::new(),
+            ids: Vec::new(),
+            pids: Vec::new(),
+        }
+    }
+
+    /// A fresh bundle: a copy of the busybox rootfs and capsa's default spec with
+    /// terminal off and `args`.
+    pub fn bundle(&mut self, args: &[&str]) -> Bundle {
+        let fixture = setup();
+        let dir = scratch().join(unique("bundle"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("cp")
+            .args(["-a"])
+            .arg(&fixture)
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new(BIN)
+            .args(["spec", "--bundle"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "capsa spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        config["process"]["terminal"] = json!(false);
+        config["process"]["args"] = json!(args);
+        self.dirs.push(dir.clone());
+        let b = Bundle { dir, config };
+        b.write();
+        b
+    }
+
+    /// A container id that the leak check will look for.
+    pub fn id(&mut self, prefix: &str) -> String {
+        let id = unique(prefix);
+        self.ids.push(id.clone());
+        id
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// Runs capsa with stdout and stderr going to files, not pipes: a container created by
+    /// the command inherits them, and a pipe would stay open for as long as it lives.
+    pub fn capsa(&self, args: &[&str]) -> Output {
+        let base = scratch().join(unique("out"));
+        let (out_path, err_path) = (base.with_extension("stdout"), base.with_extension("stderr"));
+        let status = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .expect("running capsa");
+        let output = Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap_or_default(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        };
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        output
+    }
+
+    /// Runs capsa and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.capsa(args);
+        assert!(
+            out.status.success(),
+            "capsa {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs capsa and requires failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.capsa(args);
+        assert!(
+            !out.status.success(),
+            "capsa {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `capsa run` of a bundle in the foreground: (exit code, stdout, stderr).
+    pub fn run(&mut self, bundle: &Bundle) -> (i32, String, String) {
+        let id = self.id("run");
+        let out = self
+            .cmd()
+            .args(["run", "--bundle"])
+            .arg(&bundle.dir)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `capsa run` that must exit 0; returns stdout.
+    pub fn run_ok(&mut self, bundle: &Bundle) -> String {
+        let (code, out, err) = self.run(bundle);
+        assert_eq!(code, 0, "container failed: stdout {out:?} stderr {err:?}");
+        out
+    }
+
+    /// Creates `id` from a bundle (stdio null) and records its init pid.
+    pub fn create(&mut self, id: &str, bundle: &Bundle) -> i32 {
+        let pidfile = bundle.dir.join("init.pid");
+        self.ok(&[
+            "create",
+            "--bundle",
+            bundle.dir.to_str().unwrap(),
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            id,
+        ]);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        self.pids.push(pid);
+        pid
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_string()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Waits for a process to exit (pidfd readable), without sleeping in a loop.
+pub fn wait_exit(pid: i32) {
+    // SAFETY: pidfd_open(pid, 0) returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the fd was just returned to us by the kernel.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+}
+
+/// Reaps a process that was re-parented to us (we are a subreaper); no-op if it is not ours.
+pub fn reap(pid: i32) {
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub config: Value,
+}
+
+impl Bundle {
+    pub fn write(&self) {
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn set(&mut self, f: impl FnOnce(&mut Value)) -> &mut Self {
+        f(&mut self.config);
+        self.write();
+        self
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn dir_str(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+/// The v1 hierarchies (or the v2 root) where a container's cgroup could be left behind.
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut out = vec![base.join("capsa").join(id)];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            out.push(e.path().join("capsa").join(id));
+        }
+    }
+    out
+}
+
+fn processes_rooted_in(dir: &Path) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(root) = std::fs::read_link(format!("/proc/{pid}/root")) {
+            if root.starts_with(dir) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            reap(*pid);
+        }
+        if std::thread::panicking() {
+            // Best-effort cleanup so one failure does not cascade; the failure is reported.
+            for id in &self.ids {
+                let _ = self.capsa(&["delete", "--force", id]);
+            }
+            for pid in &self.pids {
+                reap(*pid);
+            }
+            for d in &self.dirs {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            let _ = std::fs::remove_dir_all(&self.root);
+            return;
+        }
+        let mut leaks = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            let left: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+            if !left.is_empty() {
+                leaks.push(format!("state left in {}: {left:?}", self.root.display()));
+            }
+        }
+        for id in &self.ids {
+            for d in cgroup_dirs(id) {
+                if d.exists() {
+                    leaks.push(format!("cgroup left: {}", d.display()));
+                }
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for d in &self.dirs {
+            if let Some(line) = mountinfo.lines().find(|l| l.contains(d.to_str().unwrap())) {
+                leaks.push(format!("mount left: {line}"));
+            }
+            let procs = processes_rooted_in(d);
+            if !procs.is_empty() {
+                leaks.push(format!("processes left in {}: {procs:?}", d.display()));
+            }
+        }
+        for pid in &self.pids {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                leaks.push(format!("container init {pid} still exists"));
+            }
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        assert!(leaks.is_empty(), "left behind: {leaks:#?}");
+    }
+}

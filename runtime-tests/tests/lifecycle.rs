@@ -1,0 +1,231 @@
+//! The container lifecycle: run, create -> start -> stopped -> delete, kill, list.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::Stdio;
+
+#[test]
+fn run_true_exits_zero() {
+    let mut w = World::new();
+    let b = w.bundle(&["/bin/true"]);
+    assert_eq!(w.run(&b).0, 0);
+}
+
+#[test]
+fn run_returns_the_containers_exit_status() {
+    let mut w = World::new();
+    let b = w.bundle(&["sh", "-c", "exit 7"]);
+    assert_eq!(w.run(&b).0, 7);
+}
+
+#[test]
+fn run_reports_a_signal_death_as_128_plus_signal() {
+    let mut w = World::new();
+    // Pid 1 of a pid namespace cannot be SIGKILLed from inside it, so share the host's.
+    let mut b = w.bundle(&["sh", "-c", "kill -9 $$"]);
+    b.set(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid");
+    });
+    assert_eq!(w.run(&b).0, 137);
+}
+
+#[test]
+fn output_reaches_the_callers_stdout_and_stderr() {
+    let mut w = World::new();
+    let b = w.bundle(&["sh", "-c", "echo out-line; echo err-line >&2"]);
+    let (code, out, err) = w.run(&b);
+    assert_eq!(code, 0);
+    assert_eq!(out, "out-line\n");
+    assert!(err.contains("err-line"), "{err}");
+}
+
+#[test]
+fn create_start_stop_delete() {
+    let mut w = World::new();
+    let b = w.bundle(&["sh", "-c", "read line; echo got $line"]);
+    let id = w.id("life");
+    let pidfile = b.dir.join("pid");
+    // stdin is a pipe we hold: the container exits when we write a line to it.
+    let mut create = w
+        .cmd()
+        .args([
+            "create",
+            "--bundle",
+            b.dir_str(),
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            &id,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = create.stdin.take().unwrap();
+    let mut stdout = create.stdout.take().unwrap();
+    assert!(create.wait().unwrap().success());
+    // The pid file exists when create returns, and names init.
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    w.pids.push(pid);
+    let st = w.state(&id);
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["id"], id.as_str());
+    assert_eq!(st["bundle"], b.dir_str());
+    assert!(st["created"].as_str().unwrap().ends_with('Z'));
+    for field in ["ociVersion", "rootfs", "owner"] {
+        assert!(st.get(field).is_some(), "state lacks {field}");
+    }
+    // Not exec'd yet: init is still capsa.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.to_string_lossy().contains("capsa"), "{exe:?}");
+
+    w.ok(&["start", &id]);
+    assert_eq!(w.status(&id), "running");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.ends_with("busybox"), "{exe:?}");
+    assert!(w
+        .fails(&["start", &id])
+        .contains("cannot start an already running container"));
+    assert!(w
+        .fails(&["delete", &id])
+        .contains("that is not stopped: running"));
+
+    stdin.write_all(b"hello\n").unwrap();
+    drop(stdin);
+    wait_exit(pid);
+    assert_eq!(w.status(&id), "stopped");
+    assert_eq!(w.state(&id)["pid"], 0);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    assert_eq!(out, "got hello\n");
+    assert!(w
+        .fails(&["start", &id])
+        .contains("cannot start a container that has stopped"));
+    assert!(w
+        .fails(&["kill", &id, "KILL"])
+        .contains("container not running"));
+    w.ok(&["delete", &id]);
+    assert!(w.fails(&["state", &id]).contains("does not exist"));
+}
+
+#[test]
+fn delete_of_a_created_container_needs_no_force() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let id = w.id("created");
+    let pid = w.create(&id, &b);
+    assert_eq!(w.status(&id), "created");
+    w.ok(&["delete", &id]);
+    wait_exit(pid);
+}
+
+#[test]
+fn kill_accepts_names_and_numbers() {
+    let mut w = World::new();
+    let b = w.bundle(&[
+        "sh",
+        "-c",
+        "trap 'exit 3' USR1; trap 'exit 4' TERM; while true; do sleep 0.1; done",
+    ]);
+    for (sig, code) in [("USR1", 3), ("SIGTERM", 4), ("10", 3)] {
+        let id = w.id("kill");
+        let pid = w.create(&id, &b);
+        w.ok(&["start", &id]);
+        w.ok(&["kill", &id, sig]);
+        wait_exit(pid);
+        assert_eq!(w.status(&id), "stopped");
+        // the exit code is seen by the reaper (us, the subreaper)
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), code),
+            "{sig}"
+        );
+        w.ok(&["delete", &id]);
+    }
+    let id = w.id("kill");
+    let pid = w.create(&id, &b);
+    assert!(w.fails(&["kill", &id, "NOPE"]).contains("unknown signal"));
+    w.ok(&["kill", &id, "9"]);
+    wait_exit(pid);
+    w.ok(&["delete", &id]);
+}
+
+#[test]
+fn delete_force_kills_a_running_container_and_everything_in_it() {
+    let mut w = World::new();
+    let b = w.bundle(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
+    let id = w.id("force");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+}
+
+#[test]
+fn delete_force_of_a_missing_container_succeeds() {
+    let w = World::new();
+    w.ok(&["delete", "--force", "never-existed"]);
+    let err = w.fails(&["delete", "never-existed"]);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn run_detach_then_kill_all_in_a_shared_pid_namespace() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["sh", "-c", "sleep 100 & sleep 100"]);
+    b.set(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let id = w.id("detach");
+    w.ok(&["run", "--detach", "--bundle", b.dir_str(), &id]);
+    let pid = w.state(&id)["pid"].as_i64().unwrap() as i32;
+    w.pids.push(pid);
+    let procs =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/capsa/{id}/cgroup.procs")).unwrap();
+    let pids: Vec<i32> = procs.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    w.pids.extend(&pids);
+    w.ok(&["kill", "--all", &id, "KILL"]);
+    for p in &pids {
+        wait_exit(*p);
+    }
+    assert_eq!(w.status(&id), "stopped");
+    w.ok(&["delete", &id]);
+}
+
+#[test]
+fn list_shows_containers_in_table_json_and_quiet_forms() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let a = w.id("lista");
+    let c = w.id("listb");
+    w.create(&a, &b);
+    w.create(&c, &b);
+    let table = w.ok(&["list"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    );
+    assert_eq!(lines.filter(|l| l.contains("created")).count(), 2);
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok(&["list", "--format", "json"])).unwrap();
+    let ids: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str(), c.as_str()]);
+    assert_eq!(json[0]["owner"], "root");
+    assert_eq!(w.ok(&["list", "-q"]), format!("{a}\n{c}\n"));
+    w.ok(&["delete", &a, &c]);
+    assert_eq!(w.ok(&["list", "-q"]), "");
+}

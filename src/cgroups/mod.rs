@@ -1,0 +1,197 @@
+//! One cgroup manager over v1 and v2 (an enum, not a trait object): where a container's
+//! cgroup is, placing processes in it, listing and freezing them, and removing it.
+//!
+//! Layout detection: /sys/fs/cgroup itself being cgroup2 means a unified (v2) host. Anything
+//! else is v1; on a hybrid host (v1 controllers plus a nearly empty cgroup2 at
+//! /sys/fs/cgroup/unified) the v1 hierarchies are authoritative and the cgroup2 mount is
+//! ignored, as runc does.
+
+mod fs;
+pub mod v1;
+pub mod v2;
+
+use nix::unistd::Pid;
+use std::path::{Component, Path, PathBuf};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("writing {value:?} to {}", path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating cgroup {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("removing cgroup {}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]
+    NoHierarchy,
+    #[error("linux.cgroupsPath {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+}
+
+/// What a `cgroup` mount inside the container shows.
+#[derive(Debug, Clone)]
+pub enum MountSource {
+    /// One (name, host directory) per v1 hierarchy.
+    V1(Vec<(String, PathBuf)>),
+    /// The container's cgroup2 directory.
+    V2(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub enum Manager {
+    V1(v1::Manager),
+    V2(v2::Manager),
+}
+
+/// The cgroup path a container uses: `linux.cgroupsPath` (relative paths are taken from the
+/// hierarchy root), or `/capsa/<id>` (an absolute default, as crun has: never nested under
+/// the caller's own cgroup).
+pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
+    let Some(p) = spec_path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(PathBuf::from("/capsa").join(id));
+    };
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::RootDir | Component::CurDir => {}
+            _ => {
+                return Err(CgroupError::InvalidPath {
+                    path: p.display().to_string(),
+                    reason: "must not contain \"..\"",
+                })
+            }
+        }
+    }
+    if out == Path::new("/") {
+        return Err(CgroupError::InvalidPath {
+            path: p.display().to_string(),
+            reason: "must not be the root cgroup",
+        });
+    }
+    Ok(out)
+}
+
+/// Whether the host is unified (cgroup2 mounted at /sys/fs/cgroup).
+pub fn is_unified() -> bool {
+    nix::sys::statfs::statfs(CGROUP_ROOT)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+impl Manager {
+    /// The manager for cgroup `path` (as returned by [`container_path`]) on this host.
+    pub fn new(path: &Path) -> Result<Self, CgroupError> {
+        if is_unified() {
+            Ok(Manager::V2(v2::Manager::new(path)))
+        } else {
+            Ok(Manager::V1(v1::Manager::new(path)?))
+        }
+    }
+
+    /// The cgroup path relative to the hierarchy root.
+    pub fn path(&self) -> &Path {
+        match self {
+            Manager::V1(m) => m.path(),
+            Manager::V2(m) => m.path(),
+        }
+    }
+
+    /// Creates the cgroup (every hierarchy on v1).
+    pub fn create(&self) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.create(),
+            Manager::V2(m) => m.create(),
+        }
+    }
+
+    /// Moves a process into the cgroup.
+    pub fn add(&self, pid: Pid) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.add(pid),
+            Manager::V2(m) => m.add(pid),
+        }
+    }
+
+    /// The processes in the cgroup.
+    pub fn procs(&self) -> Result<Vec<Pid>, CgroupError> {
+        match self {
+            Manager::V1(m) => m.procs(),
+            Manager::V2(m) => m.procs(),
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        match self {
+            Manager::V1(m) => m.is_frozen(),
+            Manager::V2(m) => m.is_frozen(),
+        }
+    }
+
+    /// Thaws a frozen cgroup (a frozen process cannot act on SIGKILL until thawed).
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.set_frozen(false),
+            Manager::V2(m) => m.set_frozen(false),
+        }
+    }
+
+    /// Removes the cgroup; it must be empty. A cgroup already gone is not an error.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.remove(),
+            Manager::V2(m) => m.remove(),
+        }
+    }
+
+    /// Whether the cgroup still exists anywhere.
+    pub fn exists(&self) -> bool {
+        match self {
+            Manager::V1(m) => m.exists(),
+            Manager::V2(m) => m.exists(),
+        }
+    }
+
+    pub fn mount_source(&self) -> MountSource {
+        match self {
+            Manager::V1(m) => MountSource::V1(m.mount_dirs()),
+            Manager::V2(m) => MountSource::V2(m.dir().to_path_buf()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_is_absolute_under_capsa() {
+        assert_eq!(container_path(None, "c1").unwrap(), Path::new("/capsa/c1"));
+        assert_eq!(
+            container_path(Some(Path::new("default/c1")), "x").unwrap(),
+            Path::new("/default/c1")
+        );
+        assert!(container_path(Some(Path::new("/a/../../etc")), "x").is_err());
+        assert!(container_path(Some(Path::new("/")), "x").is_err());
+    }
+}

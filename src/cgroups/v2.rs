@@ -1,0 +1,69 @@
+//! cgroup v2: one directory in the unified hierarchy.
+
+use super::{fs, CgroupError, CGROUP_ROOT};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Manager {
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Manager {
+    pub fn new(path: &Path) -> Self {
+        Manager {
+            path: path.to_path_buf(),
+            dir: Path::new(CGROUP_ROOT).join(path.strip_prefix("/").unwrap_or(path)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn create(&self) -> Result<(), CgroupError> {
+        let mut dir = PathBuf::from(CGROUP_ROOT);
+        for comp in self.path.components().skip(1) {
+            dir.push(comp);
+            fs::mkdir(&dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn add(&self, pid: Pid) -> Result<(), CgroupError> {
+        fs::add_pid(&self.dir, pid)
+    }
+
+    pub fn procs(&self) -> Result<Vec<Pid>, CgroupError> {
+        fs::read_pids(&self.dir)
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+    }
+
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        fs::write(
+            &self.dir.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )
+    }
+
+    /// cgroup.kill (5.14+) takes every process down at once before the rmdir.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let kill = self.dir.join("cgroup.kill");
+        if kill.exists() && !fs::read_pids(&self.dir)?.is_empty() {
+            fs::write(&kill, "1")?;
+        }
+        fs::rmdir(&self.dir)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+}

@@ -1,0 +1,55 @@
+//! `capsa create`: create a container from a bundle; its process waits for `start`.
+
+use std::path::PathBuf;
+
+/// Create a container (its process waits for `capsa start`)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The container's id
+    pub id: String,
+    #[command(flatten)]
+    pub opts: CreateFlags,
+}
+
+/// The flags `create` and `run` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateFlags {
+    /// Path to the bundle directory (holding config.json)
+    #[arg(short = 'b', long, default_value = ".", value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the pty master when process.terminal is true
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// File to write the container process's pid to
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot_root (for a rootfs on ramfs)
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring for the container
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass N additional file descriptors (3 .. 3+N-1) to the container
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
+    pub preserve_fds: u32,
+}
+
+impl CreateFlags {
+    pub fn to_options(&self) -> anyhow::Result<capsa::CreateOptions> {
+        // A relative --pid-file is relative to the caller's directory.
+        let cwd = std::env::current_dir()?;
+        Ok(capsa::CreateOptions {
+            bundle: self.bundle.clone(),
+            pid_file: self.pid_file.as_ref().map(|p| cwd.join(p)),
+            console_socket: self.console_socket.as_ref().map(|p| cwd.join(p)),
+            no_pivot: self.no_pivot,
+            no_new_keyring: self.no_new_keyring,
+            preserve_fds: self.preserve_fds,
+        })
+    }
+}
+
+pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
+    runtime.create(&args.id, &args.opts.to_options()?)?;
+    Ok(0)
+}

@@ -1,0 +1,36 @@
+//! `capsa features`: what this build supports, as the OCI features document.
+
+use serde_json::json;
+
+/// Print the OCI features document (JSON) of this runtime
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn features_json() -> serde_json::Value {
+    json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": capsa::OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": capsa::rootfs::options::known_options(),
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": false}}
+        },
+        "annotations": {
+            "org.opencontainers.runc.checkpoint.enabled": "false",
+            "io.github.capsa.version": env!("CARGO_PKG_VERSION"),
+            "io.github.capsa.commit": env!("CAPSA_COMMIT")
+        }
+    })
+}
+
+pub fn run(_args: &Args) -> anyhow::Result<i32> {
+    println!("{}", serde_json::to_string_pretty(&features_json())?);
+    Ok(0)
+}

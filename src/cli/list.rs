@@ -1,0 +1,84 @@
+//! `capsa list`: the containers under --root.
+
+use clap::ValueEnum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// List containers
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output format: table or json
+    #[arg(short = 'f', long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Print only the ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+fn owner_name(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata(dir).map(|m| m.uid()) else {
+        return String::new();
+    };
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("#{uid}"))
+}
+
+pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
+    let containers = runtime.list()?;
+    if args.quiet {
+        for c in &containers {
+            println!("{}", c.id());
+        }
+        return Ok(0);
+    }
+    let states: Vec<capsa::container::OciState> = containers
+        .iter()
+        .map(|c| {
+            let mut s = c.oci_state();
+            s.owner = owner_name(c.dir());
+            s
+        })
+        .collect();
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string(&states)?),
+        Format::Table => {
+            let rows: Vec<[String; 6]> = states
+                .iter()
+                .map(|s| {
+                    [
+                        s.id.clone(),
+                        s.pid.to_string(),
+                        s.status.to_string(),
+                        s.bundle.display().to_string(),
+                        s.created.clone(),
+                        s.owner.clone(),
+                    ]
+                })
+                .collect();
+            let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
+            let mut widths = header.clone().map(|h| h.len());
+            for r in &rows {
+                for (w, cell) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            for r in std::iter::once(&header).chain(&rows) {
+                let line: Vec<String> = r
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                println!("{}", line.join("   ").trim_end());
+            }
+        }
+    }
+    Ok(0)
+}

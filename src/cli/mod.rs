@@ -1,0 +1,122 @@
+//! Command-line parsing (clap) and dispatch. One file per command; no logic of its own.
+
+mod create;
+mod delete;
+mod features;
+mod kill;
+mod list;
+mod log;
+#[cfg(test)]
+mod man;
+mod run;
+mod spec;
+mod start;
+mod state;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// capsa: a low-level OCI container runtime, flag-compatible with runc.
+#[derive(Debug, Parser)]
+#[command(name = "capsa", disable_version_flag = true, about, long_about = None)]
+pub struct Cli {
+    /// Root directory for storage of container state
+    #[arg(long, global = true, default_value = "/run/capsa", value_name = "PATH")]
+    pub root: PathBuf,
+    /// Write log lines to this file instead of stderr
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Enable debug logging
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd to manage cgroups (not available: capsa manages cgroupfs directly)
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// Print the version
+    #[arg(short = 'v', long)]
+    pub version: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Create(create::Args),
+    Start(start::Args),
+    Run(run::Args),
+    State(state::Args),
+    Kill(kill::Args),
+    Delete(delete::Args),
+    List(list::Args),
+    Spec(spec::Args),
+    Features(features::Args),
+}
+
+fn print_version() {
+    println!("capsa version {}", env!("CARGO_PKG_VERSION"));
+    println!("commit: {}", env!("CAPSA_COMMIT"));
+    println!("spec: {}", capsa::OCI_VERSION);
+}
+
+fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
+    let runtime = capsa::Runtime::new(&cli.root);
+    if cli.systemd_cgroup && matches!(command, Command::Create(_) | Command::Run(_)) {
+        anyhow::bail!(
+            "--systemd-cgroup: the systemd cgroup driver is not available; use cgroupfs paths"
+        );
+    }
+    match command {
+        Command::Create(a) => create::run(&runtime, a),
+        Command::Start(a) => start::run(&runtime, a),
+        Command::Run(a) => run::run(&runtime, a),
+        Command::State(a) => state::run(&runtime, a),
+        Command::Kill(a) => kill::run(&runtime, a),
+        Command::Delete(a) => delete::run(&runtime, a),
+        Command::List(a) => list::run(&runtime, a),
+        Command::Spec(a) => spec::run(a),
+        Command::Features(a) => features::run(a),
+    }
+}
+
+/// Parses, runs, reports; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if cli.version {
+        print_version();
+        return 0;
+    }
+    let Some(command) = &cli.command else {
+        print_version();
+        return 0;
+    };
+    let logger = match log::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return 1;
+        }
+    };
+    match dispatch(&cli, command) {
+        Ok(code) => code,
+        Err(e) => {
+            logger.fatal(&format!("{e:#}"));
+            1
+        }
+    }
+}

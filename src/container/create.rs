@@ -1,0 +1,236 @@
+//! `create`: validate, make the state directory and cgroup, clone init, record the state.
+//! Every resource is held by a guard until the end, so a failure at any step leaves nothing.
+
+use super::lock::DirLock;
+use super::state::{self, HookState, Status, StoredState};
+use super::{Container, ContainerError, Runtime};
+use crate::cgroups::{self, Manager};
+use crate::namespaces::NamespacePlan;
+use crate::process::{self, InitConfig, SpawnHooks};
+use crate::{hooks, spec};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Options of `create` beyond the bundle's config.json (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+impl CreateOptions {
+    pub fn new(bundle: impl Into<PathBuf>) -> Self {
+        CreateOptions {
+            bundle: bundle.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Removes the half-made state directory unless disarmed.
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Removes the half-made cgroup unless disarmed (the init guard has killed its process by
+/// the time this runs: guards drop in reverse order of creation).
+struct CgroupGuard(Option<Manager>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            let _ = m.remove();
+        }
+    }
+}
+
+struct CreateHooks<'a> {
+    id: &'a str,
+    bundle: &'a Path,
+    annotations: &'a HashMap<String, String>,
+    spec: &'a Spec,
+}
+
+impl SpawnHooks for CreateHooks<'_> {
+    fn state_json(&mut self, pid: Pid) -> String {
+        HookState {
+            oci_version: crate::OCI_VERSION,
+            id: self.id,
+            status: Status::Creating,
+            pid: pid.as_raw(),
+            bundle: self.bundle,
+            annotations: self.annotations,
+        }
+        .to_json()
+    }
+
+    fn create_runtime(&mut self, state: &str) -> crate::Result<()> {
+        let h = self.spec.hooks().as_ref();
+        #[allow(deprecated)]
+        hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), state)?;
+        hooks::run_all(
+            "createRuntime",
+            h.and_then(|h| h.create_runtime().as_ref()),
+            state,
+        )?;
+        Ok(())
+    }
+}
+
+fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
+    state::write_atomic(path, pid.to_string().as_bytes(), 0o644).map_err(|source| {
+        ContainerError::PidFile {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Marks every descriptor above stdio and the preserved ones close-on-exec before anything
+/// is cloned: nothing the caller leaked to us may reach the container (CVE-2024-21626).
+fn cloexec_inherited(preserve_fds: u32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 + preserve_fds,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+}
+
+impl Runtime {
+    /// Creates container `id` from `opts.bundle`: on return its init is waiting for `start`.
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
+        let dir = self.dir(id)?;
+        let bundle =
+            std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {
+                path: opts.bundle.clone(),
+                source,
+            })?;
+        let spec = spec::load(&bundle)?;
+        spec::validate(&spec, &bundle)?;
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        match (terminal, &opts.console_socket) {
+            (true, None) => return Err(ContainerError::TerminalWithoutSocket.into()),
+            (false, Some(_)) => return Err(ContainerError::SocketWithoutTerminal.into()),
+            (true, Some(_)) => return Err(ContainerError::TerminalUnsupported.into()),
+            (false, None) => {}
+        }
+        let rootfs =
+            std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
+                spec::SpecError::Path {
+                    field: "root.path".into(),
+                    path: spec::rootfs_path(&spec, &bundle).unwrap_or_default(),
+                    source,
+                }
+            })?;
+        let linux = spec.linux().as_ref();
+        let namespaces = linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]);
+        let plan = NamespacePlan::from_spec(namespaces);
+        let cgroup_path =
+            cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
+        let cgroup = Manager::new(&cgroup_path)?;
+
+        std::fs::create_dir_all(&self.root).map_err(|source| ContainerError::StateDir {
+            path: self.root.clone(),
+            source,
+        })?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(ContainerError::Exists { id: id.to_string() }.into())
+            }
+            Err(source) => return Err(ContainerError::StateDir { path: dir, source }.into()),
+        }
+        let mut dir_guard = DirGuard(Some(dir.clone()));
+        let _lock = DirLock::acquire(&dir)?;
+        if cgroup.exists() && !cgroup.procs()?.is_empty() {
+            return Err(ContainerError::Exists { id: id.to_string() }.into());
+        }
+        cgroup.create()?;
+        let mut cgroup_guard = CgroupGuard(Some(cgroup.clone()));
+
+        let fifo_path = dir.join(state::EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).map_err(|e| {
+            ContainerError::Fifo {
+                path: fifo_path.clone(),
+                source: e.into(),
+            }
+        })?;
+        let fifo: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(&fifo_path)
+            .map_err(|source| ContainerError::Fifo {
+                path: fifo_path.clone(),
+                source,
+            })?
+            .into();
+
+        cloexec_inherited(opts.preserve_fds);
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let cfg = InitConfig {
+            id,
+            spec: &spec,
+            bundle: &bundle,
+            rootfs: &rootfs,
+            plan: &plan,
+            cgroup: &cgroup,
+            fifo: fifo.as_fd(),
+            no_pivot: opts.no_pivot,
+            no_new_keyring: opts.no_new_keyring,
+            preserve_fds: opts.preserve_fds as i32,
+        };
+        let mut hooks = CreateHooks {
+            id,
+            bundle: &bundle,
+            annotations: &annotations,
+            spec: &spec,
+        };
+        let init = process::spawn(&cfg, &mut hooks)?;
+        let pid = init.pid();
+        let stored = StoredState {
+            oci_version: crate::OCI_VERSION.to_string(),
+            id: id.to_string(),
+            pid: pid.as_raw(),
+            pid_start_time: state::live_start_time(pid.as_raw()).unwrap_or(0),
+            bundle: bundle.clone(),
+            rootfs,
+            created: crate::time::now_rfc3339_nanos(),
+            annotations,
+            cgroup_path,
+            hooks: spec.hooks().clone(),
+            shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
+        };
+        stored.save(&dir)?;
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        init.disarm();
+        cgroup_guard.0 = None;
+        dir_guard.0 = None;
+        Ok(Container { dir, state: stored })
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;

@@ -1,0 +1,226 @@
+//! Containers: creation, lifecycle operations, state on disk.
+//!
+//! [`Runtime`] is a state root (default /run/capsa) holding one directory per container:
+//! `state.json` (written atomically) and, between create and start, `exec.fifo`.
+
+mod create;
+mod id;
+mod lock;
+mod ops;
+mod run;
+mod state;
+
+pub use create::CreateOptions;
+pub use id::validate as validate_id;
+pub use ops::parse_signal;
+pub use state::{derive_status, HookState, OciState, Status, StoredState};
+
+use crate::cgroups;
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container id {id:?}: use letters, digits and _+.- (not \".\" or \"..\")")]
+    InvalidId { id: String },
+    #[error("container with id {id} already exists")]
+    Exists { id: String },
+    #[error("container {id} does not exist")]
+    NotExist { id: String },
+    #[error("container not running")]
+    NotRunning,
+    #[error("cannot start an already running container")]
+    AlreadyRunning,
+    #[error("cannot start a container that has stopped")]
+    StartStopped,
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    NotStopped { id: String, status: Status },
+    #[error("container {id} exited before it was started")]
+    ExitedBeforeStart { id: String },
+    #[error("bundle {}", path.display())]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state directory {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {}", path.display())]
+    ReadState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {} is not valid", path.display())]
+    CorruptState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing {}", path.display())]
+    WriteState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("locking {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec fifo {}", path.display())]
+    Fifo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sending signal {signal} to {pid}")]
+    Signal {
+        signal: i32,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown signal {0:?}")]
+    UnknownSignal(String),
+    #[error("waiting for the container process")]
+    Wait(#[source] std::io::Error),
+    #[error("pid file {}", path.display())]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot allocate a tty: process.terminal is true but no --console-socket was given")]
+    TerminalWithoutSocket,
+    #[error("--console-socket was given but process.terminal is false")]
+    SocketWithoutTerminal,
+    #[error("process.terminal: terminals are handled by the exec/terminal support, not yet in this build")]
+    TerminalUnsupported,
+}
+
+/// A state root: the directory under which containers' state lives.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+/// A container as loaded from its state directory.
+#[derive(Debug, Clone)]
+pub struct Container {
+    dir: PathBuf,
+    state: StoredState,
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runtime { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf, ContainerError> {
+        validate_id(id)?;
+        Ok(self.root.join(id))
+    }
+
+    /// Loads container `id`; "container ID does not exist" when there is none.
+    pub fn load(&self, id: &str) -> crate::Result<Container> {
+        let dir = self.dir(id)?;
+        let state = StoredState::load(&dir, id)?;
+        Ok(Container { dir, state })
+    }
+
+    /// Every container under the root, sorted by id. Directories without a readable state
+    /// (one being created right now) are skipped.
+    pub fn list(&self) -> crate::Result<Vec<Container>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ContainerError::StateDir {
+                    path: self.root.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        let mut out: Vec<Container> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| self.load(e.file_name().to_str()?).ok())
+            .collect();
+        out.sort_by(|a, b| a.id().cmp(b.id()));
+        Ok(out)
+    }
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    pub fn stored(&self) -> &StoredState {
+        &self.state
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Init's pid while it is the process we started (same start time, not a zombie).
+    pub fn live_pid(&self) -> Option<Pid> {
+        (state::live_start_time(self.state.pid) == Some(self.state.pid_start_time))
+            .then(|| Pid::from_raw(self.state.pid))
+    }
+
+    pub fn cgroup(&self) -> crate::Result<cgroups::Manager> {
+        Ok(cgroups::Manager::new(&self.state.cgroup_path)?)
+    }
+
+    /// The status, derived from the facts now.
+    pub fn status(&self) -> Status {
+        let alive = self.live_pid().is_some();
+        let fifo = alive && self.dir.join(state::EXEC_FIFO).exists();
+        let frozen = alive && !fifo && self.cgroup().map(|c| c.is_frozen()).unwrap_or(false);
+        derive_status(alive, fifo, frozen)
+    }
+
+    /// The state as `capsa state` shows it (pid 0 once stopped, as runc).
+    pub fn oci_state(&self) -> OciState {
+        let status = self.status();
+        OciState {
+            oci_version: self.state.oci_version.clone(),
+            id: self.state.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.state.pid
+            },
+            status,
+            bundle: self.state.bundle.clone(),
+            rootfs: self.state.rootfs.clone(),
+            created: self.state.created.clone(),
+            annotations: self.state.annotations.clone(),
+            owner: String::new(),
+        }
+    }
+
+    fn hook_state(&self, status: Status) -> String {
+        HookState {
+            oci_version: &self.state.oci_version,
+            id: &self.state.id,
+            status,
+            pid: self.state.pid,
+            bundle: &self.state.bundle,
+            annotations: &self.state.annotations,
+        }
+        .to_json()
+    }
+}

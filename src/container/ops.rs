@@ -1,0 +1,202 @@
+//! start, kill, delete.
+
+use super::lock::DirLock;
+use super::state::{self, Status, StoredState};
+use super::{Container, ContainerError};
+use crate::hooks;
+use crate::process::{self, clone::pidfd_open};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// "KILL", "SIGKILL", "kill" or "9".
+pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
+    let unknown = || ContainerError::UnknownSignal(s.to_string());
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| unknown());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().map_err(|_| unknown())
+}
+
+fn send(pid: Pid, signal: Signal) -> Result<(), ContainerError> {
+    match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(ContainerError::Signal {
+            signal: signal as i32,
+            pid: pid.as_raw(),
+            source: e.into(),
+        }),
+    }
+}
+
+impl Container {
+    /// Takes the container's lock and re-reads its state: another command may have changed
+    /// or deleted it while we waited.
+    fn locked(&self) -> crate::Result<(DirLock, Container)> {
+        let lock = DirLock::acquire(&self.dir).map_err(|_| ContainerError::NotExist {
+            id: self.state.id.clone(),
+        })?;
+        let state = StoredState::load(&self.dir, &self.state.id)?;
+        Ok((
+            lock,
+            Container {
+                dir: self.dir.clone(),
+                state,
+            },
+        ))
+    }
+
+    /// `start`: lets init past exec.fifo, then runs the poststart hooks.
+    pub fn start(&self) -> crate::Result<()> {
+        let (_lock, c) = self.locked()?;
+        match c.status() {
+            Status::Created => {}
+            Status::Stopped => return Err(ContainerError::StartStopped.into()),
+            _ => return Err(ContainerError::AlreadyRunning.into()),
+        }
+        let fifo_path = c.dir.join(state::EXEC_FIFO);
+        let fifo_err = |source: std::io::Error| ContainerError::Fifo {
+            path: fifo_path.clone(),
+            source,
+        };
+        // Non-blocking open: if init died meanwhile a blocking open would wait forever.
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&fifo_path)
+            .map_err(fifo_err)?;
+        let pid = Pid::from_raw(c.state.pid);
+        let pidfd = pidfd_open(pid).map_err(fifo_err)?;
+        loop {
+            let (readable, exited) = {
+                let mut fds = [
+                    PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(fifo_err(e.into()).into()),
+                    Ok(_) => {}
+                }
+                (
+                    fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(PollFlags::POLLIN)),
+                    fds[1].revents().is_some_and(|r| !r.is_empty()),
+                )
+            };
+            if readable {
+                let mut byte = [0u8; 1];
+                match fifo.read(&mut byte) {
+                    Ok(1) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(fifo_err(e).into()),
+                }
+            }
+            if exited {
+                return Err(ContainerError::ExitedBeforeStart {
+                    id: c.state.id.clone(),
+                }
+                .into());
+            }
+        }
+        std::fs::remove_file(&fifo_path).map_err(fifo_err)?;
+        let state = c.hook_state(Status::Running);
+        let poststart = c.state.hooks.as_ref().and_then(|h| h.poststart().as_ref());
+        if let Err(e) = hooks::run_all("poststart", poststart, &state) {
+            let _ = send(pid, Signal::SIGKILL);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// `kill`: one signal to init, or with `all` to every process in the container's cgroup.
+    /// A frozen container is thawed after SIGKILL so the processes can act on it.
+    pub fn kill(&self, signal: Signal, all: bool) -> crate::Result<()> {
+        let (_lock, c) = self.locked()?;
+        let status = c.status();
+        if status == Status::Stopped && !(all && c.state.shared_pid_ns) {
+            return Err(ContainerError::NotRunning.into());
+        }
+        if all {
+            let cg = c.cgroup()?;
+            for pid in cg.procs()? {
+                send(pid, signal)?;
+            }
+        } else if let Some(pid) = c.live_pid() {
+            send(pid, signal)?;
+        } else {
+            return Err(ContainerError::NotRunning.into());
+        }
+        if signal == Signal::SIGKILL && status == Status::Paused {
+            c.cgroup()?.thaw()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL to everything in the cgroup, then wait for each to exit.
+    fn kill_all_and_wait(&self) -> crate::Result<()> {
+        let cg = self.cgroup()?;
+        let frozen = cg.is_frozen();
+        // Repeat: a process may fork while we are killing its siblings.
+        for _ in 0..16 {
+            let pids = cg.procs()?;
+            if pids.is_empty() {
+                break;
+            }
+            for pid in &pids {
+                send(*pid, Signal::SIGKILL)?;
+            }
+            if frozen {
+                cg.thaw()?;
+            }
+            for pid in pids {
+                process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `delete`: a created or stopped container always; a running or paused one only with
+    /// `force`. Removes every process, the cgroup and the state, then runs poststop hooks.
+    pub fn delete(&self, force: bool) -> crate::Result<()> {
+        let (_lock, c) = self.locked()?;
+        let status = c.status();
+        if matches!(status, Status::Running | Status::Paused) && !force {
+            return Err(ContainerError::NotStopped {
+                id: c.state.id.clone(),
+                status,
+            }
+            .into());
+        }
+        if let Some(pid) = c.live_pid() {
+            send(pid, Signal::SIGKILL)?;
+            if status == Status::Paused {
+                c.cgroup()?.thaw()?;
+            }
+            process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+        }
+        c.kill_all_and_wait()?;
+        c.cgroup()?.remove()?;
+        let poststop = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref());
+        if let Err(e) = hooks::run_all("poststop", poststop, &c.hook_state(Status::Stopped)) {
+            // As runc: a failing poststop hook is reported, the delete still completes.
+            log::warn!("{e}");
+        }
+        std::fs::remove_dir_all(&c.dir).map_err(|source| ContainerError::StateDir {
+            path: c.dir.clone(),
+            source,
+        })?;
+        Ok(())
+    }
+}

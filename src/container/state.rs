@@ -1,0 +1,207 @@
+//! state.json and the derived status.
+//!
+//! What is stored is what cannot be observed (pid, its start time, bundle, cgroup path,
+//! hooks); the status never is: it is derived each time from the facts (design notes §3).
+
+use super::ContainerError;
+use oci_spec::runtime::Hooks;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const STATE_FILE: &str = "state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredState {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    /// Field 22 of /proc/<pid>/stat when init was created: tells a pid reused by another
+    /// process apart from ours.
+    pub pid_start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    pub cgroup_path: PathBuf,
+    #[serde(default)]
+    pub hooks: Option<Hooks>,
+    /// The container has no pid namespace of its own: its other processes outlive init.
+    #[serde(default)]
+    pub shared_pid_ns: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// The status from the facts: init alive (same pid, same start time, not a zombie),
+/// exec.fifo still present, cgroup frozen.
+pub fn derive_status(alive: bool, fifo_exists: bool, frozen: bool) -> Status {
+    match (alive, fifo_exists, frozen) {
+        (false, _, _) => Status::Stopped,
+        (true, true, _) => Status::Created,
+        (true, false, true) => Status::Paused,
+        (true, false, false) => Status::Running,
+    }
+}
+
+/// (state letter, start time) from the text of /proc/<pid>/stat. The command name is in
+/// parentheses and may itself contain spaces and parentheses: parse after the last ')'.
+pub fn parse_proc_stat(text: &str) -> Option<(char, u64)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state come fields 4.. of stat(5); starttime is field 22.
+    let start = fields.nth(22 - 4)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The start time of a live (non-zombie) process, or None.
+pub fn live_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    match parse_proc_stat(&text)? {
+        ('Z', _) | ('X', _) => None,
+        (_, start) => Some(start),
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over: readers see the old
+/// or the new content, never a truncated file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl StoredState {
+    pub fn load(dir: &Path, id: &str) -> Result<Self, ContainerError> {
+        let path = dir.join(STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotExist { id: id.to_string() })
+            }
+            Err(source) => return Err(ContainerError::ReadState { path, source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|source| ContainerError::CorruptState { path, source })
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), ContainerError> {
+        let path = dir.join(STATE_FILE);
+        let bytes = serde_json::to_vec(self).map_err(|source| ContainerError::CorruptState {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| ContainerError::WriteState { path, source })
+    }
+}
+
+/// The state as `capsa state` prints it: runc's fields, in runc's order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OciState {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+    pub owner: String,
+}
+
+/// The state the runtime spec hands to hooks on stdin.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookState<'a> {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: &'a str,
+    pub id: &'a str,
+    pub status: Status,
+    pub pid: i32,
+    pub bundle: &'a Path,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: &'a HashMap<String, String>,
+}
+
+impl HookState<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_derived_from_facts() {
+        assert_eq!(derive_status(false, true, true), Status::Stopped);
+        assert_eq!(derive_status(true, true, false), Status::Created);
+        assert_eq!(derive_status(true, false, true), Status::Paused);
+        assert_eq!(derive_status(true, false, false), Status::Running);
+    }
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line =
+            "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(parse_proc_stat(line), Some(('S', 987654)));
+        assert_eq!(parse_proc_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_live() {
+        let me = std::process::id() as i32;
+        assert!(live_start_time(me).is_some());
+        assert_eq!(live_start_time(0), None);
+    }
+}

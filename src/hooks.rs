@@ -1,0 +1,146 @@
+//! OCI hooks: each runs with the container state as JSON on stdin, within its timeout.
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use oci_spec::runtime::Hook;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{kind} hook #{index} ({}): starting", path.display())]
+    Spawn {
+        kind: &'static str,
+        index: usize,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{kind} hook #{index} ({}): {status}{}", path.display(), stderr_suffix(stderr))]
+    Failed {
+        kind: &'static str,
+        index: usize,
+        path: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("{kind} hook #{index} ({}): timed out after {seconds}s", path.display())]
+    Timeout {
+        kind: &'static str,
+        index: usize,
+        path: PathBuf,
+        seconds: i64,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(", stderr: {s}")
+    }
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that only we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Runs one hook; `kind` names the hook list ("createRuntime", ...) in errors.
+pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
+    let path = hook.path().clone();
+    let mut cmd = Command::new(&path);
+    if let Some(args) = hook.args() {
+        if let Some(arg0) = args.first() {
+            cmd.arg0(arg0);
+        }
+        cmd.args(args.iter().skip(1));
+    }
+    cmd.env_clear();
+    for kv in hook.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let spawn_err = |source| HookError::Spawn {
+        kind,
+        index,
+        path: path.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is fine: ignore EPIPE.
+        let _ = stdin.write_all(state.as_bytes());
+    }
+    let timeout = hook.timeout().filter(|t| *t > 0);
+    if let Some(seconds) = timeout {
+        let pidfd = pidfd_open(child.id()).map_err(spawn_err)?;
+        let deadline = Instant::now() + Duration::from_secs(seconds as u64);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(HookError::Timeout {
+                        kind,
+                        index,
+                        path,
+                        seconds,
+                    });
+                }
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(spawn_err(e.into())),
+            }
+        }
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let status = child.wait().map_err(spawn_err)?;
+    if status.success() {
+        return Ok(());
+    }
+    let status = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (_, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    };
+    Err(HookError::Failed {
+        kind,
+        index,
+        path,
+        status,
+        stderr,
+    })
+}
+
+/// Runs a list of hooks in order, stopping at the first failure.
+pub fn run_all(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state: &str,
+) -> Result<(), HookError> {
+    for (index, hook) in hooks.into_iter().flatten().enumerate() {
+        run(kind, index, hook, state)?;
+    }
+    Ok(())
+}

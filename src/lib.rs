@@ -1,0 +1,31 @@
+//! capsa: a low-level OCI container runtime.
+//!
+//! The library does all the work; the `capsa` binary is a thin runc-compatible front end.
+//! Data flows top to bottom: [`container`] (lifecycle, state) -> [`process`] (clone chain,
+//! sync channel, container init) -> [`namespaces`], [`rootfs`], [`cgroups`], [`security`]
+//! -> execve.
+//!
+//! ```no_run
+//! use capsa::{Runtime, CreateOptions};
+//! let runtime = Runtime::new("/run/capsa");
+//! let container = runtime.create("demo", &CreateOptions::new("/path/to/bundle"))?;
+//! container.start()?;
+//! # Ok::<(), capsa::Error>(())
+//! ```
+
+pub mod cgroups;
+pub mod container;
+pub mod error;
+pub mod hooks;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+pub mod time;
+
+pub use container::{Container, CreateOptions, Runtime, Status};
+pub use error::{Error, Result};
+
+/// The OCI runtime-spec version capsa implements.
+pub const OCI_VERSION: &str = "1.2.0";

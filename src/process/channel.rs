@@ -1,0 +1,165 @@
+//! The typed channel between the runtime and the container's init.
+//!
+//! ```text
+//!  runtime (capsa create)                 stage (only to join namespaces)     init
+//!  ----------------------                 -------------------------------     ----
+//!  clone ------------------------------------------------------------------->  (born)
+//!       or fork ---------------------------> setns... clone(CLONE_PARENT) -->  (born)
+//!  <------------------------------------- InitPid{pid}, exit
+//!  write uid/gid maps, oom_score_adj,
+//!  join the cgroup
+//!  Proceed{state} ---------------------------------------------------------->  mounts, devices
+//!  <------------------------------------------------------------------------  RunCreateRuntimeHooks
+//!  prestart + createRuntime hooks
+//!  HooksDone --------------------------------------------------------------->  createContainer hooks,
+//!                                                                              pivot_root, ... caps
+//!  <------------------------------------------------------------------------  Ready
+//!  write state.json, exit                                                      block on exec.fifo
+//!  (any step may instead receive Error{cause chain, errno} and fail the create)
+//! ```
+//! Messages are JSON over a SOCK_SEQPACKET socketpair: one datagram per message, and the
+//! peer's exit shows up as end-of-file instead of a hang.
+
+use super::{ProcessError, RemoteError};
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// stage -> runtime: the pid of init (in the runtime's pid namespace).
+    InitPid { pid: i32 },
+    /// runtime -> init: ids mapped, cgroup joined; the state JSON for in-container hooks.
+    Proceed { state: String },
+    /// init -> runtime: mounts are done, run prestart and createRuntime hooks.
+    RunCreateRuntimeHooks,
+    /// runtime -> init: those hooks succeeded.
+    HooksDone,
+    /// init -> runtime: everything is set up; init now waits on exec.fifo.
+    Ready,
+    /// init or stage -> runtime: setup failed.
+    Error(RemoteError),
+}
+
+impl Message {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::InitPid { .. } => "InitPid",
+            Message::Proceed { .. } => "Proceed",
+            Message::RunCreateRuntimeHooks => "RunCreateRuntimeHooks",
+            Message::HooksDone => "HooksDone",
+            Message::Ready => "Ready",
+            Message::Error(_) => "Error",
+        }
+    }
+}
+
+/// One end of the channel.
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+/// Creates both ends (close-on-exec: neither leaks into a hook or the container process).
+pub fn pair() -> Result<(Channel, Channel), ProcessError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| ProcessError::Channel(e.into()))?;
+    Ok((Channel { fd: a }, Channel { fd: b }))
+}
+
+const MAX_MESSAGE: usize = 64 * 1024;
+
+impl Channel {
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn send(&self, msg: &Message) -> Result<(), ProcessError> {
+        let bytes = serde_json::to_vec(msg).map_err(ProcessError::Encode)?;
+        send(self.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
+            .map_err(|e| ProcessError::Channel(e.into()))?;
+        Ok(())
+    }
+
+    /// The next message; `None` when the peer has gone away.
+    pub fn recv(&self) -> Result<Option<Message>, ProcessError> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let n = loop {
+            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ProcessError::Channel(e.into())),
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&buf[..n])
+            .map(Some)
+            .map_err(ProcessError::Decode)
+    }
+
+    /// Receives a message, turning an `Error` into the remote failure and end-of-file into
+    /// "exited before sending {expected}".
+    pub fn expect(&self, expected: &'static str) -> Result<Message, ProcessError> {
+        match self.recv()? {
+            None => Err(ProcessError::PeerExited { expected }),
+            Some(Message::Error(e)) => Err(ProcessError::Init(e)),
+            Some(m) => Ok(m),
+        }
+    }
+
+    fn unexpected(expected: &'static str, got: &Message) -> ProcessError {
+        ProcessError::Unexpected {
+            expected,
+            got: got.name(),
+        }
+    }
+
+    pub fn recv_init_pid(&self) -> Result<i32, ProcessError> {
+        match self.expect("InitPid")? {
+            Message::InitPid { pid } => Ok(pid),
+            m => Err(Self::unexpected("InitPid", &m)),
+        }
+    }
+
+    pub fn wait_for_proceed(&self) -> Result<String, ProcessError> {
+        match self.expect("Proceed")? {
+            Message::Proceed { state } => Ok(state),
+            m => Err(Self::unexpected("Proceed", &m)),
+        }
+    }
+
+    pub fn wait_for_hooks_done(&self) -> Result<(), ProcessError> {
+        match self.expect("HooksDone")? {
+            Message::HooksDone => Ok(()),
+            m => Err(Self::unexpected("HooksDone", &m)),
+        }
+    }
+
+    pub fn proceed(&self, state: String) -> Result<(), ProcessError> {
+        self.send(&Message::Proceed { state })
+    }
+
+    pub fn hooks_done(&self) -> Result<(), ProcessError> {
+        self.send(&Message::HooksDone)
+    }
+
+    pub fn request_create_runtime_hooks(&self) -> Result<(), ProcessError> {
+        self.send(&Message::RunCreateRuntimeHooks)
+    }
+
+    pub fn ready(&self) -> Result<(), ProcessError> {
+        self.send(&Message::Ready)
+    }
+
+    pub fn error(&self, err: &(dyn std::error::Error + 'static)) {
+        // Best effort: if the runtime is gone there is nobody left to tell.
+        let _ = self.send(&Message::Error(RemoteError::from_error(err)));
+    }
+}

@@ -1,0 +1,181 @@
+//! clone3 (with a clone fallback), the guard that owns a child pid, and waiting on pidfds.
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// struct clone_args of <linux/sched.h> (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+pub enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// Forks with `flags` (new namespaces, CLONE_PARENT). Behaves like fork(2): the child returns
+/// `Forked::Child` on a copy of the address space. capsa calls this single-threaded.
+pub fn clone_process(flags: CloneFlags, parent: bool) -> io::Result<Forked> {
+    let mut all = flags.bits() as u64;
+    if parent {
+        all |= libc::CLONE_PARENT as u64;
+    }
+    let mut args = CloneArgs {
+        flags: all,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM duplicates the process like fork; the args struct is
+    // valid for the call and its size is passed. The caller is single-threaded, so no lock
+    // can be held by a thread that does not exist in the child.
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // Kernels before 5.3: the classic clone, the exit signal in the low byte of flags
+        // (CLONE_NEWTIME does not fit there, but time namespaces are only unshared).
+        // SAFETY: as above; a null stack makes the child use a copy of the parent's stack.
+        ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (all as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+                0usize,
+            )
+        };
+    }
+    match ret {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Ends a forked child without running the parent's destructors or atexit handlers, which
+/// belong to the parent's copy of the process (what crun and youki do too).
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Owns a child's pid: unless disarmed, dropping it kills and reaps the child, so a create
+/// that fails half way leaves no process behind.
+pub struct ChildGuard {
+    pid: Pid,
+    armed: bool,
+}
+
+impl ChildGuard {
+    pub fn new(pid: Pid) -> Self {
+        ChildGuard { pid, armed: true }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Gives up ownership: the child lives on.
+    pub fn disarm(mut self) -> Pid {
+        self.armed = false;
+        self.pid
+    }
+
+    /// Waits for the child and returns its status; the guard is spent.
+    pub fn wait(mut self) -> io::Result<WaitStatus> {
+        self.armed = false;
+        loop {
+            match waitpid(self.pid, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => return other.map_err(Into::into),
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// "exit status 1", "killed by signal 9": a wait status as a user reads it.
+pub fn describe_status(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("killed by signal {}", *sig as i32),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The shell convention capsa `run` uses for its own exit status: code, or 128 + signal.
+pub fn exit_code(status: &WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => *code,
+        WaitStatus::Signaled(_, sig, _) => 128 + *sig as i32,
+        _ => 255,
+    }
+}
+
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that only we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until `pid` has exited (zombie or gone), without reaping it: the pidfd becomes
+/// readable when the process terminates. Returns false on timeout.
+pub fn wait_exited(pid: Pid, timeout: Option<Duration>) -> io::Result<bool> {
+    let fd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(left.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The clone chain that makes a container's init, the channel it talks over, and init itself.
+//!
+//! No re-exec of capsa: init is a clone of the runtime, so it inherits the parsed spec and
+//! needs nothing serialised but a few messages (see [`channel`] for the sequence).
+
+pub mod channel;
+pub mod clone;
+mod init;
+
+pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
+
+use crate::cgroups;
+use crate::namespaces::{self, NamespacePlan};
+use channel::{Channel, Message};
+use clone::Forked;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("creating the container process")]
+    Clone(#[source] std::io::Error),
+    #[error("container sync channel")]
+    Channel(#[source] std::io::Error),
+    #[error("encoding a sync message")]
+    Encode(#[source] serde_json::Error),
+    #[error("decoding a sync message")]
+    Decode(#[source] serde_json::Error),
+    #[error("container init exited before sending {expected}")]
+    PeerExited { expected: &'static str },
+    #[error("container init exited before sending {expected} ({status})")]
+    InitExited {
+        expected: &'static str,
+        status: String,
+    },
+    #[error("expected {expected} from container init, got {got}")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("unable to start container process")]
+    Init(#[source] RemoteError),
+    #[error("writing {value} to {}", path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec: {name:?}: executable file not found in $PATH")]
+    NotFound { name: String },
+    #[error("exec: {name:?}")]
+    Executable {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("chdir to cwd ({}) set in config.json", cwd.display())]
+    Cwd {
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("current working directory is outside of the container root ({cwd})")]
+    CwdOutside { cwd: String },
+    #[error("opening exec fifo")]
+    Fifo(#[source] std::io::Error),
+    #[error("signals")]
+    Signals(#[source] std::io::Error),
+}
+
+/// An error that happened in another process, carried across whole: every level of its
+/// cause chain and the errno at the bottom.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub message: String,
+    pub errno: Option<i32>,
+    pub cause: Option<Box<RemoteError>>,
+}
+
+impl RemoteError {
+    pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        let errno = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.raw_os_error());
+        RemoteError {
+            message: err.to_string(),
+            errno,
+            cause: err.source().map(|s| Box::new(RemoteError::from_error(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
+}
+
+/// Everything init needs; it reaches init by the clone, not by serialisation.
+pub struct InitConfig<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub plan: &'a NamespacePlan,
+    pub cgroup: &'a cgroups::Manager,
+    /// O_PATH handle of `<state dir>/exec.fifo`.
+    pub fifo: BorrowedFd<'a>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+/// What the runtime does while init sets up.
+pub trait SpawnHooks {
+    /// The OCI state JSON for init's pid, handed to hooks.
+    fn state_json(&mut self, pid: Pid) -> String;
+    /// prestart + createRuntime hooks, in the runtime's namespaces.
+    fn create_runtime(&mut self, state: &str) -> crate::Result<()>;
+}
+
+/// The stage: joins existing namespaces (user first), prepares a time namespace, then clones
+/// init as a sibling (CLONE_PARENT) so init is the runtime's own child, and exits.
+fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
+    let result = (|| -> crate::Result<Forked> {
+        namespaces::join_all(&cfg.plan.joins)?;
+        if cfg.plan.new_time {
+            let offsets = cfg
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.time_offsets().as_ref());
+            namespaces::prepare_time_namespace(offsets)?;
+        }
+        clone::clone_process(cfg.plan.clone_flags, true).map_err(|e| ProcessError::Clone(e).into())
+    })();
+    match result {
+        Ok(Forked::Child) => init::run(cfg, chan),
+        Ok(Forked::Parent(pid)) => {
+            let sent = chan.send(&Message::InitPid { pid: pid.as_raw() });
+            clone::exit_child(if sent.is_ok() { 0 } else { 1 })
+        }
+        Err(e) => {
+            chan.error(&e);
+            clone::exit_child(1)
+        }
+    }
+}
+
+/// Clones init (through a stage when namespaces are joined), sets it up from the outside
+/// (id maps, oom_score_adj, cgroup), and drives the channel until init is Ready.
+/// The returned guard owns init: dropping it kills it.
+pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<ChildGuard> {
+    let (rt, child) = channel::pair()?;
+    let init = if cfg.plan.needs_stage() {
+        match clone::clone_process(nix::sched::CloneFlags::empty(), false)
+            .map_err(ProcessError::Clone)?
+        {
+            Forked::Child => {
+                drop(rt);
+                stage(cfg, &child)
+            }
+            Forked::Parent(stage_pid) => {
+                let stage_guard = ChildGuard::new(stage_pid);
+                let pid = rt.recv_init_pid();
+                let _ = stage_guard.wait();
+                ChildGuard::new(Pid::from_raw(pid?))
+            }
+        }
+    } else {
+        match clone::clone_process(cfg.plan.clone_flags, false).map_err(ProcessError::Clone)? {
+            Forked::Child => {
+                drop(rt);
+                init::run(cfg, &child)
+            }
+            Forked::Parent(pid) => ChildGuard::new(pid),
+        }
+    };
+    drop(child);
+    match drive(cfg, &rt, &init, hooks) {
+        Ok(()) => Ok(init),
+        Err(crate::Error::Process(ProcessError::PeerExited { expected })) => {
+            let status = init.wait().map(|s| describe_status(&s)).unwrap_or_default();
+            Err(ProcessError::InitExited { expected, status }.into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn drive(
+    cfg: &InitConfig,
+    rt: &Channel,
+    init: &ChildGuard,
+    hooks: &mut dyn SpawnHooks,
+) -> crate::Result<()> {
+    let pid = init.pid();
+    let linux = cfg.spec.linux().as_ref();
+    if cfg.plan.new_user() {
+        let none = Vec::new();
+        namespaces::write_id_maps(
+            pid,
+            linux
+                .and_then(|l| l.uid_mappings().as_ref())
+                .unwrap_or(&none),
+            linux
+                .and_then(|l| l.gid_mappings().as_ref())
+                .unwrap_or(&none),
+        )?;
+    }
+    if let Some(adj) = cfg.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        let path = PathBuf::from(format!("/proc/{pid}/oom_score_adj"));
+        std::fs::write(&path, adj.to_string()).map_err(|source| ProcessError::Write {
+            path,
+            value: adj.to_string(),
+            source,
+        })?;
+    }
+    cfg.cgroup.add(pid)?;
+    let state = hooks.state_json(pid);
+    rt.proceed(state.clone())?;
+    loop {
+        match rt.expect("Ready")? {
+            Message::RunCreateRuntimeHooks => {
+                hooks.create_runtime(&state)?;
+                rt.hooks_done()?;
+            }
+            Message::Ready => return Ok(()),
+            other => {
+                return Err(ProcessError::Unexpected {
+                    expected: "Ready",
+                    got: other.name(),
+                }
+                .into())
+            }
+        }
+    }
+}

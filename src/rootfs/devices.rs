@@ -1,0 +1,174 @@
+//! Device nodes and the standard /dev symlinks.
+
+use super::resolve;
+use super::RootfsError;
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::unistd::{fchownat, Gid, Uid, UnlinkatFlags};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+/// The nodes every container gets (as runc and crun create them): path, major, minor.
+pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+struct Node {
+    path: PathBuf,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+fn from_spec(d: &LinuxDevice) -> Node {
+    let kind = match d.typ() {
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    Node {
+        path: d.path().clone(),
+        kind,
+        major: d.major() as u64,
+        minor: d.minor() as u64,
+        mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+        uid: d.uid(),
+        gid: d.gid(),
+    }
+}
+
+fn device_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Device {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn make_node(root: BorrowedFd, node: &Node, new_user_ns: bool) -> Result<(), RootfsError> {
+    let err = device_err(&node.path);
+    let parent_path = node.path.parent().unwrap_or(Path::new("/dev"));
+    let parent = resolve::mkdir_all(root, parent_path, 0o755).map_err(device_err(&node.path))?;
+    let name = node
+        .path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+        .map_err(device_err(&node.path))?;
+    match nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(err(e.into())),
+    }
+    let dev = makedev(node.major, node.minor);
+    let mode = Mode::from_bits_truncate(node.mode);
+    match mknodat(Some(parent.as_raw_fd()), name, node.kind, mode, dev) {
+        Ok(()) => {}
+        // A user namespace may not create device nodes: bind the host's node instead.
+        Err(Errno::EPERM) if new_user_ns => {
+            let target =
+                resolve::ensure(root, &node.path, false).map_err(device_err(&node.path))?;
+            mount(
+                Some(&node.path),
+                &resolve::fd_path(std::os::fd::AsFd::as_fd(&target)),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| err(e.into()))?;
+            return Ok(());
+        }
+        Err(e) => return Err(err(e.into())),
+    }
+    // mknod honours the umask; set the mode the spec asked for exactly.
+    fchmodat(
+        Some(parent.as_raw_fd()),
+        name,
+        mode,
+        FchmodatFlags::NoFollowSymlink,
+    )
+    .or_else(|e| {
+        if e == Errno::EOPNOTSUPP {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+    .map_err(|e| device_err(&node.path)(e.into()))?;
+    if node.uid.is_some() || node.gid.is_some() {
+        fchownat(
+            Some(parent.as_raw_fd()),
+            name,
+            node.uid.map(Uid::from_raw),
+            node.gid.map(Gid::from_raw),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| device_err(&node.path)(e.into()))?;
+    }
+    Ok(())
+}
+
+fn symlink(root: BorrowedFd, target: &str, link: &str, replace: bool) -> Result<(), RootfsError> {
+    let link = Path::new(link);
+    let parent = resolve::mkdir_all(root, Path::new("/dev"), 0o755).map_err(device_err(link))?;
+    let name = link.file_name().unwrap_or_default();
+    if replace {
+        match nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(device_err(link)(e.into())),
+        }
+    }
+    match nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), name) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(device_err(link)(e.into())),
+    }
+}
+
+/// Creates the default nodes (unless the spec lists the same path), the spec's devices, the
+/// /dev/fd and stdio links, /dev/ptmx -> pts/ptmx when a devpts is mounted, and /dev/shm.
+pub(super) fn create_all(
+    root: BorrowedFd,
+    spec_devices: &[LinuxDevice],
+    new_user_ns: bool,
+) -> Result<(), RootfsError> {
+    let defaults = DEFAULT_DEVICES
+        .iter()
+        .filter(|(p, _, _)| !spec_devices.iter().any(|d| d.path() == Path::new(p)))
+        .map(|&(p, major, minor)| Node {
+            path: PathBuf::from(p),
+            kind: SFlag::S_IFCHR,
+            major,
+            minor,
+            mode: 0o666,
+            uid: None,
+            gid: None,
+        });
+    for node in defaults.chain(spec_devices.iter().map(from_spec)) {
+        make_node(root, &node, new_user_ns)?;
+    }
+    for (target, link) in [
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        symlink(root, target, link, false)?;
+    }
+    if Path::new("/proc/kcore").exists() {
+        symlink(root, "/proc/kcore", "/dev/core", false)?;
+    }
+    if resolve::open_path(root, Path::new("/dev/pts/ptmx")).is_ok() {
+        symlink(root, "pts/ptmx", "/dev/ptmx", true)?;
+    }
+    resolve::mkdir_all(root, Path::new("/dev/shm"), 0o1777)
+        .map_err(device_err(Path::new("/dev/shm")))?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! What the container process may do: capabilities, identity, rlimits, no_new_privs.
+
+mod capabilities;
+mod identity;
+mod rlimits;
+
+pub use capabilities::{
+    apply as apply_capabilities, drop_bounding, parse_capability, CapabilitySets,
+};
+pub use identity::{join_session_keyring, set_identity, set_no_new_privs};
+pub use rlimits::{apply as apply_rlimits, resource_name};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("unknown capability {name:?}")]
+    UnknownCapability { name: String },
+    #[error("{what} capability {cap}")]
+    Capability {
+        what: &'static str,
+        cap: String,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("setting the {set} capability set")]
+    CapabilitySet {
+        set: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("setting {resource} to soft {soft}, hard {hard}")]
+    Rlimit {
+        resource: &'static str,
+        soft: u64,
+        hard: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {value}")]
+    Identity {
+        what: &'static str,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting no_new_privs")]
+    NoNewPrivs(#[source] std::io::Error),
+    #[error("joining a new session keyring {name:?}")]
+    Keyring {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,92 @@
+//! Loading and validating a bundle's config.json.
+//!
+//! Validation happens before anything is created, so a bad config leaves nothing behind.
+//! Every error names the field it is about (`process.args`, `mounts[3].type`, ...).
+
+mod default;
+mod validate;
+
+pub use default::default_spec;
+pub use validate::validate;
+
+use oci_spec::runtime::Spec;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("JSON specification file config.json not found in {}", bundle.display())]
+    NotFound { bundle: PathBuf },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {field}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{field} {}", path.display())]
+    Path {
+        field: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SpecError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads `<bundle>/config.json`. Parse errors carry the JSON path of the offending field.
+pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    let path = bundle.join("config.json");
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SpecError::NotFound {
+                bundle: bundle.to_path_buf(),
+            })
+        }
+        Err(source) => return Err(SpecError::Read { path, source }),
+    };
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        SpecError::Parse {
+            path: path.clone(),
+            field: if field == "." {
+                "(document)".into()
+            } else {
+                field
+            },
+            message: inner.to_string(),
+        }
+    })
+}
+
+/// The rootfs path of a spec, resolved against the bundle when relative.
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| SpecError::invalid("root", "missing"))?;
+    Ok(if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    })
+}

@@ -1,0 +1,309 @@
+//! Checks a spec before anything is created; each error names its field.
+
+use super::{rootfs_path, SpecError};
+use crate::namespaces::NamespacePlan;
+use crate::rootfs::options;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::collections::HashSet;
+use std::path::Path;
+
+fn check(cond: bool, field: impl Into<String>, reason: impl Into<String>) -> Result<(), SpecError> {
+    if cond {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(field, reason))
+    }
+}
+
+/// Filesystem types the kernel knows (/proc/filesystems), plus the pseudo-type "bind".
+fn known_filesystems() -> HashSet<String> {
+    let mut set: HashSet<String> = std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    set.insert("bind".into());
+    set.insert("none".into());
+    set
+}
+
+/// sysctls that belong to a namespace, and which: runc's list. Others would change the host.
+fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
+fn has_ns(namespaces: &[oci_spec::runtime::LinuxNamespace], t: LinuxNamespaceType) -> bool {
+    namespaces.iter().any(|n| n.typ() == t)
+}
+
+pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
+    check(!spec.version().is_empty(), "ociVersion", "missing")?;
+    let root = rootfs_path(spec, bundle)?;
+    match std::fs::metadata(&root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(SpecError::invalid(
+                "root.path",
+                format!("{} is not a directory", root.display()),
+            ))
+        }
+        Err(source) => {
+            return Err(SpecError::Path {
+                field: "root.path".into(),
+                path: root,
+                source,
+            })
+        }
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SpecError::invalid("process", "missing"))?;
+    check(
+        process
+            .args()
+            .as_ref()
+            .is_some_and(|a| !a.is_empty() && !a[0].is_empty()),
+        "process.args",
+        "must name the program to run",
+    )?;
+    check(
+        process.cwd().is_absolute(),
+        "process.cwd",
+        "must be an absolute path",
+    )?;
+    for (i, rl) in process.rlimits().iter().flatten().enumerate() {
+        check(
+            rl.soft() <= rl.hard(),
+            format!("process.rlimits[{i}]"),
+            format!(
+                "{}: soft limit {} exceeds hard limit {}",
+                crate::security::resource_name(rl.typ()),
+                rl.soft(),
+                rl.hard()
+            ),
+        )?;
+    }
+    if let Some(caps) = process.capabilities() {
+        for set in [
+            caps.bounding(),
+            caps.effective(),
+            caps.inheritable(),
+            caps.permitted(),
+            caps.ambient(),
+        ] {
+            for c in set.iter().flatten() {
+                crate::security::parse_capability(&c.to_string())
+                    .map_err(|e| SpecError::invalid("process.capabilities", e.to_string()))?;
+            }
+        }
+    }
+
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| SpecError::invalid("linux", "missing"))?;
+    let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
+    let mut seen = HashSet::new();
+    for (i, ns) in namespaces.iter().enumerate() {
+        let name = crate::namespaces::kind_name(ns.typ());
+        check(
+            seen.insert(ns.typ()),
+            format!("linux.namespaces[{i}]"),
+            format!("duplicate {name} namespace"),
+        )?;
+        if let Some(p) = ns.path() {
+            if let Err(source) = std::fs::metadata(p) {
+                return Err(SpecError::Path {
+                    field: format!("linux.namespaces[{i}].path"),
+                    path: p.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    let plan = NamespacePlan::from_spec(namespaces);
+    check(
+        has_ns(namespaces, LinuxNamespaceType::Mount),
+        "linux.namespaces",
+        "a mount namespace is required",
+    )?;
+    let uid_maps = linux.uid_mappings().as_deref().unwrap_or(&[]);
+    let gid_maps = linux.gid_mappings().as_deref().unwrap_or(&[]);
+    if plan.new_user() {
+        check(
+            !uid_maps.is_empty(),
+            "linux.uidMappings",
+            "a new user namespace needs uid mappings",
+        )?;
+        check(
+            !gid_maps.is_empty(),
+            "linux.gidMappings",
+            "a new user namespace needs gid mappings",
+        )?;
+        let mapped = |id: u32| {
+            gid_maps
+                .iter()
+                .any(|m| id >= m.container_id() && (id - m.container_id()) < m.size())
+        };
+        for gid in process.user().additional_gids().iter().flatten() {
+            check(
+                mapped(*gid),
+                "process.user.additionalGids",
+                format!("gid {gid} is not mapped in the user namespace"),
+            )?;
+        }
+    } else {
+        check(
+            uid_maps.is_empty() && gid_maps.is_empty(),
+            "linux.uidMappings",
+            "id mappings need a new user namespace",
+        )?;
+    }
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) {
+        check(
+            plan.creates(LinuxNamespaceType::Uts) || has_ns(namespaces, LinuxNamespaceType::Uts),
+            "hostname",
+            "unable to set hostname without a private UTS namespace",
+        )?;
+    }
+    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) {
+        check(
+            has_ns(namespaces, LinuxNamespaceType::Uts),
+            "domainname",
+            "unable to set domainname without a private UTS namespace",
+        )?;
+    }
+    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty()) {
+        check(
+            plan.new_time,
+            "linux.timeOffsets",
+            "time offsets need a new time namespace",
+        )?;
+        for clock in linux.time_offsets().iter().flatten().map(|(k, _)| k) {
+            check(
+                clock == "monotonic" || clock == "boottime",
+                format!("linux.timeOffsets.{clock}"),
+                "only monotonic and boottime clocks have offsets",
+            )?;
+        }
+    }
+    for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
+        let field = format!("linux.sysctl.{key}");
+        check(
+            !key.contains('/') && !key.split('.').any(|p| p.is_empty() || p == ".."),
+            &field,
+            "not a valid sysctl name",
+        )?;
+        match sysctl_namespace(key) {
+            Some(t) => check(
+                has_ns(namespaces, t),
+                &field,
+                format!(
+                    "needs a private {} namespace",
+                    crate::namespaces::kind_name(t)
+                ),
+            )?,
+            None => {
+                return Err(SpecError::invalid(
+                    field,
+                    "not namespaced: it would change the host",
+                ))
+            }
+        }
+    }
+    if let Some(p) = linux
+        .rootfs_propagation()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        check(
+            options::parse_propagation(p).is_some(),
+            "linux.rootfsPropagation",
+            format!("unknown propagation {p:?}"),
+        )?;
+    }
+    if let Some(p) = linux.cgroups_path() {
+        crate::cgroups::container_path(Some(p), "x")
+            .map_err(|e| SpecError::invalid("linux.cgroupsPath", e.to_string()))?;
+    }
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        check(
+            d.path().is_absolute()
+                && !d
+                    .path()
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir),
+            format!("linux.devices[{i}].path"),
+            "must be an absolute path without \"..\"",
+        )?;
+    }
+
+    let filesystems = known_filesystems();
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let field = format!("mounts[{i}]");
+        check(
+            m.destination().is_absolute(),
+            format!("{field}.destination"),
+            format!("{} must be an absolute path", m.destination().display()),
+        )?;
+        let fstype = m.typ().as_deref().filter(|t| !t.is_empty());
+        let opts = options::parse(m.options().as_deref().unwrap_or(&[]), fstype)
+            .map_err(|reason| SpecError::invalid(format!("{field}.options"), reason))?;
+        if !opts.is_bind() {
+            let t = fstype.ok_or_else(|| {
+                SpecError::invalid(format!("{field}.type"), "missing (and no bind option)")
+            })?;
+            check(
+                filesystems.contains(t) || t == "cgroup",
+                format!("{field}.type"),
+                format!("unsupported filesystem type {t:?}"),
+            )?;
+        }
+    }
+    if let Some(hooks) = spec.hooks() {
+        #[allow(deprecated)]
+        let lists = [
+            ("prestart", hooks.prestart()),
+            ("createRuntime", hooks.create_runtime()),
+            ("createContainer", hooks.create_container()),
+            ("startContainer", hooks.start_container()),
+            ("poststart", hooks.poststart()),
+            ("poststop", hooks.poststop()),
+        ];
+        for (name, list) in lists {
+            for (i, h) in list.iter().flatten().enumerate() {
+                let field = format!("hooks.{name}[{i}]");
+                check(
+                    h.path().is_absolute(),
+                    format!("{field}.path"),
+                    "must be an absolute path",
+                )?;
+                check(
+                    h.timeout().is_none_or(|t| t > 0),
+                    format!("{field}.timeout"),
+                    "must be greater than zero",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
