@@ -177,6 +177,15 @@ impl Runtime {
                 source: e.into(),
             }
         })?;
+        // Writable by the container's user, whoever that is (mkfifo's mode is cut by umask).
+        std::fs::set_permissions(
+            &fifo_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o622),
+        )
+        .map_err(|source| ContainerError::Fifo {
+            path: fifo_path.clone(),
+            source,
+        })?;
         let fifo: OwnedFd = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH)

@@ -38,9 +38,11 @@ pub fn clone_process(flags: CloneFlags, parent: bool) -> io::Result<Forked> {
     if parent {
         all |= libc::CLONE_PARENT as u64;
     }
+    // With CLONE_PARENT the kernel requires exit_signal 0: the child inherits the caller's
+    // own exit signal (SIGCHLD for the stage), which goes to the shared parent.
     let mut args = CloneArgs {
         flags: all,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal: if parent { 0 } else { libc::SIGCHLD as u64 },
         ..Default::default()
     };
     // SAFETY: clone3 without CLONE_VM duplicates the process like fork; the args struct is

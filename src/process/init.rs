@@ -84,6 +84,17 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> crate::Result<Exec> {
     reset_signals();
     close_inherited(3 + cfg.preserve_fds, &[chan.raw_fd(), cfg.fifo.as_raw_fd()]);
     let state = chan.wait_for_proceed()?;
+    if cfg.plan.new_user()
+        || cfg
+            .plan
+            .joins
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User)
+    {
+        // Become the namespace's root now that the maps exist: until then our host uid is
+        // unmapped there, and files we create would fail with EOVERFLOW.
+        security::set_identity(0, 0, &[])?;
+    }
     if cfg.plan.unshare_cgroup {
         namespaces::unshare_kind(LinuxNamespaceType::Cgroup)?;
     }
