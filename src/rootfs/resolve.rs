@@ -73,28 +73,59 @@ pub fn open_path(root: BorrowedFd, path: &Path) -> io::Result<OwnedFd> {
     open_in_root(root, path, OFlag::O_PATH)
 }
 
-/// `mkdir -p` inside the root; returns an O_PATH handle of the final directory.
+/// `mkdir -p` inside the root; returns an O_PATH handle of the final directory. A dangling
+/// symlink on the way is followed the way the kernel would inside the root: its target is
+/// created under the root (never on the host).
 pub fn mkdir_all(root: BorrowedFd, path: &Path, mode: u32) -> io::Result<OwnedFd> {
-    let comps = components(path);
-    let mut parent = open_in_root(root, Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    let mut pending: Vec<std::ffi::OsString> = components(path)
+        .into_iter()
+        .rev()
+        .map(|c| c.to_os_string())
+        .collect();
     let mut partial = PathBuf::from("/");
-    for comp in comps {
-        partial.push(comp);
-        match open_in_root(root, &partial, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(fd) => parent = fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                match nix::sys::stat::mkdirat(
-                    Some(parent.as_raw_fd()),
-                    comp,
-                    Mode::from_bits_truncate(mode),
-                ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                parent = open_in_root(root, &partial, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    let mut parent = open_in_root(root, &partial, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    let mut links = 0;
+    while let Some(comp) = pending.pop() {
+        let candidate = partial.join(&comp);
+        match open_in_root(root, &candidate, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => {
+                parent = fd;
+                partial = candidate;
+                continue;
             }
-            Err(e) => return Err(e),
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+            Err(_) => {}
         }
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            comp.as_os_str(),
+            Mode::from_bits_truncate(mode),
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                // Exists but did not resolve: a dangling symlink. Continue at its target.
+                let target = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), comp.as_os_str())?;
+                links += 1;
+                if links > 40 {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = PathBuf::from(target);
+                pending.extend(
+                    components(&target)
+                        .into_iter()
+                        .rev()
+                        .map(|c| c.to_os_string()),
+                );
+                if target.is_absolute() {
+                    partial = PathBuf::from("/");
+                    parent = open_in_root(root, &partial, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        parent = open_in_root(root, &candidate, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        partial = candidate;
     }
     Ok(parent)
 }
