@@ -307,10 +307,8 @@ mod tests {
 
     #[test]
     fn id_maps_render_one_line_per_range() {
-        let mut a = LinuxIdMapping::default();
-        a.set_container_id(0);
-        a.set_host_id(100000);
-        a.set_size(65536);
+        let a: LinuxIdMapping =
+            serde_json::from_str(r#"{"containerID":0,"hostID":100000,"size":65536}"#).unwrap();
         assert_eq!(id_map_text(&[a]), "0 100000 65536\n");
     }
 }

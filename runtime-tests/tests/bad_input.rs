@@ -17,9 +17,16 @@ fn create_fails(w: &mut World, b: &Bundle) -> String {
 fn malformed_json_names_the_file_and_position() {
     let mut w = World::new();
     let b = w.bundle(&["true"]);
-    std::fs::write(b.dir.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": ").unwrap();
+    std::fs::write(
+        b.dir.join("config.json"),
+        "{\"ociVersion\": \"1.0.2\", \"process\": ",
+    )
+    .unwrap();
     let err = create_fails(&mut w, &b);
-    assert!(err.contains("config.json") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("line 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -28,29 +35,96 @@ fn a_wrong_type_names_the_field() {
     let mut b = w.bundle(&["true"]);
     b.set(|c| c["process"]["user"]["uid"] = json!("root"));
     let err = create_fails(&mut w, &b);
-    assert!(err.contains("process.user.uid") && err.contains("invalid type"), "{err}");
+    assert!(
+        err.contains("process.user.uid") && err.contains("invalid type"),
+        "{err}"
+    );
 }
 
 #[test]
 fn incomplete_configs_name_what_is_missing() {
     let mut w = World::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
-        ("process.args", Box::new(|c| c["process"]["args"] = json!([]))),
-        ("process", Box::new(|c| { c.as_object_mut().unwrap().remove("process"); })),
-        ("root", Box::new(|c| { c.as_object_mut().unwrap().remove("root"); })),
-        ("ociVersion", Box::new(|c| { c.as_object_mut().unwrap().remove("ociVersion"); })),
-        ("process.cwd", Box::new(|c| c["process"]["cwd"] = json!("relative/dir"))),
-        ("linux.namespaces[5]", Box::new(|c| c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "pid"})))),
-        ("hostname", Box::new(|c| {
-            c["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "uts");
-        })),
-        ("linux.sysctl.kernel.panic", Box::new(|c| c["linux"]["sysctl"] = json!({"kernel.panic": "1"}))),
-        ("process.rlimits[0]", Box::new(|c| c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}]))),
-        ("process.capabilities", Box::new(|c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"]))),
-        ("linux.uidMappings", Box::new(|c| c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"})))),
-        ("linux.namespaces[0].path", Box::new(|c| c["linux"]["namespaces"][0]["path"] = json!("/proc/999999999/ns/pid"))),
-        ("linux.cgroupsPath", Box::new(|c| c["linux"]["cgroupsPath"] = json!("/a/../../etc"))),
-        ("hooks.poststart[0].path", Box::new(|c| c["hooks"] = json!({"poststart": [{"path": "relative"}]}))),
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "process.args",
+            Box::new(|c| c["process"]["args"] = json!([])),
+        ),
+        (
+            "process",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("process");
+            }),
+        ),
+        (
+            "root",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("root");
+            }),
+        ),
+        (
+            "ociVersion",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("ociVersion");
+            }),
+        ),
+        (
+            "process.cwd",
+            Box::new(|c| c["process"]["cwd"] = json!("relative/dir")),
+        ),
+        (
+            "linux.namespaces[5]",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "pid"}))
+            }),
+        ),
+        (
+            "hostname",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "uts");
+            }),
+        ),
+        (
+            "linux.sysctl.kernel.panic",
+            Box::new(|c| c["linux"]["sysctl"] = json!({"kernel.panic": "1"})),
+        ),
+        (
+            "process.rlimits[0]",
+            Box::new(|c| {
+                c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}])
+            }),
+        ),
+        (
+            "process.capabilities",
+            Box::new(|c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])),
+        ),
+        (
+            "linux.uidMappings",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user"}))
+            }),
+        ),
+        (
+            "linux.namespaces[0].path",
+            Box::new(|c| c["linux"]["namespaces"][0]["path"] = json!("/proc/999999999/ns/pid")),
+        ),
+        (
+            "linux.cgroupsPath",
+            Box::new(|c| c["linux"]["cgroupsPath"] = json!("/a/../../etc")),
+        ),
+        (
+            "hooks.poststart[0].path",
+            Box::new(|c| c["hooks"] = json!({"poststart": [{"path": "relative"}]})),
+        ),
     ];
     for (field, edit) in cases {
         let mut b = w.bundle(&["true"]);
@@ -66,7 +140,10 @@ fn a_missing_rootfs_is_named() {
     let mut b = w.bundle(&["true"]);
     b.set(|c| c["root"]["path"] = json!("no-such-rootfs"));
     let err = create_fails(&mut w, &b);
-    assert!(err.contains("root.path") && err.contains("no-such-rootfs") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("root.path") && err.contains("no-such-rootfs") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,7 +151,10 @@ fn a_missing_bundle_or_config_is_named() {
     let mut w = World::new();
     let id = w.id("nobundle");
     let err = w.fails(&["create", "--bundle", "/nonexistent/bundle", &id]);
-    assert!(err.contains("bundle /nonexistent/bundle") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("bundle /nonexistent/bundle") && err.contains("No such file"),
+        "{err}"
+    );
     let b = w.bundle(&["true"]);
     std::fs::remove_file(b.dir.join("config.json")).unwrap();
     let err = create_fails(&mut w, &b);
@@ -85,10 +165,22 @@ fn a_missing_bundle_or_config_is_named() {
 fn unsupported_mount_types_and_options_are_refused() {
     let mut w = World::new();
     for (mount, field) in [
-        (json!({"destination": "/x", "type": "nosuchfs", "source": "x"}), "mounts[7].type"),
-        (json!({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "mode=755"]}), "mounts[7].options"),
-        (json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}), "mounts[7].options"),
-        (json!({"destination": "x", "type": "tmpfs", "source": "tmpfs"}), "mounts[7].destination"),
+        (
+            json!({"destination": "/x", "type": "nosuchfs", "source": "x"}),
+            "mounts[7].type",
+        ),
+        (
+            json!({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "mode=755"]}),
+            "mounts[7].options",
+        ),
+        (
+            json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}),
+            "mounts[7].options",
+        ),
+        (
+            json!({"destination": "x", "type": "tmpfs", "source": "tmpfs"}),
+            "mounts[7].destination",
+        ),
     ] {
         let mut b = w.bundle(&["true"]);
         b.set(|c| c["mounts"].as_array_mut().unwrap().push(mount.clone()));
@@ -99,7 +191,10 @@ fn unsupported_mount_types_and_options_are_refused() {
     let mut b = w.bundle(&["true"]);
     b.set(|c| c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["size=banana"]})));
     let err = create_fails(&mut w, &b);
-    assert!(err.contains("mounting tmpfs on /x (type tmpfs): Invalid argument"), "{err}");
+    assert!(
+        err.contains("mounting tmpfs on /x (type tmpfs): Invalid argument"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -121,7 +216,10 @@ fn a_duplicate_id_is_refused_and_the_first_container_is_untouched() {
     let id = w.id("dup");
     let pid = w.create(&id, &b);
     let err = w.fails(&["create", "--bundle", b.dir_str(), &id]);
-    assert!(err.contains(&format!("container with id {id} already exists")), "{err}");
+    assert!(
+        err.contains(&format!("container with id {id} already exists")),
+        "{err}"
+    );
     assert_eq!(w.status(&id), "created");
     w.ok(&["delete", &id]);
     wait_exit(pid);
@@ -130,9 +228,17 @@ fn a_duplicate_id_is_refused_and_the_first_container_is_untouched() {
 #[test]
 fn unknown_ids_say_does_not_exist_for_every_command() {
     let w = World::new();
-    for args in [vec!["state", "ghost"], vec!["start", "ghost"], vec!["kill", "ghost"], vec!["delete", "ghost"]] {
+    for args in [
+        vec!["state", "ghost"],
+        vec!["start", "ghost"],
+        vec!["kill", "ghost"],
+        vec!["delete", "ghost"],
+    ] {
         let err = w.fails(&args);
-        assert!(err.contains("container ghost does not exist"), "{args:?}: {err}");
+        assert!(
+            err.contains("container ghost does not exist"),
+            "{args:?}: {err}"
+        );
     }
 }
 
@@ -140,14 +246,28 @@ fn unknown_ids_say_does_not_exist_for_every_command() {
 fn json_log_lines_are_what_containerd_reads() {
     let w = World::new();
     let log = scratch().join(unique("log.json"));
-    let out = w.capsa(&["--log", log.to_str().unwrap(), "--log-format", "json", "state", "ghost"]);
+    let out = w.capsa(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        "ghost",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     // with --log, stderr gets the bare message (as runc)
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "container ghost does not exist\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container ghost does not exist\n"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     std::fs::remove_file(&log).unwrap();
     let line = text.lines().last().unwrap();
-    let keys: Vec<&str> = line.trim_matches(|c| c == '{' || c == '}').split(',').map(|kv| kv.split(':').next().unwrap()).collect();
+    let keys: Vec<&str> = line
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .map(|kv| kv.split(':').next().unwrap())
+        .collect();
     assert_eq!(keys, ["\"level\"", "\"msg\"", "\"time\""], "{line}");
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["level"], "error");
@@ -161,9 +281,19 @@ fn terminal_and_console_socket_must_agree() {
     let mut b = w.bundle(&["true"]);
     b.set(|c| c["process"]["terminal"] = json!(true));
     let err = create_fails(&mut w, &b);
-    assert!(err.contains("cannot allocate a tty") && err.contains("--console-socket"), "{err}");
+    assert!(
+        err.contains("cannot allocate a tty") && err.contains("--console-socket"),
+        "{err}"
+    );
     let b = w.bundle(&["true"]);
     let id = w.id("sock");
-    let err = w.fails(&["create", "--console-socket", "/tmp/x.sock", "--bundle", b.dir_str(), &id]);
+    let err = w.fails(&[
+        "create",
+        "--console-socket",
+        "/tmp/x.sock",
+        "--bundle",
+        b.dir_str(),
+        &id,
+    ]);
     assert!(err.contains("process.terminal is false"), "{err}");
 }

@@ -23,7 +23,9 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     let mut b = w.bundle(&["sh", "-c", "echo ran >> /hooklog/log"]);
     let ld = logdir.to_str().unwrap().to_string();
     b.set(|c| {
-        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooklog", "type": "bind", "source": ld, "options": ["rbind"]}));
+        c["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/hooklog", "type": "bind", "source": ld, "options": ["rbind"]}),
+        );
         c["annotations"] = json!({"org.example": "yes"});
         c["hooks"] = json!({
             "prestart": [hook("prestart", &hl)],
@@ -45,14 +47,25 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     let without_ran: Vec<&str> = names.iter().copied().filter(|n| *n != "ran").collect();
     assert_eq!(
         without_ran,
-        ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
         "{log}"
     );
     let ran_at = names.iter().position(|n| *n == "ran").unwrap();
-    assert!(ran_at > 3, "container ran before its startContainer hook: {log}");
+    assert!(
+        ran_at > 3,
+        "container ran before its startContainer hook: {log}"
+    );
     for line in log.lines().filter(|l| !l.starts_with("ran")) {
         let (name, state) = line.split_once(' ').unwrap();
-        let state: Value = serde_json::from_str(state).unwrap_or_else(|e| panic!("{name}: {e}: {state}"));
+        let state: Value =
+            serde_json::from_str(state).unwrap_or_else(|e| panic!("{name}: {e}: {state}"));
         assert_eq!(state["id"], id.as_str(), "{name}");
         assert_eq!(state["bundle"], b.dir_str(), "{name}");
         assert_eq!(state["annotations"]["org.example"], "yes", "{name}");
@@ -76,7 +89,12 @@ fn a_failing_hook_aborts_create_and_cleans_up() {
         });
         let id = w.id("hookfail");
         let err = w.fails(&["create", "--bundle", b.dir_str(), &id]);
-        assert!(err.contains(&format!("{kind} hook #0 (/bin/sh): exit status 3, stderr: hook-said-no")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{kind} hook #0 (/bin/sh): exit status 3, stderr: hook-said-no"
+            )),
+            "{err}"
+        );
         assert!(w.fails(&["state", &id]).contains("does not exist"));
     }
 }
@@ -91,8 +109,14 @@ fn a_hook_past_its_timeout_is_killed_and_fails_the_create() {
     let id = w.id("hooktimeout");
     let started = std::time::Instant::now();
     let err = w.fails(&["create", "--bundle", b.dir_str(), &id]);
-    assert!(err.contains("createRuntime hook #0 (/bin/sleep): timed out after 1s"), "{err}");
-    assert!(started.elapsed().as_secs() < 20, "the hook was not killed at its timeout");
+    assert!(
+        err.contains("createRuntime hook #0 (/bin/sleep): timed out after 1s"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "the hook was not killed at its timeout"
+    );
 }
 
 #[test]
@@ -104,5 +128,9 @@ fn a_failing_poststop_hook_does_not_stop_the_delete() {
     let out = w.capsa(&["run", "--bundle", b.dir_str(), &id]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("level=warning") && err.contains("poststop hook #0 (/bin/false): exit status 1"), "{err}");
+    assert!(
+        err.contains("level=warning")
+            && err.contains("poststop hook #0 (/bin/false): exit status 1"),
+        "{err}"
+    );
 }

@@ -19,7 +19,8 @@ fn pages() -> Vec<(String, Vec<u8>)> {
     let mut pages = vec![("capsa.8".to_string(), render(top.clone()))];
     for sub in top.get_subcommands() {
         let name = format!("capsa-{}", sub.get_name());
-        let cmd = sub.clone().name(name.clone()).bin_name(name.clone());
+        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
+        let cmd = sub.clone().name(static_name).bin_name(static_name);
         pages.push((format!("{name}.8"), render(cmd)));
     }
     pages
