@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds capsa and runs a busybox container with it, installing what it needs (Debian 12, root).
+#   bash rootfs-fixtures/demo.sh [COMMAND...]     default: sh -c 'echo hello from $(hostname); id; ls /'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static
+fi
+cargo build --release
+capsa=$PWD/target/release/capsa
+bundle=${CAPSA_DEMO_BUNDLE:-/tmp/capsa-demo}
+rm -rf "$bundle" && mkdir -p "$bundle"
+bash rootfs-fixtures/busybox-rootfs.sh "$bundle/rootfs"
+"$capsa" spec --bundle "$bundle"
+if [ $# -eq 0 ]; then set -- sh -c 'echo hello from $(hostname); id; ls /'; fi
+python3 - "$bundle/config.json" "$@" <<'PY'
+import json, sys
+path, args = sys.argv[1], sys.argv[2:]
+c = json.load(open(path))
+c["process"]["terminal"] = False
+c["process"]["args"] = args
+json.dump(c, open(path, "w"), indent=2)
+PY
+exec "$capsa" run --bundle "$bundle" "demo-$$"
