@@ -20,6 +20,8 @@ pub enum Error {
     Security(#[from] crate::security::SecurityError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -130,12 +130,12 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        match (terminal, &opts.console_socket) {
+        let console_socket = match (terminal, &opts.console_socket) {
             (true, None) => return Err(ContainerError::TerminalWithoutSocket.into()),
             (false, Some(_)) => return Err(ContainerError::SocketWithoutTerminal.into()),
-            (true, Some(_)) => return Err(ContainerError::TerminalUnsupported.into()),
-            (false, None) => {}
-        }
+            (true, Some(path)) => Some(crate::console::connect(path)?),
+            (false, None) => None,
+        };
         let rootfs =
             std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
                 spec::SpecError::Path {
@@ -207,6 +207,7 @@ impl Runtime {
             cgroup: &cgroup,
             fifo: fifo.as_fd(),
             no_pivot: opts.no_pivot,
+            console_socket: console_socket.as_ref().map(|s| s.as_fd()),
             no_new_keyring: opts.no_new_keyring,
             preserve_fds: opts.preserve_fds as i32,
         };

@@ -100,8 +100,6 @@ pub enum ContainerError {
     TerminalWithoutSocket,
     #[error("--console-socket was given but process.terminal is false")]
     SocketWithoutTerminal,
-    #[error("process.terminal: terminals are handled by the exec/terminal support, not yet in this build")]
-    TerminalUnsupported,
 }
 
 /// A state root: the directory under which containers' state lives.

@@ -82,7 +82,9 @@ fn close_inherited(min: i32, keep: &[i32]) {
 
 fn setup(cfg: &InitConfig, chan: &Channel) -> crate::Result<Exec> {
     reset_signals();
-    close_inherited(3 + cfg.preserve_fds, &[chan.raw_fd(), cfg.fifo.as_raw_fd()]);
+    let mut keep = vec![chan.raw_fd(), cfg.fifo.as_raw_fd()];
+    keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
+    close_inherited(3 + cfg.preserve_fds, &keep);
     let state = chan.wait_for_proceed()?;
     if cfg.plan.new_user()
         || cfg
@@ -132,6 +134,13 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> crate::Result<Exec> {
         .map(OwnedFd::from)
         .map_err(ProcessError::Fifo)?;
     rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+    if let Some(socket) = cfg.console_socket {
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        crate::console::setup(socket, size)?;
+    }
     namespaces::set_uts(
         cfg.spec.hostname().as_deref(),
         cfg.spec.domainname().as_deref(),

@@ -117,6 +117,8 @@ pub struct InitConfig<'a> {
     /// O_PATH handle of `<state dir>/exec.fifo`.
     pub fifo: BorrowedFd<'a>,
     pub no_pivot: bool,
+    /// Connected `--console-socket`, when process.terminal is true.
+    pub console_socket: Option<BorrowedFd<'a>>,
     pub no_new_keyring: bool,
     pub preserve_fds: i32,
 }
