@@ -55,7 +55,8 @@ impl Container {
         ))
     }
 
-    /// `start`: lets init past exec.fifo, then runs the poststart hooks.
+    /// `start`: lets init past exec.fifo, waits until it has exec'd the container process
+    /// (init's close-on-exec end of the fifo closes), then runs the poststart hooks.
     pub fn start(&self) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
         match c.status() {
@@ -76,8 +77,9 @@ impl Container {
             .map_err(fifo_err)?;
         let pid = Pid::from_raw(c.state.pid);
         let pidfd = pidfd_open(pid).map_err(fifo_err)?;
+        let mut started = false;
         loop {
-            let (readable, exited) = {
+            let (ready, exited) = {
                 let mut fds = [
                     PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
                     PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
@@ -88,22 +90,26 @@ impl Container {
                     Ok(_) => {}
                 }
                 (
-                    fds[0]
-                        .revents()
-                        .is_some_and(|r| r.contains(PollFlags::POLLIN)),
+                    fds[0].revents().is_some_and(|r| !r.is_empty()),
                     fds[1].revents().is_some_and(|r| !r.is_empty()),
                 )
             };
-            if readable {
+            if ready {
                 let mut byte = [0u8; 1];
                 match fifo.read(&mut byte) {
-                    Ok(1) => break,
+                    Ok(1) => started = true,
+                    // End of file after the start byte: init has exec'd (or died trying,
+                    // and said why on the container's stderr).
+                    Ok(_) if started => break,
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(fifo_err(e).into()),
                 }
             }
             if exited {
+                if started {
+                    break;
+                }
                 return Err(ContainerError::ExitedBeforeStart {
                     id: c.state.id.clone(),
                 }

@@ -269,7 +269,8 @@ fn start(cfg: &InitConfig, exec: Exec) -> crate::Result<()> {
     // SAFETY: openat returned a fresh descriptor that only we own.
     let fifo = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     std::io::Write::write_all(&mut &fifo, b"0").map_err(ProcessError::Fifo)?;
-    drop(fifo);
+    // The fifo stays open (close-on-exec) until execve: its end-of-file tells `capsa start`
+    // that the container process has been executed, so poststart hooks run after it.
     drop(exec.proc_fd_dir);
     let hooks = cfg.spec.hooks().as_ref();
     hooks::run_all(
