@@ -7,6 +7,8 @@
 //! ignored, as runc does.
 
 mod fs;
+pub mod resources;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
@@ -42,6 +44,16 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("linux.resources.{field}: {value}: {reason}")]
+    InvalidValue {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("the {controller} cgroup controller is not available (needed for {file})")]
+    ControllerMissing { controller: String, file: String },
+    #[error("the cgroup of this container did not freeze: {state}")]
+    NotFrozen { state: String },
     #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]
     NoHierarchy,
     #[error("linux.cgroupsPath {path:?}: {reason}")]
@@ -153,6 +165,62 @@ impl Manager {
         match self {
             Manager::V1(m) => m.set_frozen(false),
             Manager::V2(m) => m.set_frozen(false),
+        }
+    }
+
+    /// Applies `linux.resources` (all of it at create, the given fields on update).
+    /// `extra_devices` are allow rules for the spec's own `linux.devices` nodes; device rules
+    /// are written only when `devices` is true (create), never by update.
+    pub fn apply(
+        &self,
+        r: &oci_spec::runtime::LinuxResources,
+        extra_devices: &[String],
+        devices: bool,
+    ) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => {
+                let mut writes = resources::v1_writes(r)?;
+                if devices {
+                    writes.extend(resources::v1_device_writes(
+                        r.devices().as_deref(),
+                        extra_devices,
+                    ));
+                }
+                m.apply(&writes)
+            }
+            Manager::V2(m) => {
+                if devices && r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+                    log::warn!("device rules are not enforced on cgroup v2 by this build (needs the BPF device filter)");
+                }
+                m.apply(&resources::v2_writes(r)?)
+            }
+        }
+    }
+
+    /// Freezes (and waits until the kernel reports frozen) or thaws.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.set_frozen(true),
+            Manager::V2(m) => m.set_frozen(true),
+        }
+    }
+
+    /// Resource usage, as `events --stats` shows it.
+    pub fn stats(&self) -> Result<stats::Stats, CgroupError> {
+        match self {
+            Manager::V1(m) => Ok(stats::v1(m)),
+            Manager::V2(m) => Ok(stats::v2(m.dir())),
+        }
+    }
+
+    /// How many times the OOM killer has fired in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        match self {
+            Manager::V1(m) => m
+                .controller_dir("memory")
+                .map(|d| stats::keyed(&d.join("memory.oom_control"), "oom_kill"))
+                .unwrap_or(0),
+            Manager::V2(m) => stats::keyed(&m.dir().join("memory.events"), "oom_kill"),
         }
     }
 

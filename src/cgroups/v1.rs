@@ -1,5 +1,6 @@
 //! cgroup v1: one directory per mounted hierarchy.
 
+use super::resources::Write;
 use super::{fs, CgroupError};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -135,14 +136,62 @@ impl Manager {
             .is_some_and(|s| s.trim() != "THAWED")
     }
 
+    /// Freezing is asynchronous: the state reads FREEZING until every task is stopped, and a
+    /// task forking meanwhile can leave it there; write again until FROZEN (what runc does).
     pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        match self.controller_dir("freezer") {
-            Some(d) => fs::write(
-                &d.join("freezer.state"),
-                if frozen { "FROZEN" } else { "THAWED" },
-            ),
-            None => Ok(()),
+        let Some(d) = self.controller_dir("freezer") else {
+            return Err(CgroupError::ControllerMissing {
+                controller: "freezer".into(),
+                file: "freezer.state".into(),
+            });
+        };
+        let file = d.join("freezer.state");
+        if !frozen {
+            return fs::write(&file, "THAWED");
         }
+        let mut state = String::new();
+        for _ in 0..1000 {
+            fs::write(&file, "FROZEN")?;
+            state = fs::read(&file)?.trim().to_string();
+            if state == "FROZEN" {
+                return Ok(());
+            }
+            std::thread::yield_now();
+        }
+        let _ = fs::write(&file, "THAWED");
+        Err(CgroupError::NotFrozen { state })
+    }
+
+    /// Applies writes to the hierarchy of each write's controller. A memory limit below the
+    /// current memory+swap limit must be lowered in the other order; retry that way.
+    pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
+        let mut i = 0;
+        while i < writes.len() {
+            let wr = &writes[i];
+            let dir = self.controller_dir(wr.controller).ok_or_else(|| {
+                CgroupError::ControllerMissing {
+                    controller: wr.controller.to_string(),
+                    file: wr.file.clone(),
+                }
+            })?;
+            let result = fs::write(&dir.join(&wr.file), &wr.value);
+            let swap_next = writes.get(i + 1).filter(|n| {
+                wr.file == "memory.limit_in_bytes" && n.file == "memory.memsw.limit_in_bytes"
+            });
+            match (result, swap_next) {
+                (Err(CgroupError::Write { source, .. }), Some(next))
+                    if source.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    fs::write(&dir.join(&next.file), &next.value)?;
+                    fs::write(&dir.join(&wr.file), &wr.value)?;
+                    i += 2;
+                    continue;
+                }
+                (r, _) => r?,
+            }
+            i += 1;
+        }
+        Ok(())
     }
 
     pub fn remove(&self) -> Result<(), CgroupError> {

@@ -1,5 +1,6 @@
 //! cgroup v2: one directory in the unified hierarchy.
 
+use super::resources::Write;
 use super::{fs, CgroupError, CGROUP_ROOT};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -26,11 +27,35 @@ impl Manager {
         &self.dir
     }
 
+    /// Creates the cgroup, enabling every available controller for the children of each
+    /// ancestor on the way (a v2 controller is usable only if the parent delegates it).
     pub fn create(&self) -> Result<(), CgroupError> {
         let mut dir = PathBuf::from(CGROUP_ROOT);
         for comp in self.path.components().skip(1) {
+            let available = fs::read(&dir.join("cgroup.controllers"))?;
+            let enable: Vec<String> = available
+                .split_whitespace()
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !enable.is_empty() {
+                fs::write(&dir.join("cgroup.subtree_control"), &enable.join(" "))?;
+            }
             dir.push(comp);
             fs::mkdir(&dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
+        for wr in writes {
+            let path = self.dir.join(&wr.file);
+            if !path.exists() {
+                return Err(CgroupError::ControllerMissing {
+                    controller: wr.controller.to_string(),
+                    file: wr.file.clone(),
+                });
+            }
+            fs::write(&path, &wr.value)?;
         }
         Ok(())
     }
@@ -47,11 +72,25 @@ impl Manager {
         std::fs::read_to_string(self.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
     }
 
+    /// Writes cgroup.freeze and, when freezing, waits for cgroup.events to say "frozen 1".
     pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
         fs::write(
             &self.dir.join("cgroup.freeze"),
             if frozen { "1" } else { "0" },
-        )
+        )?;
+        if !frozen {
+            return Ok(());
+        }
+        let events = self.dir.join("cgroup.events");
+        for _ in 0..10_000 {
+            if super::stats::keyed(&events, "frozen") == 1 {
+                return Ok(());
+            }
+            std::thread::yield_now();
+        }
+        Err(CgroupError::NotFrozen {
+            state: fs::read(&events)?.replace('\n', " "),
+        })
     }
 
     /// cgroup.kill (5.14+) takes every process down at once before the rmdir.

@@ -2,16 +2,21 @@
 
 mod create;
 mod delete;
+mod events;
 mod features;
 mod kill;
 mod list;
 mod log;
 #[cfg(test)]
 mod man;
+mod pause;
+mod ps;
+mod resume;
 mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -57,6 +62,11 @@ pub enum Command {
     Kill(kill::Args),
     Delete(delete::Args),
     List(list::Args),
+    Pause(pause::Args),
+    Resume(resume::Args),
+    Ps(ps::Args),
+    Update(update::Args),
+    Events(events::Args),
     Spec(spec::Args),
     Features(features::Args),
 }
@@ -82,6 +92,11 @@ fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
         Command::Kill(a) => kill::run(&runtime, a),
         Command::Delete(a) => delete::run(&runtime, a),
         Command::List(a) => list::run(&runtime, a),
+        Command::Pause(a) => pause::run(&runtime, a),
+        Command::Resume(a) => resume::run(&runtime, a),
+        Command::Ps(a) => ps::run(&runtime, a),
+        Command::Update(a) => update::run(&runtime, a),
+        Command::Events(a) => events::run(&runtime, a),
         Command::Spec(a) => spec::run(a),
         Command::Features(a) => features::run(a),
     }

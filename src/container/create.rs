@@ -169,6 +169,23 @@ impl Runtime {
         }
         cgroup.create()?;
         let mut cgroup_guard = CgroupGuard(Some(cgroup.clone()));
+        let device_nodes: Vec<String> = linux
+            .and_then(|l| l.devices().as_ref())
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let t = match d.typ() {
+                    oci_spec::runtime::LinuxDeviceType::B => "b",
+                    oci_spec::runtime::LinuxDeviceType::P => "p",
+                    _ => "c",
+                };
+                format!("{t} {}:{} rwm", d.major(), d.minor())
+            })
+            .collect();
+        let resources = linux
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        cgroup.apply(&resources, &device_nodes, true)?;
 
         let fifo_path = dir.join(state::EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).map_err(|e| {

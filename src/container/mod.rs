@@ -4,6 +4,7 @@
 //! `state.json` (written atomically) and, between create and start, `exec.fifo`.
 
 mod create;
+mod events;
 mod id;
 mod lock;
 mod ops;
@@ -11,6 +12,7 @@ mod run;
 mod state;
 
 pub use create::CreateOptions;
+pub use events::Event;
 pub use id::validate as validate_id;
 pub use ops::parse_signal;
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
@@ -29,6 +31,8 @@ pub enum ContainerError {
     NotExist { id: String },
     #[error("container not running")]
     NotRunning,
+    #[error("container not paused")]
+    NotPaused,
     #[error("cannot start an already running container")]
     AlreadyRunning,
     #[error("cannot start a container that has stopped")]

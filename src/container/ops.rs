@@ -206,3 +206,40 @@ impl Container {
         Ok(())
     }
 }
+
+impl Container {
+    /// `pause`: freezes every process of a running container.
+    pub fn pause(&self) -> crate::Result<()> {
+        let (_lock, c) = self.locked()?;
+        if c.status() != Status::Running {
+            return Err(ContainerError::NotRunning.into());
+        }
+        c.cgroup()?.freeze()?;
+        Ok(())
+    }
+
+    /// `resume`: thaws a paused container.
+    pub fn resume(&self) -> crate::Result<()> {
+        let (_lock, c) = self.locked()?;
+        if c.status() != Status::Paused {
+            return Err(ContainerError::NotPaused.into());
+        }
+        c.cgroup()?.thaw()?;
+        Ok(())
+    }
+
+    /// `update`: writes the given resource fields to the cgroup (others keep their values).
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> crate::Result<()> {
+        let (_lock, c) = self.locked()?;
+        if c.status() == Status::Stopped {
+            return Err(ContainerError::NotRunning.into());
+        }
+        c.cgroup()?.apply(resources, &[], false)?;
+        Ok(())
+    }
+
+    /// The host pids of every process in the container's cgroup.
+    pub fn pids(&self) -> crate::Result<Vec<Pid>> {
+        Ok(self.cgroup()?.procs()?)
+    }
+}

@@ -1,0 +1,238 @@
+//! Resource usage read from the cgroup files, in the shape `runc events --stats` prints.
+
+use super::v1;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Default, Serialize)]
+pub struct CpuUsage {
+    /// Nanoseconds.
+    pub total: u64,
+    pub percpu: Vec<u64>,
+    pub kernel: u64,
+    pub user: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Throttling {
+    pub periods: u64,
+    pub throttled_periods: u64,
+    /// Nanoseconds.
+    pub throttled_time: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Cpu {
+    pub usage: CpuUsage,
+    pub throttling: Throttling,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct MemoryEntry {
+    pub limit: u64,
+    pub usage: u64,
+    pub max: u64,
+    pub failcnt: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Memory {
+    pub cache: u64,
+    pub usage: MemoryEntry,
+    pub swap: MemoryEntry,
+    pub raw: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Pids {
+    pub current: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct BlkioEntry {
+    pub major: u64,
+    pub minor: u64,
+    pub op: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blkio {
+    pub io_service_bytes_recursive: Vec<BlkioEntry>,
+    pub io_serviced_recursive: Vec<BlkioEntry>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub cpu: Cpu,
+    pub memory: Memory,
+    pub pids: Pids,
+    pub blkio: Blkio,
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A single number ("max" and unreadable files count as 0).
+fn number(path: &Path) -> u64 {
+    read(path).trim().parse().unwrap_or(0)
+}
+
+/// The value of `key` in a "key value" file (cpu.stat, memory.events, oom_control...).
+pub fn keyed(path: &Path, key: &str) -> u64 {
+    read(path)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn all_keyed(path: &Path) -> BTreeMap<String, u64> {
+    read(path)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// USER_HZ ticks (cpuacct.stat) to nanoseconds.
+fn ticks_to_ns(ticks: u64) -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1_000_000_000 / hz
+}
+
+/// "8:0 Read 4096" lines of blkio.throttle.io_service_bytes_recursive.
+fn blkio_v1(path: &Path) -> Vec<BlkioEntry> {
+    read(path)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, value) = (f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            Some(BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.to_string(),
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+pub fn v1(m: &v1::Manager) -> Stats {
+    let mut s = Stats::default();
+    if let Some(d) = m.controller_dir("cpuacct") {
+        s.cpu.usage.total = number(&d.join("cpuacct.usage"));
+        s.cpu.usage.percpu = read(&d.join("cpuacct.usage_percpu"))
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        s.cpu.usage.user = ticks_to_ns(keyed(&d.join("cpuacct.stat"), "user"));
+        s.cpu.usage.kernel = ticks_to_ns(keyed(&d.join("cpuacct.stat"), "system"));
+    }
+    if let Some(d) = m.controller_dir("cpu") {
+        let f = d.join("cpu.stat");
+        s.cpu.throttling = Throttling {
+            periods: keyed(&f, "nr_periods"),
+            throttled_periods: keyed(&f, "nr_throttled"),
+            throttled_time: keyed(&f, "throttled_time"),
+        };
+    }
+    if let Some(d) = m.controller_dir("memory") {
+        let entry = |prefix: &str| MemoryEntry {
+            limit: number(&d.join(format!("{prefix}limit_in_bytes"))),
+            usage: number(&d.join(format!("{prefix}usage_in_bytes"))),
+            max: number(&d.join(format!("{prefix}max_usage_in_bytes"))),
+            failcnt: number(&d.join(format!("{prefix}failcnt"))),
+        };
+        s.memory.usage = entry("memory.");
+        s.memory.swap = entry("memory.memsw.");
+        s.memory.raw = all_keyed(&d.join("memory.stat"));
+        s.memory.cache = s.memory.raw.get("cache").copied().unwrap_or(0);
+    }
+    if let Some(d) = m.controller_dir("pids") {
+        s.pids.current = number(&d.join("pids.current"));
+        s.pids.limit = number(&d.join("pids.max"));
+    }
+    if let Some(d) = m.controller_dir("blkio") {
+        s.blkio.io_service_bytes_recursive =
+            blkio_v1(&d.join("blkio.throttle.io_service_bytes_recursive"));
+        s.blkio.io_serviced_recursive = blkio_v1(&d.join("blkio.throttle.io_serviced_recursive"));
+    }
+    s
+}
+
+/// "254:0 rbytes=1 wbytes=2 rios=3 wios=4 ..." lines of io.stat.
+fn io_v2(path: &Path) -> Blkio {
+    let mut b = Blkio::default();
+    for line in read(path).lines() {
+        let mut f = line.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        for kv in f {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let value = v.parse().unwrap_or(0);
+            let (list, op) = match k {
+                "rbytes" => (&mut b.io_service_bytes_recursive, "Read"),
+                "wbytes" => (&mut b.io_service_bytes_recursive, "Write"),
+                "rios" => (&mut b.io_serviced_recursive, "Read"),
+                "wios" => (&mut b.io_serviced_recursive, "Write"),
+                _ => continue,
+            };
+            list.push(BlkioEntry {
+                major,
+                minor,
+                op: op.into(),
+                value,
+            });
+        }
+    }
+    b
+}
+
+pub fn v2(dir: &Path) -> Stats {
+    let mut s = Stats::default();
+    let cpu = dir.join("cpu.stat");
+    s.cpu.usage.total = keyed(&cpu, "usage_usec") * 1000;
+    s.cpu.usage.user = keyed(&cpu, "user_usec") * 1000;
+    s.cpu.usage.kernel = keyed(&cpu, "system_usec") * 1000;
+    s.cpu.throttling = Throttling {
+        periods: keyed(&cpu, "nr_periods"),
+        throttled_periods: keyed(&cpu, "nr_throttled"),
+        throttled_time: keyed(&cpu, "throttled_usec") * 1000,
+    };
+    s.memory.usage = MemoryEntry {
+        limit: number(&dir.join("memory.max")),
+        usage: number(&dir.join("memory.current")),
+        max: number(&dir.join("memory.peak")),
+        failcnt: keyed(&dir.join("memory.events"), "max"),
+    };
+    s.memory.swap = MemoryEntry {
+        limit: number(&dir.join("memory.swap.max")),
+        usage: number(&dir.join("memory.swap.current")),
+        max: 0,
+        failcnt: keyed(&dir.join("memory.swap.events"), "max"),
+    };
+    s.memory.raw = all_keyed(&dir.join("memory.stat"));
+    s.memory.cache = s.memory.raw.get("file").copied().unwrap_or(0);
+    s.pids.current = number(&dir.join("pids.current"));
+    s.pids.limit = number(&dir.join("pids.max"));
+    s.blkio = io_v2(&dir.join("io.stat"));
+    s
+}
