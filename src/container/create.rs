@@ -234,7 +234,24 @@ impl Runtime {
             annotations: &annotations,
             spec: &spec,
         };
-        let init = process::spawn(&cfg, &mut hooks)?;
+        let init = process::spawn(&cfg, &mut hooks).map_err(|e| {
+            // An init killed while setting up in a cgroup whose OOM counter moved ran out of
+            // memory: say so, rather than only "killed by signal 9".
+            if cgroup.oom_kills() > 0 {
+                let limit = resources
+                    .memory()
+                    .as_ref()
+                    .and_then(|m| m.limit())
+                    .unwrap_or(-1);
+                ContainerError::SetupOomKilled {
+                    limit,
+                    source: Box::new(e),
+                }
+                .into()
+            } else {
+                e
+            }
+        })?;
         let pid = init.pid();
         let stored = StoredState {
             oci_version: crate::OCI_VERSION.to_string(),

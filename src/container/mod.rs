@@ -31,6 +31,12 @@ pub enum ContainerError {
     NotExist { id: String },
     #[error("container not running")]
     NotRunning,
+    #[error("the container's init was OOM-killed while setting up: linux.resources.memory.limit ({limit}) is too low")]
+    SetupOomKilled {
+        limit: i64,
+        #[source]
+        source: Box<crate::Error>,
+    },
     #[error("container not paused")]
     NotPaused,
     #[error("cannot start an already running container")]

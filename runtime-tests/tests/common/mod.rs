@@ -252,9 +252,13 @@ pub fn wait_exit(pid: i32) {
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
 }
 
-/// Reaps a process that was re-parented to us (we are a subreaper); no-op if it is not ours.
+/// Reaps a process that was re-parented to us (we are a subreaper) if it has exited; a live
+/// one is left for the leak check to report.
 pub fn reap(pid: i32) {
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
 }
 
 pub struct Bundle {
@@ -319,11 +323,15 @@ impl Drop for World {
             reap(*pid);
         }
         if std::thread::panicking() {
+            for id in &self.ids {
+                let _ = self.capsa(&["resume", id]);
+            }
             // Best-effort cleanup so one failure does not cascade; the failure is reported.
             for id in &self.ids {
                 let _ = self.capsa(&["delete", "--force", id]);
             }
             for pid in &self.pids {
+                wait_exit(*pid);
                 reap(*pid);
             }
             for d in &self.dirs {
@@ -367,4 +375,39 @@ impl Drop for World {
         let _ = std::fs::remove_dir_all(&self.root);
         assert!(leaks.is_empty(), "left behind: {leaks:#?}");
     }
+}
+
+/// A file of container `id`'s cgroup: `/sys/fs/cgroup/<controller>/capsa/<id>/<file>` on a
+/// v1 host, `/sys/fs/cgroup/capsa/<id>/<file>` on v2.
+pub fn cgroup_file(controller: &str, id: &str, file: &str) -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if unified {
+        PathBuf::from(format!("/sys/fs/cgroup/capsa/{id}/{file}"))
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/{controller}/capsa/{id}/{file}"))
+    }
+}
+
+pub fn read_cgroup(controller: &str, id: &str, file: &str) -> String {
+    let path = cgroup_file(controller, id, file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// The value of `key` in a "key value" cgroup file.
+pub fn cgroup_key(controller: &str, id: &str, file: &str, key: &str) -> u64 {
+    read_cgroup(controller, id, file)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("{key} not in {file}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Reaps a container init re-parented to us and returns its wait status.
+pub fn reap_status(pid: i32) -> nix::sys::wait::WaitStatus {
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
 }

@@ -1,0 +1,48 @@
+//! The devices cgroup: only allowed devices can be opened or created.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[test]
+fn a_device_not_in_the_allow_list_cannot_be_opened_or_created() {
+    let mut w = World::new();
+    let script =
+        "mknod /dev/mem2 c 1 1 2>/dev/null && echo mknod-mem-ok || echo mknod-mem-denied; \
+                  mknod /dev/null2 c 1 3 && cat /dev/null2 && echo null-ok; \
+                  (exec 3</tmp/tun) 2>/dev/null && echo tun-opened || echo tun-denied";
+    let mut b = w.bundle(&["sh", "-c", script]);
+    // A node for /dev/net/tun (10:200) in the image: present, but not allowed.
+    let st = std::process::Command::new("mknod")
+        .arg(b.rootfs().join("tmp/tun"))
+        .args(["c", "10", "200"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.set(|c| {
+        c["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+        c["process"]["capabilities"]["bounding"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_MKNOD"));
+        c["process"]["capabilities"]["effective"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_MKNOD"));
+        c["process"]["capabilities"]["permitted"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_MKNOD"));
+    });
+    assert_eq!(w.run_ok(&b), "mknod-mem-denied\nnull-ok\ntun-denied\n");
+
+    // Allowed by a rule: readable.
+    b.set(|c| {
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "r"}
+        ]);
+    });
+    let out = w.run_ok(&b);
+    assert!(out.ends_with("tun-opened\n"), "{out}");
+}
