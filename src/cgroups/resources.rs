@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(shares_to_weight(1024), 100);
         assert_eq!(shares_to_weight(2), 1);
         assert_eq!(shares_to_weight(262_144), 10_000);
-        assert_eq!(shares_to_weight(512), 39);
+        assert_eq!(shares_to_weight(512), 59);
         assert!(shares_to_weight(2048) > 100 && shares_to_weight(2048) < 300);
     }
 
