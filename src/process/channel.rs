@@ -28,8 +28,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// stage -> runtime: the pid of init (in the runtime's pid namespace).
-    InitPid { pid: i32 },
+    /// stage -> runtime: the pid of init (in the runtime's pid namespace), and whether it was
+    /// born in its cgroup.
+    InitPid { pid: i32, placed: bool },
     /// runtime -> init: ids mapped, cgroup joined; the state JSON for in-container hooks.
     Proceed { state: String },
     /// init -> runtime: mounts are done, run prestart and createRuntime hooks.
@@ -121,9 +122,9 @@ impl Channel {
         }
     }
 
-    pub fn recv_init_pid(&self) -> Result<i32, ProcessError> {
+    pub fn recv_init_pid(&self) -> Result<(i32, bool), ProcessError> {
         match self.expect("InitPid")? {
-            Message::InitPid { pid } => Ok(pid),
+            Message::InitPid { pid, placed } => Ok((pid, placed)),
             m => Err(Self::unexpected("InitPid", &m)),
         }
     }

@@ -16,7 +16,7 @@ use clone::Forked;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -131,10 +131,25 @@ pub trait SpawnHooks {
     fn create_runtime(&mut self, state: &str) -> crate::Result<()>;
 }
 
+/// Clones init, born in its cgroup when the host is v2 (falling back to a plain clone, and a
+/// write to cgroup.procs afterwards, on kernels without CLONE_INTO_CGROUP). Returns whether
+/// init was placed.
+fn clone_init(cfg: &InitConfig, parent: bool) -> crate::Result<(Forked, bool)> {
+    if let cgroups::Manager::V2(m) = cfg.cgroup {
+        if let Ok(dir) = std::fs::File::open(m.dir()) {
+            if let Ok(forked) = clone::clone_into(cfg.plan.clone_flags, parent, Some(dir.as_fd())) {
+                return Ok((forked, true));
+            }
+        }
+    }
+    let forked = clone::clone_process(cfg.plan.clone_flags, parent).map_err(ProcessError::Clone)?;
+    Ok((forked, false))
+}
+
 /// The stage: joins existing namespaces (user first), prepares a time namespace, then clones
 /// init as a sibling (CLONE_PARENT) so init is the runtime's own child, and exits.
 fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
-    let result = (|| -> crate::Result<Forked> {
+    let result = (|| -> crate::Result<(Forked, bool)> {
         namespaces::join_all(&cfg.plan.joins)?;
         if cfg.plan.new_time {
             let offsets = cfg
@@ -144,12 +159,15 @@ fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
                 .and_then(|l| l.time_offsets().as_ref());
             namespaces::prepare_time_namespace(offsets)?;
         }
-        clone::clone_process(cfg.plan.clone_flags, true).map_err(|e| ProcessError::Clone(e).into())
+        clone_init(cfg, true)
     })();
     match result {
-        Ok(Forked::Child) => init::run(cfg, chan),
-        Ok(Forked::Parent(pid)) => {
-            let sent = chan.send(&Message::InitPid { pid: pid.as_raw() });
+        Ok((Forked::Child, _)) => init::run(cfg, chan),
+        Ok((Forked::Parent(pid), placed)) => {
+            let sent = chan.send(&Message::InitPid {
+                pid: pid.as_raw(),
+                placed,
+            });
             clone::exit_child(if sent.is_ok() { 0 } else { 1 })
         }
         Err(e) => {
@@ -164,7 +182,7 @@ fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
 /// The returned guard owns init: dropping it kills it.
 pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<ChildGuard> {
     let (rt, child) = channel::pair()?;
-    let init = if cfg.plan.needs_stage() {
+    let (init, placed) = if cfg.plan.needs_stage() {
         match clone::clone_process(nix::sched::CloneFlags::empty(), false)
             .map_err(ProcessError::Clone)?
         {
@@ -174,22 +192,23 @@ pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<Chil
             }
             Forked::Parent(stage_pid) => {
                 let stage_guard = ChildGuard::new(stage_pid);
-                let pid = rt.recv_init_pid();
+                let received = rt.recv_init_pid();
                 let _ = stage_guard.wait();
-                ChildGuard::new(Pid::from_raw(pid?))
+                let (pid, in_cgroup) = received?;
+                (ChildGuard::new(Pid::from_raw(pid)), in_cgroup)
             }
         }
     } else {
-        match clone::clone_process(cfg.plan.clone_flags, false).map_err(ProcessError::Clone)? {
-            Forked::Child => {
+        match clone_init(cfg, false)? {
+            (Forked::Child, _) => {
                 drop(rt);
                 init::run(cfg, &child)
             }
-            Forked::Parent(pid) => ChildGuard::new(pid),
+            (Forked::Parent(pid), in_cgroup) => (ChildGuard::new(pid), in_cgroup),
         }
     };
     drop(child);
-    match drive(cfg, &rt, &init, hooks) {
+    match drive(cfg, &rt, &init, placed, hooks) {
         Ok(()) => Ok(init),
         Err(crate::Error::Process(ProcessError::PeerExited { expected })) => {
             let status = init.wait().map(|s| describe_status(&s)).unwrap_or_default();
@@ -203,6 +222,7 @@ fn drive(
     cfg: &InitConfig,
     rt: &Channel,
     init: &ChildGuard,
+    placed: bool,
     hooks: &mut dyn SpawnHooks,
 ) -> crate::Result<()> {
     let pid = init.pid();
@@ -227,7 +247,9 @@ fn drive(
             source,
         })?;
     }
-    cfg.cgroup.add(pid)?;
+    if !placed {
+        cfg.cgroup.add(pid)?;
+    }
     let state = hooks.state_json(pid);
     rt.proceed(state.clone())?;
     loop {
