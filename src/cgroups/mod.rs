@@ -52,6 +52,12 @@ pub enum CgroupError {
     },
     #[error("the {controller} cgroup controller is not available (needed for {file})")]
     ControllerMissing { controller: String, file: String },
+    #[error("writing {value:?} to {}: below the current usage of {usage} bytes", path.display())]
+    BelowUsage {
+        path: PathBuf,
+        value: String,
+        usage: u64,
+    },
     #[error("the cgroup of this container did not freeze: {state}")]
     NotFrozen { state: String },
     #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]

@@ -49,6 +49,22 @@ impl Manager {
     pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
         for wr in writes {
             let path = self.dir.join(&wr.file);
+            // v1 refuses a limit below current usage (EBUSY); v2 accepts it and OOM-kills the
+            // container. Refuse it the same way on both.
+            if wr.file == "memory.max" {
+                if let Ok(limit) = wr.value.parse::<u64>() {
+                    let usage: u64 = fs::read(&self.dir.join("memory.current"))
+                        .map(|s| s.trim().parse().unwrap_or(0))
+                        .unwrap_or(0);
+                    if limit < usage {
+                        return Err(CgroupError::BelowUsage {
+                            path,
+                            value: wr.value.clone(),
+                            usage,
+                        });
+                    }
+                }
+            }
             if !path.exists() {
                 return Err(CgroupError::ControllerMissing {
                     controller: wr.controller.to_string(),
