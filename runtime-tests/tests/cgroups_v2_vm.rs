@@ -1,7 +1,7 @@
 //! cgroup v2, proven in a VM: this host runs the v1 hybrid layout, so runtime-tests/vm/run.sh
 //! boots Debian's kernel under qemu with cgroup2 mounted and runs the same scenarios there
 //! (OOM kill, cpu.max throttling, pids.max, CLONE_INTO_CGROUP, update, pause/resume, ps,
-//! events --stats, cgroup namespace, cleanup). Each scenario is one RESULT line.
+//! events --stats, cgroup namespace, the BPF device filter, cleanup). Each scenario is one RESULT line.
 
 use std::process::Command;
 
@@ -34,6 +34,8 @@ fn cgroup_v2_scenarios_pass_in_a_vm() {
         "events_stats",
         "delete_removes_cgroup",
         "cgroupns_mount",
+        "devices_denied",
+        "devices_allowed",
         "bad_quota",
         "nothing_left",
     ] {

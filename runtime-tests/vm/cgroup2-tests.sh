@@ -100,6 +100,20 @@ b=$(bundle view 'c["process"]["args"] = ["sh", "-c", "cat /proc/self/cgroup; cat
 out=$(capsa run --bundle "$b" view 2>&1 | tr '\n' ' ')
 [ "$out" = "0::/ 42 " ] && result cgroupns_mount PASS "$out" || result cgroupns_mount FAIL "$out"
 
+# Devices: v2 has no devices files; a BPF program attached to the cgroup enforces the rules.
+mknod /tmp/rootfs/tmp/kmsg c 1 11
+export DEV_SCRIPT='mknod /dev/mem2 c 1 1 2>/dev/null && echo mknod-mem-ok || echo mknod-mem-denied; mknod /dev/null2 c 1 3 && cat /dev/null2 && echo null-ok; (echo capsa-devices-test > /tmp/kmsg) 2>/dev/null && echo kmsg-written || echo kmsg-denied'
+caps='for k in ("bounding", "effective", "permitted"): c["process"]["capabilities"][k].append("CAP_MKNOD")'
+b=$(bundle dev1 "import os; c['process']['args'] = ['sh', '-c', os.environ['DEV_SCRIPT']]; c['linux']['resources'] = {'devices': [{'allow': False, 'access': 'rwm'}]}
+$caps")
+out=$(capsa run --bundle "$b" dev1 2>&1 | tr '\n' ' ')
+[ "$out" = "mknod-mem-denied null-ok kmsg-denied " ] && result devices_denied PASS "$out" || result devices_denied FAIL "$out"
+b=$(bundle dev2 "import os; c['process']['args'] = ['sh', '-c', os.environ['DEV_SCRIPT']]; c['linux']['resources'] = {'devices': [{'allow': False, 'access': 'rwm'}, {'allow': True, 'type': 'c', 'major': 1, 'minor': 11, 'access': 'w'}]}
+$caps")
+out=$(capsa run --bundle "$b" dev2 2>&1 | tr '\n' ' ')
+[ "$out" = "mknod-mem-denied null-ok kmsg-written " ] && result devices_allowed PASS "$out" || result devices_allowed FAIL "$out"
+rm -f /tmp/rootfs/tmp/kmsg
+
 # Bad values leave nothing behind.
 b=$(bundle bad 'c["process"]["args"] = ["true"]; c["linux"]["resources"] = {"cpu": {"quota": -5}}')
 err=$(capsa run --bundle "$b" bad 2>&1) && result bad_quota FAIL "accepted" || {

@@ -6,6 +6,8 @@
 //! /sys/fs/cgroup/unified) the v1 hierarchies are authoritative and the cgroup2 mount is
 //! ignored, as runc does.
 
+mod bpf;
+pub mod devices;
 mod fs;
 pub mod resources;
 pub mod stats;
@@ -57,6 +59,13 @@ pub enum CgroupError {
         path: PathBuf,
         value: String,
         usage: u64,
+    },
+    #[error("{what} {}", path.display())]
+    Bpf {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("the cgroup of this container did not freeze: {state}")]
     NotFrozen { state: String },
@@ -195,10 +204,18 @@ impl Manager {
                 m.apply(&writes)
             }
             Manager::V2(m) => {
-                if devices && r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-                    log::warn!("device rules are not enforced on cgroup v2 by this build (needs the BPF device filter)");
+                m.apply(&resources::v2_writes(r)?)?;
+                if devices {
+                    let rules: Vec<devices::Rule> =
+                        resources::v1_device_writes(r.devices().as_deref(), extra_devices)
+                            .iter()
+                            .filter_map(|w| {
+                                devices::Rule::parse(w.file == "devices.allow", &w.value)
+                            })
+                            .collect();
+                    bpf::attach_device_filter(m.dir(), &devices::program(&rules))?;
                 }
-                m.apply(&resources::v2_writes(r)?)
+                Ok(())
             }
         }
     }
