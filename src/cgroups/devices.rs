@@ -106,7 +106,7 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
     // What no rule after the last catch-all matches gets the catch-all's answer (v1 starts
     // from "allow all").
     let start = rules.iter().rposition(Rule::is_catch_all);
-    let default = start.map_or(true, |i| rules[i].allow);
+    let default = start.is_none_or(|i| rules[i].allow);
     let considered = start.map_or(rules, |i| &rules[i + 1..]);
     for rule in considered.iter().rev() {
         let mut checks: Vec<Insn> = Vec::new();
