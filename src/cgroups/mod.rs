@@ -192,6 +192,13 @@ impl Manager {
         extra_devices: &[String],
         devices: bool,
     ) -> Result<(), CgroupError> {
+        if let Some(m) = r.memory() {
+            if m.kernel().is_some() || m.kernel_tcp().is_some() {
+                // Kernel memory limits are deprecated in the kernel (gone in v2, no-ops or
+                // refused on recent v1); runc ignores them with a warning too.
+                log::warn!("linux.resources.memory.kernel and kernelTCP are ignored: not supported by recent kernels");
+            }
+        }
         match self {
             Manager::V1(m) => {
                 let mut writes = resources::v1_writes(r)?;
