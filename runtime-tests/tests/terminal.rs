@@ -82,3 +82,45 @@ fn the_pty_master_is_sent_over_the_console_socket() {
     assert_eq!(lines[4], "c", "/dev/console is the pty (a char device)");
     w.ok(&["delete", &id]);
 }
+
+#[test]
+fn exec_with_a_terminal_gets_its_own_pty() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let id = w.id("exectty");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    let sock = scratch().join(unique("exec-console.sock"));
+    let listener = UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || receive_master(listener));
+    // Detached, as containerd's shim runs `exec -t`: the pty master is the process's only link.
+    let pidfile = b.dir.join("exec.pid");
+    w.ok(&[
+        "exec",
+        "-t",
+        "-d",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+        "sh",
+        "-c",
+        "tty; test -t 0 && echo stdin-tty",
+    ]);
+    let exec_pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let (name, master) = receiver.join().unwrap();
+    std::fs::remove_file(&sock).unwrap();
+    let mut out = Vec::new();
+    let _ = std::fs::File::from(master).read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).replace('\r', "");
+    assert_eq!(text, format!("{name}\nstdin-tty\n"));
+    // We are its subreaper (as containerd's shim is): reap it.
+    wait_exit(exec_pid);
+    reap(exec_pid);
+    assert!(w
+        .fails(&["exec", "-t", &id, "true"])
+        .contains("--console-socket"));
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+}

@@ -3,6 +3,7 @@
 mod create;
 mod delete;
 mod events;
+mod exec;
 mod features;
 mod kill;
 mod list;
@@ -58,6 +59,7 @@ pub enum Command {
     Create(create::Args),
     Start(start::Args),
     Run(run::Args),
+    Exec(exec::Args),
     State(state::Args),
     Kill(kill::Args),
     Delete(delete::Args),
@@ -88,6 +90,7 @@ fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
         Command::Create(a) => create::run(&runtime, a),
         Command::Start(a) => start::run(&runtime, a),
         Command::Run(a) => run::run(&runtime, a),
+        Command::Exec(a) => exec::run(&runtime, a),
         Command::State(a) => state::run(&runtime, a),
         Command::Kill(a) => kill::run(&runtime, a),
         Command::Delete(a) => delete::run(&runtime, a),
@@ -131,7 +134,12 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             logger.fatal(&format!("{e:#}"));
-            1
+            // exec's own status is the process's; a failure of capsa itself is 255, as runc.
+            if matches!(command, Command::Exec(_)) {
+                255
+            } else {
+                1
+            }
         }
     }
 }

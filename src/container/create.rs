@@ -91,7 +91,8 @@ impl SpawnHooks for CreateHooks<'_> {
     }
 }
 
-fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
+/// Writes a pid file atomically (runc's format: the number, no newline).
+pub fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
     state::write_atomic(path, pid.to_string().as_bytes(), 0o644).map_err(|source| {
         ContainerError::PidFile {
             path: path.to_path_buf(),
@@ -102,7 +103,7 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
 
 /// Marks every descriptor above stdio and the preserved ones close-on-exec before anything
 /// is cloned: nothing the caller leaked to us may reach the container (CVE-2024-21626).
-fn cloexec_inherited(preserve_fds: u32) {
+pub(super) fn cloexec_inherited(preserve_fds: u32) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own descriptors.
     unsafe {
         libc::syscall(
@@ -265,6 +266,7 @@ impl Runtime {
             cgroup_path,
             hooks: spec.hooks().clone(),
             shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
+            process: spec.process().clone(),
         };
         stored.save(&dir)?;
         if let Some(p) = &opts.pid_file {

@@ -5,14 +5,16 @@
 
 mod create;
 mod events;
+mod exec;
 mod id;
 mod lock;
 mod ops;
 mod run;
 mod state;
 
-pub use create::CreateOptions;
+pub use create::{write_pid_file, CreateOptions};
 pub use events::Event;
+pub use exec::ExecOptions;
 pub use id::validate as validate_id;
 pub use ops::parse_signal;
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
@@ -37,6 +39,10 @@ pub enum ContainerError {
         #[source]
         source: Box<crate::Error>,
     },
+    #[error("cannot exec in a stopped container")]
+    ExecStopped,
+    #[error("cannot exec in a paused container")]
+    ExecPaused,
     #[error("container not paused")]
     NotPaused,
     #[error("cannot start an already running container")]

@@ -25,7 +25,7 @@ fn is_forwarded(sig: Signal) -> bool {
     )
 }
 
-fn blocked_set() -> SigSet {
+pub(super) fn blocked_set() -> SigSet {
     let mut set = SigSet::empty();
     for sig in Signal::iterator().filter(|s| is_forwarded(*s) || *s == Signal::SIGCHLD) {
         set.add(sig);
@@ -34,7 +34,7 @@ fn blocked_set() -> SigSet {
 }
 
 /// Waits for `pid` (our child) to exit, forwarding every other signal to it.
-fn forward_until_exit(pid: Pid, set: &SigSet) -> crate::Result<i32> {
+pub(super) fn forward_until_exit(pid: Pid, set: &SigSet) -> crate::Result<i32> {
     loop {
         if let Some(code) = reap(pid)? {
             return Ok(code);

@@ -33,6 +33,9 @@ pub struct StoredState {
     /// The container has no pid namespace of its own: its other processes outlive init.
     #[serde(default)]
     pub shared_pid_ns: bool,
+    /// config.json's process: the template `exec` starts from.
+    #[serde(default)]
+    pub process: Option<oci_spec::runtime::Process>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,9 +5,12 @@
 
 pub mod channel;
 pub mod clone;
+mod common;
+mod exec;
 mod init;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
+pub use exec::{spawn_exec, ExecConfig};
 
 use crate::cgroups;
 use crate::namespaces::{self, NamespacePlan};

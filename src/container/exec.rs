@@ -1,0 +1,77 @@
+//! `exec`: run another process in a running container.
+
+use super::run::{blocked_set, forward_until_exit};
+use super::{Container, ContainerError, Status};
+use crate::process::{self, ChildGuard, ExecConfig, ProcessError};
+use nix::sys::signal::SigmaskHow;
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+/// Options of `exec` beyond the process.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+}
+
+impl Container {
+    /// The container's own process (from config.json), a template for `exec`.
+    pub fn process(&self) -> Option<&Process> {
+        self.state.process.as_ref()
+    }
+
+    fn spawn_exec(&self, process: &Process, opts: &ExecOptions) -> crate::Result<ChildGuard> {
+        match self.status() {
+            Status::Stopped => return Err(ContainerError::ExecStopped.into()),
+            Status::Paused => return Err(ContainerError::ExecPaused.into()),
+            _ => {}
+        }
+        let init = self.live_pid().ok_or(ContainerError::ExecStopped)?;
+        let terminal = process.terminal().unwrap_or(false);
+        let socket = match (terminal, &opts.console_socket) {
+            (true, None) => return Err(ContainerError::TerminalWithoutSocket.into()),
+            (false, Some(_)) => return Err(ContainerError::SocketWithoutTerminal.into()),
+            (true, Some(path)) => Some(crate::console::connect(path)?),
+            (false, None) => None,
+        };
+        let cgroup = self.cgroup()?;
+        super::create::cloexec_inherited(opts.preserve_fds);
+        process::spawn_exec(&ExecConfig {
+            init,
+            process,
+            cgroup: &cgroup,
+            console_socket: socket.as_ref().map(|s| s.as_fd()),
+            preserve_fds: opts.preserve_fds as i32,
+        })
+    }
+
+    /// Starts `process` in the container and returns its host pid; it runs on its own.
+    pub fn exec_detached(&self, process: &Process, opts: &ExecOptions) -> crate::Result<Pid> {
+        Ok(self.spawn_exec(process, opts)?.disarm())
+    }
+
+    /// Runs `process` in the container, forwarding signals to it, and returns its exit status
+    /// (128+N for a signal). `on_start` gets its pid once it runs (for --pid-file).
+    pub fn exec_wait(
+        &self,
+        process: &Process,
+        opts: &ExecOptions,
+        on_start: &mut dyn FnMut(Pid) -> crate::Result<()>,
+    ) -> crate::Result<i32> {
+        let set = blocked_set();
+        let old = set
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .map_err(|e| ProcessError::Signals(e.into()))?;
+        let result = (|| {
+            let guard = self.spawn_exec(process, opts)?;
+            on_start(guard.pid())?;
+            let code = forward_until_exit(guard.pid(), &set)?;
+            guard.disarm();
+            Ok(code)
+        })();
+        let _ = old.thread_set_mask();
+        result
+    }
+}

@@ -1,0 +1,181 @@
+//! `exec`: a new process inside a running container.
+//!
+//! ```text
+//!  runtime                      stage                                   exec process
+//!  fork ---------------------->  setns into each of init's namespaces
+//!                                (user first, mount last)
+//!                                clone(CLONE_PARENT [, INTO_CGROUP]) --> (born in the pid ns)
+//!  <--------------------------- InitPid{pid, placed}; exit
+//!  join cgroup unless placed
+//!  Proceed ---------------------------------------------------------->  console, rlimits,
+//!                                                                       no_new_privs, user,
+//!                                                                       caps, cwd, PATH lookup
+//!  <----------------------------------------------------------------  Ready -> execve
+//! ```
+
+use super::channel::{self, Channel, Message};
+use super::clone::{self, ChildGuard, Forked};
+use super::{common, ProcessError};
+use crate::cgroups;
+use crate::{namespaces, security};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+
+/// What an exec needs besides the process itself.
+pub struct ExecConfig<'a> {
+    /// The container's init, whose namespaces are joined.
+    pub init: Pid,
+    pub process: &'a Process,
+    pub cgroup: &'a cgroups::Manager,
+    pub console_socket: Option<BorrowedFd<'a>>,
+    pub preserve_fds: i32,
+}
+
+const KINDS: &[(LinuxNamespaceType, &str)] = &[
+    (LinuxNamespaceType::User, "user"),
+    (LinuxNamespaceType::Ipc, "ipc"),
+    (LinuxNamespaceType::Uts, "uts"),
+    (LinuxNamespaceType::Network, "net"),
+    (LinuxNamespaceType::Pid, "pid"),
+    (LinuxNamespaceType::Cgroup, "cgroup"),
+    (LinuxNamespaceType::Time, "time"),
+    (LinuxNamespaceType::Mount, "mnt"),
+];
+
+/// The namespaces of `init` that differ from ours, as paths to join (user first, mount last).
+fn namespaces_of(init: Pid) -> Vec<(LinuxNamespaceType, PathBuf)> {
+    KINDS
+        .iter()
+        .filter_map(|(t, name)| {
+            let theirs = PathBuf::from(format!("/proc/{init}/ns/{name}"));
+            let same = std::fs::read_link(&theirs).ok()?
+                == std::fs::read_link(format!("/proc/self/ns/{name}")).ok()?;
+            (!same).then_some((*t, theirs))
+        })
+        .collect()
+}
+
+fn stage(cfg: &ExecConfig, joins: &[(LinuxNamespaceType, PathBuf)], chan: &Channel) -> ! {
+    let result = (|| -> crate::Result<(Forked, bool)> {
+        namespaces::join_all(joins)?;
+        if let cgroups::Manager::V2(m) = cfg.cgroup {
+            if let Ok(dir) = std::fs::File::open(m.dir()) {
+                if let Ok(f) =
+                    clone::clone_into(nix::sched::CloneFlags::empty(), true, Some(dir.as_fd()))
+                {
+                    return Ok((f, true));
+                }
+            }
+        }
+        let f = clone::clone_process(nix::sched::CloneFlags::empty(), true)
+            .map_err(ProcessError::Clone)?;
+        Ok((f, false))
+    })();
+    match result {
+        Ok((Forked::Child, _)) => {
+            let joined_user = joins.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
+            run(cfg, chan, joined_user)
+        }
+        Ok((Forked::Parent(pid), placed)) => {
+            let sent = chan.send(&Message::InitPid {
+                pid: pid.as_raw(),
+                placed,
+            });
+            clone::exit_child(if sent.is_ok() { 0 } else { 1 })
+        }
+        Err(e) => {
+            chan.error(&e);
+            clone::exit_child(1)
+        }
+    }
+}
+
+fn run(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> ! {
+    match setup(cfg, chan, joined_user) {
+        Ok(exec) => {
+            let Err(e) = common::exec(&exec, cfg.preserve_fds);
+            eprintln!("capsa: {}", common::chain(&e));
+            clone::exit_child(127)
+        }
+        Err(e) => {
+            chan.error(&e);
+            clone::exit_child(1)
+        }
+    }
+}
+
+fn setup(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> crate::Result<common::Exec> {
+    common::reset_signals();
+    let mut keep = vec![chan.raw_fd()];
+    keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
+    common::close_inherited(3 + cfg.preserve_fds, &keep);
+    chan.wait_for_proceed()?;
+    if joined_user {
+        security::set_identity(0, 0, &[])?;
+    }
+    let _ = nix::unistd::setsid();
+    if let Some(socket) = cfg.console_socket {
+        let size = cfg
+            .process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        crate::console::setup(socket, size)?;
+    }
+    let exec = common::prepare(cfg.process)?;
+    chan.ready()?;
+    Ok(exec)
+}
+
+/// Starts `cfg.process` inside the container of `cfg.init`. The returned guard owns the new
+/// process (our child): dropping it kills it.
+pub fn spawn_exec(cfg: &ExecConfig) -> crate::Result<ChildGuard> {
+    let joins = namespaces_of(cfg.init);
+    let (rt, child) = channel::pair()?;
+    let stage_pid = match clone::clone_process(nix::sched::CloneFlags::empty(), false)
+        .map_err(ProcessError::Clone)?
+    {
+        Forked::Child => {
+            drop(rt);
+            stage(cfg, &joins, &child)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child);
+    let stage_guard = ChildGuard::new(stage_pid);
+    let received = rt.recv_init_pid();
+    let _ = stage_guard.wait();
+    let (pid, placed) = received?;
+    let guard = ChildGuard::new(Pid::from_raw(pid));
+    if !placed {
+        cfg.cgroup.add(guard.pid())?;
+    }
+    rt.proceed(String::new())?;
+    match rt.expect("Ready") {
+        // The process's end of the channel is close-on-exec: end-of-file means it has been
+        // executed (or failed trying, and said so on its stderr).
+        Ok(Message::Ready) => match rt.recv()? {
+            None => Ok(guard),
+            Some(other) => Err(ProcessError::Unexpected {
+                expected: "end of file",
+                got: other.name(),
+            }
+            .into()),
+        },
+        Ok(other) => Err(ProcessError::Unexpected {
+            expected: "Ready",
+            got: other.name(),
+        }
+        .into()),
+        Err(ProcessError::PeerExited { expected }) => {
+            let status = guard
+                .wait()
+                .map(|s| super::describe_status(&s))
+                .unwrap_or_default();
+            Err(ProcessError::InitExited { expected, status }.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
