@@ -60,18 +60,7 @@ fn namespaces_of(init: Pid) -> Vec<(LinuxNamespaceType, PathBuf)> {
 fn stage(cfg: &ExecConfig, joins: &[(LinuxNamespaceType, PathBuf)], chan: &Channel) -> ! {
     let result = (|| -> crate::Result<(Forked, bool)> {
         namespaces::join_all(joins)?;
-        if let cgroups::Manager::V2(m) = cfg.cgroup {
-            if let Ok(dir) = std::fs::File::open(m.dir()) {
-                if let Ok(f) =
-                    clone::clone_into(nix::sched::CloneFlags::empty(), true, Some(dir.as_fd()))
-                {
-                    return Ok((f, true));
-                }
-            }
-        }
-        let f = clone::clone_process(nix::sched::CloneFlags::empty(), true)
-            .map_err(ProcessError::Clone)?;
-        Ok((f, false))
+        super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup)
     })();
     match result {
         Ok((Forked::Child, _)) => {

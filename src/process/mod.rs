@@ -134,19 +134,27 @@ pub trait SpawnHooks {
     fn create_runtime(&mut self, state: &str) -> crate::Result<()>;
 }
 
-/// Clones init, born in its cgroup when the host is v2 (falling back to a plain clone, and a
-/// write to cgroup.procs afterwards, on kernels without CLONE_INTO_CGROUP). Returns whether
-/// init was placed.
-fn clone_init(cfg: &InitConfig, parent: bool) -> crate::Result<(Forked, bool)> {
-    if let cgroups::Manager::V2(m) = cfg.cgroup {
+/// Clones with `flags`, the child born in `cgroup` when the host is v2 (falling back to a
+/// plain clone, and a write to cgroup.procs afterwards, on kernels without
+/// CLONE_INTO_CGROUP). Returns whether the child was placed.
+pub(crate) fn clone_in_cgroup(
+    flags: nix::sched::CloneFlags,
+    parent: bool,
+    cgroup: &cgroups::Manager,
+) -> crate::Result<(Forked, bool)> {
+    if let cgroups::Manager::V2(m) = cgroup {
         if let Ok(dir) = std::fs::File::open(m.dir()) {
-            if let Ok(forked) = clone::clone_into(cfg.plan.clone_flags, parent, Some(dir.as_fd())) {
+            if let Ok(forked) = clone::clone_into(flags, parent, Some(dir.as_fd())) {
                 return Ok((forked, true));
             }
         }
     }
-    let forked = clone::clone_process(cfg.plan.clone_flags, parent).map_err(ProcessError::Clone)?;
+    let forked = clone::clone_process(flags, parent).map_err(ProcessError::Clone)?;
     Ok((forked, false))
+}
+
+fn clone_init(cfg: &InitConfig, parent: bool) -> crate::Result<(Forked, bool)> {
+    clone_in_cgroup(cfg.plan.clone_flags, parent, cfg.cgroup)
 }
 
 /// The stage: joins existing namespaces (user first), prepares a time namespace, then clones

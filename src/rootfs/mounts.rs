@@ -34,9 +34,10 @@ fn do_mount(
     })
 }
 
-/// Flags the kernel locks on a mount made in a less privileged user namespace; a remount that
-/// drops them fails with EPERM, so they are carried over (as runc does).
-fn locked_flags(target: BorrowedFd) -> MsFlags {
+/// nosuid/nodev/noexec and the atime flags a mount has now. A bind remount must repeat them:
+/// in a less privileged user namespace the kernel locks them and refuses a remount that drops
+/// them (EPERM), and a read-only remount should not change them anyway (as runc does).
+pub(super) fn current_flags(target: BorrowedFd) -> MsFlags {
     let Ok(st) = nix::sys::statvfs::fstatvfs(target) else {
         return MsFlags::empty();
     };
@@ -70,7 +71,7 @@ fn finish(
     let fd = resolve::open_path(root, dest).map_err(create_err(dest))?;
     if !remount.is_empty() {
         let extra = if ctx.new_user_ns {
-            locked_flags(fd.as_fd())
+            current_flags(fd.as_fd())
         } else {
             MsFlags::empty()
         };

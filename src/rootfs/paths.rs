@@ -29,28 +29,6 @@ pub(super) fn write_sysctls(sysctl: &HashMap<String, String>) -> Result<(), Root
     Ok(())
 }
 
-/// Current flags of a mount that a bind remount must keep (nosuid/nodev/noexec and atime).
-fn kept_flags(fd: BorrowedFd) -> MsFlags {
-    use nix::sys::statvfs::FsFlags as S;
-    let Ok(st) = nix::sys::statvfs::fstatvfs(fd) else {
-        return MsFlags::empty();
-    };
-    let mut out = MsFlags::empty();
-    for (s, m) in [
-        (S::ST_NOSUID, MsFlags::MS_NOSUID),
-        (S::ST_NODEV, MsFlags::MS_NODEV),
-        (S::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (S::ST_NOATIME, MsFlags::MS_NOATIME),
-        (S::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (S::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if st.flags().contains(s) {
-            out |= m;
-        }
-    }
-    out
-}
-
 /// Remounts an existing mount read-only, keeping its other flags.
 pub(super) fn remount_readonly(path: &Path) -> Result<(), RootfsError> {
     let err = |source: std::io::Error| RootfsError::Readonly {
@@ -59,8 +37,10 @@ pub(super) fn remount_readonly(path: &Path) -> Result<(), RootfsError> {
     };
     let root = root().map_err(err)?;
     let fd = resolve::open_path(root.as_fd(), path).map_err(err)?;
-    let flags =
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(fd.as_fd());
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | super::mounts::current_flags(fd.as_fd());
     mount(
         None::<&str>,
         &fd_path(fd.as_fd()),
