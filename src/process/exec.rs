@@ -20,7 +20,7 @@ use crate::cgroups;
 use crate::{namespaces, security};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 
 /// What an exec needs besides the process itself.
