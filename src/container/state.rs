@@ -95,7 +95,8 @@ pub fn live_start_time(pid: i32) -> Option<u64> {
 }
 
 /// Writes `bytes` to a temporary file beside `path` and renames it over: readers see the old
-/// or the new content, never a truncated file.
+/// or the new content, never a truncated file. No fsync: state lives on a tmpfs (/run) and
+/// does not outlive a reboot anyway; the rename is what readers need (runc does the same).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -112,7 +113,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
