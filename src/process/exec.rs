@@ -62,23 +62,8 @@ fn stage(cfg: &ExecConfig, joins: &[(LinuxNamespaceType, PathBuf)], chan: &Chann
         namespaces::join_all(joins)?;
         super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup)
     })();
-    match result {
-        Ok((Forked::Child, _)) => {
-            let joined_user = joins.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
-            run(cfg, chan, joined_user)
-        }
-        Ok((Forked::Parent(pid), placed)) => {
-            let sent = chan.send(&Message::InitPid {
-                pid: pid.as_raw(),
-                placed,
-            });
-            clone::exit_child(if sent.is_ok() { 0 } else { 1 })
-        }
-        Err(e) => {
-            chan.error(&e);
-            clone::exit_child(1)
-        }
-    }
+    let joined_user = joins.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
+    super::finish_stage(result, chan, || run(cfg, chan, joined_user))
 }
 
 fn run(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> ! {

@@ -172,8 +172,18 @@ fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
         }
         clone_init(cfg, true)
     })();
+    finish_stage(result, chan, || init::run(cfg, chan))
+}
+
+/// The end of a stage process: the cloned child goes on with `child`; the stage reports the
+/// child's pid (or its own failure) to the runtime and exits.
+pub(crate) fn finish_stage(
+    result: crate::Result<(Forked, bool)>,
+    chan: &Channel,
+    child: impl FnOnce() -> std::convert::Infallible,
+) -> ! {
     match result {
-        Ok((Forked::Child, _)) => init::run(cfg, chan),
+        Ok((Forked::Child, _)) => match child() {},
         Ok((Forked::Parent(pid), placed)) => {
             let sent = chan.send(&Message::InitPid {
                 pid: pid.as_raw(),
