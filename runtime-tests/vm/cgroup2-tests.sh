@@ -2,20 +2,24 @@
 # cgroup v2 scenarios, run inside the test VM (see run.sh) with the capsa binary in $CAPSA.
 # Each scenario prints "RESULT <name> PASS|FAIL <detail>".
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# The host's root is read-only in the VM; /run is the writable scratch (see init).
+S=/run/capsa-vm
+mkdir -p "$S"
+export TMPDIR=$S
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-root=/tmp/capsa-state
+root=$S/state
 capsa() { "$CAPSA" --root "$root" "$@"; }
 result() { echo "RESULT $1 $2 ${*:3}"; }
 cg=/sys/fs/cgroup/capsa
 
-bash "$repo/rootfs-fixtures/busybox-rootfs.sh" /tmp/rootfs >/dev/null || { result fixture FAIL busybox-rootfs.sh; exit 1; }
+bash "$repo/rootfs-fixtures/busybox-rootfs.sh" $S/rootfs >/dev/null || { result fixture FAIL busybox-rootfs.sh; exit 1; }
 
 # bundle NAME PYTHON: a bundle whose config.json is capsa's default edited by PYTHON (c = config).
 bundle() {
-    local b=/tmp/bundles/$1
+    local b=$S/bundles/$1
     mkdir -p "$b"
-    ln -sfn /tmp/rootfs "$b/rootfs"
+    ln -sfn $S/rootfs "$b/rootfs"
     rm -f "$b/config.json"
     capsa spec --bundle "$b"
     python3 - "$b/config.json" "$2" <<'PY'
@@ -38,15 +42,15 @@ b=$(bundle oom 'c["process"]["args"] = ["awk", "BEGIN { s = \"x\"; while (1) s =
 capsa run --bundle "$b" oom; rc=$?
 [ "$rc" = 137 ] && result memory_oom_exit PASS "rc=$rc" || result memory_oom_exit FAIL "rc=$rc"
 capsa create --bundle "$b" oom2
-capsa events --interval 30s oom2 > /tmp/oom-events &
-until [ -s /tmp/oom-events ]; do sleep 0.05; done   # the watcher has printed its first stats line
+capsa events --interval 30s oom2 > $S/oom-events &
+until [ -s $S/oom-events ]; do sleep 0.05; done   # the watcher has printed its first stats line
 capsa start oom2
 wait
 mmax=$(cat $cg/oom2/memory.max); swapmax=$(cat $cg/oom2/memory.swap.max); kills=$(key $cg/oom2/memory.events oom_kill)
-if [ "$mmax" = 33554432 ] && [ "$swapmax" = 0 ] && [ "${kills:-0}" -ge 1 ] && grep -q '"type":"oom"' /tmp/oom-events; then
+if [ "$mmax" = 33554432 ] && [ "$swapmax" = 0 ] && [ "${kills:-0}" -ge 1 ] && grep -q '"type":"oom"' $S/oom-events; then
     result memory_oom_counter PASS "memory.max=$mmax swap.max=$swapmax oom_kill=$kills"
 else
-    result memory_oom_counter FAIL "memory.max=$mmax swap.max=$swapmax oom_kill=$kills events=$(cat /tmp/oom-events | tr '\n' ' ')"
+    result memory_oom_counter FAIL "memory.max=$mmax swap.max=$swapmax oom_kill=$kills events=$(cat $S/oom-events | tr '\n' ' ')"
 fi
 capsa delete oom2
 
@@ -101,7 +105,7 @@ out=$(capsa run --bundle "$b" view 2>&1 | tr '\n' ' ')
 [ "$out" = "0::/ 42 " ] && result cgroupns_mount PASS "$out" || result cgroupns_mount FAIL "$out"
 
 # Devices: v2 has no devices files; a BPF program attached to the cgroup enforces the rules.
-mknod /tmp/rootfs/tmp/kmsg c 1 11
+mknod $S/rootfs/tmp/kmsg c 1 11
 export DEV_SCRIPT='mknod /dev/mem2 c 1 1 2>/dev/null && echo mknod-mem-ok || echo mknod-mem-denied; mknod /dev/null2 c 1 3 && cat /dev/null2 && echo null-ok; (echo capsa-devices-test > /tmp/kmsg) 2>/dev/null && echo kmsg-written || echo kmsg-denied'
 caps='for k in ("bounding", "effective", "permitted"): c["process"]["capabilities"][k].append("CAP_MKNOD")'
 b=$(bundle dev1 "import os; c['process']['args'] = ['sh', '-c', os.environ['DEV_SCRIPT']]; c['linux']['resources'] = {'devices': [{'allow': False, 'access': 'rwm'}]}
@@ -112,7 +116,7 @@ b=$(bundle dev2 "import os; c['process']['args'] = ['sh', '-c', os.environ['DEV_
 $caps")
 out=$(capsa run --bundle "$b" dev2 2>&1 | tr '\n' ' ')
 [ "$out" = "mknod-mem-denied null-ok kmsg-written " ] && result devices_allowed PASS "$out" || result devices_allowed FAIL "$out"
-rm -f /tmp/rootfs/tmp/kmsg
+rm -f $S/rootfs/tmp/kmsg
 
 # Bad values leave nothing behind.
 b=$(bundle bad 'c["process"]["args"] = ["true"]; c["linux"]["resources"] = {"cpu": {"quota": -5}}')
