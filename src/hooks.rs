@@ -1,13 +1,11 @@
 //! OCI hooks: each runs with the container state as JSON on stdin, within its timeout.
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Hook;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -45,16 +43,6 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that only we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Runs one hook; `kind` names the hook list ("createRuntime", ...) in errors.
 pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
     let path = hook.path().clone();
@@ -87,28 +75,18 @@ pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
     }
     let timeout = hook.timeout().filter(|t| *t > 0);
     if let Some(seconds) = timeout {
-        let pidfd = pidfd_open(child.id()).map_err(spawn_err)?;
-        let deadline = Instant::now() + Duration::from_secs(seconds as u64);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, ms) {
-                Ok(0) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(HookError::Timeout {
-                        kind,
-                        index,
-                        path,
-                        seconds,
-                    });
-                }
-                Ok(_) => break,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(spawn_err(e.into())),
-            }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let exited = crate::process::wait_exited(pid, Some(Duration::from_secs(seconds as u64)))
+            .map_err(spawn_err)?;
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HookError::Timeout {
+                kind,
+                index,
+                path,
+                seconds,
+            });
         }
     }
     let mut stderr = String::new();

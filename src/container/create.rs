@@ -91,6 +91,17 @@ impl SpawnHooks for CreateHooks<'_> {
     }
 }
 
+/// The connected console socket when the process wants a terminal; `terminal` and
+/// `--console-socket` must agree (runc's rule, for create and exec alike).
+pub(super) fn console_for(terminal: bool, socket: Option<&Path>) -> crate::Result<Option<OwnedFd>> {
+    match (terminal, socket) {
+        (true, None) => Err(ContainerError::TerminalWithoutSocket.into()),
+        (false, Some(_)) => Err(ContainerError::SocketWithoutTerminal.into()),
+        (true, Some(path)) => Ok(Some(crate::console::connect(path)?)),
+        (false, None) => Ok(None),
+    }
+}
+
 /// Writes a pid file atomically (runc's format: the number, no newline).
 pub fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
     state::write_atomic(path, pid.to_string().as_bytes(), 0o644).map_err(|source| {
@@ -131,12 +142,7 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let console_socket = match (terminal, &opts.console_socket) {
-            (true, None) => return Err(ContainerError::TerminalWithoutSocket.into()),
-            (false, Some(_)) => return Err(ContainerError::SocketWithoutTerminal.into()),
-            (true, Some(path)) => Some(crate::console::connect(path)?),
-            (false, None) => None,
-        };
+        let console_socket = console_for(terminal, opts.console_socket.as_deref())?;
         let rootfs =
             std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
                 spec::SpecError::Path {

@@ -29,13 +29,10 @@ impl Container {
             _ => {}
         }
         let init = self.live_pid().ok_or(ContainerError::ExecStopped)?;
-        let terminal = process.terminal().unwrap_or(false);
-        let socket = match (terminal, &opts.console_socket) {
-            (true, None) => return Err(ContainerError::TerminalWithoutSocket.into()),
-            (false, Some(_)) => return Err(ContainerError::SocketWithoutTerminal.into()),
-            (true, Some(path)) => Some(crate::console::connect(path)?),
-            (false, None) => None,
-        };
+        let socket = super::create::console_for(
+            process.terminal().unwrap_or(false),
+            opts.console_socket.as_deref(),
+        )?;
         let cgroup = self.cgroup()?;
         super::create::cloexec_inherited(opts.preserve_fds);
         process::spawn_exec(&ExecConfig {
