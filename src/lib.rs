@@ -19,6 +19,7 @@ pub mod container;
 pub mod error;
 pub mod hooks;
 pub mod namespaces;
+pub mod overlay;
 pub mod process;
 pub mod rootfs;
 pub mod security;

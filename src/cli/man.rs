@@ -22,6 +22,13 @@ fn pages() -> Vec<(String, Vec<u8>)> {
         let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
         let cmd = sub.clone().name(static_name).bin_name(static_name);
         pages.push((format!("{name}.8"), render(cmd)));
+        // Command groups (`capsa rootfs unpack`, `capsa pod create`) get a page per command.
+        for nested in sub.get_subcommands().filter(|n| n.get_name() != "help") {
+            let name = format!("capsa-{}-{}", sub.get_name(), nested.get_name());
+            let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
+            let cmd = nested.clone().name(static_name).bin_name(static_name);
+            pages.push((format!("{name}.8"), render(cmd)));
+        }
     }
     pages
 }

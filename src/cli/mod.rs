@@ -13,6 +13,7 @@ mod man;
 mod pause;
 mod ps;
 mod resume;
+mod rootfs;
 mod run;
 mod spec;
 mod start;
@@ -71,6 +72,7 @@ pub enum Command {
     Events(events::Args),
     Spec(spec::Args),
     Features(features::Args),
+    Rootfs(rootfs::Args),
 }
 
 fn print_version() {
@@ -102,6 +104,7 @@ fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
         Command::Events(a) => events::run(&runtime, a),
         Command::Spec(a) => spec::run(a),
         Command::Features(a) => features::run(a),
+        Command::Rootfs(a) => rootfs::run(a),
     }
 }
 
