@@ -12,4 +12,13 @@ fn main() {
     println!("cargo:rustc-env=CAPSA_COMMIT={commit}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    // capsa-pause is freestanding: no C runtime, no libc, one static ELF of a few KiB.
+    for arg in [
+        "-nostartfiles",
+        "-nostdlib",
+        "-static",
+        "-Wl,--build-id=none",
+    ] {
+        println!("cargo:rustc-link-arg-bin=capsa-pause={arg}");
+    }
 }

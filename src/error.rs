@@ -24,6 +24,8 @@ pub enum Error {
     Console(#[from] crate::console::ConsoleError),
     #[error(transparent)]
     Overlay(#[from] crate::overlay::OverlayError),
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

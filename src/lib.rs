@@ -20,6 +20,7 @@ pub mod error;
 pub mod hooks;
 pub mod namespaces;
 pub mod overlay;
+pub mod pod;
 pub mod process;
 pub mod rootfs;
 pub mod security;
@@ -28,6 +29,7 @@ pub mod time;
 
 pub use container::{Container, CreateOptions, Runtime, Status};
 pub use error::{Error, Result};
+pub use pod::{Pod, PodOptions};
 
 /// The OCI runtime-spec version capsa implements.
 pub const OCI_VERSION: &str = "1.2.0";

@@ -62,7 +62,7 @@ pub fn kind_name(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
-fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
+pub(crate) fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
     match t {
         LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
         LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,

@@ -32,6 +32,9 @@ pub struct CreateFlags {
     /// Pass N additional file descriptors (3 .. 3+N-1) to the container
     #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
     pub preserve_fds: u32,
+    /// Join pod ID (created by `capsa pod create`): its shared namespaces and cgroup
+    #[arg(long, value_name = "ID")]
+    pub pod: Option<String>,
 }
 
 impl CreateFlags {
@@ -45,6 +48,7 @@ impl CreateFlags {
             no_pivot: self.no_pivot,
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
+            pod: self.pod.clone(),
         })
     }
 }

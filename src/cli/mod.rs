@@ -11,6 +11,7 @@ mod log;
 #[cfg(test)]
 mod man;
 mod pause;
+mod pod;
 mod ps;
 mod resume;
 mod rootfs;
@@ -73,6 +74,7 @@ pub enum Command {
     Spec(spec::Args),
     Features(features::Args),
     Rootfs(rootfs::Args),
+    Pod(pod::Args),
 }
 
 fn print_version() {
@@ -105,6 +107,7 @@ fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
         Command::Spec(a) => spec::run(a),
         Command::Features(a) => features::run(a),
         Command::Rootfs(a) => rootfs::run(a),
+        Command::Pod(a) => pod::run(&runtime, a),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// Join this pod: its shared namespaces, a cgroup below its own.
+    pub pod: Option<String>,
 }
 
 impl CreateOptions {
@@ -36,7 +38,17 @@ impl CreateOptions {
 }
 
 /// Removes the half-made state directory unless disarmed.
-struct DirGuard(Option<PathBuf>);
+pub(crate) struct DirGuard(Option<PathBuf>);
+
+impl DirGuard {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        DirGuard(Some(dir))
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
@@ -46,13 +58,23 @@ impl Drop for DirGuard {
     }
 }
 
-/// Removes the half-made cgroup unless disarmed (the init guard has killed its process by
-/// the time this runs: guards drop in reverse order of creation).
-struct CgroupGuard(Option<Manager>);
+/// Removes half-made cgroups, in order (children first), unless disarmed. The process guard
+/// has killed its process by the time this runs: guards drop in reverse order of creation.
+pub(crate) struct CgroupGuard(Vec<Manager>);
+
+impl CgroupGuard {
+    pub(crate) fn new(cgroups: Vec<Manager>) -> Self {
+        CgroupGuard(cgroups)
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.0.clear();
+    }
+}
 
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
-        if let Some(m) = self.0.take() {
+        for m in self.0.drain(..) {
             let _ = m.remove();
         }
     }
@@ -135,7 +157,10 @@ impl Runtime {
                 path: opts.bundle.clone(),
                 source,
             })?;
-        let spec = spec::load(&bundle)?;
+        let mut spec = spec::load(&bundle)?;
+        if let Some(pod) = &opts.pod {
+            self.load_pod(pod)?.adopt(id, &mut spec)?;
+        }
         spec::validate(&spec, &bundle)?;
         let terminal = spec
             .process()
@@ -169,13 +194,13 @@ impl Runtime {
             }
             Err(source) => return Err(ContainerError::StateDir { path: dir, source }.into()),
         }
-        let mut dir_guard = DirGuard(Some(dir.clone()));
+        let mut dir_guard = DirGuard::new(dir.clone());
         let _lock = DirLock::acquire(&dir)?;
         if cgroup.exists() && !cgroup.procs()?.is_empty() {
             return Err(ContainerError::Exists { id: id.to_string() }.into());
         }
         cgroup.create()?;
-        let mut cgroup_guard = CgroupGuard(Some(cgroup.clone()));
+        let mut cgroup_guard = CgroupGuard::new(vec![cgroup.clone()]);
         let device_nodes: Vec<String> = linux
             .and_then(|l| l.devices().as_ref())
             .into_iter()
@@ -273,14 +298,15 @@ impl Runtime {
             hooks: spec.hooks().clone(),
             shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
             process: spec.process().clone(),
+            pod: opts.pod.clone(),
         };
         stored.save(&dir)?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
         init.disarm();
-        cgroup_guard.0 = None;
-        dir_guard.0 = None;
+        cgroup_guard.disarm();
+        dir_guard.disarm();
         Ok(Container { dir, state: stored })
     }
 }

@@ -13,11 +13,14 @@ mod run;
 mod state;
 
 pub use create::{write_pid_file, CreateOptions};
+pub(crate) use create::{CgroupGuard, DirGuard};
 pub use events::Event;
 pub use exec::ExecOptions;
 pub use id::validate as validate_id;
+pub(crate) use lock::DirLock;
 pub use ops::parse_signal;
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
+pub(crate) use state::{live_start_time, write_atomic};
 
 use crate::cgroups;
 use nix::unistd::Pid;

@@ -36,6 +36,9 @@ pub struct StoredState {
     /// config.json's process: the template `exec` starts from.
     #[serde(default)]
     pub process: Option<oci_spec::runtime::Process>,
+    /// The pod this container joined, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

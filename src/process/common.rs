@@ -31,7 +31,7 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
 
 /// Undoes what the runtime process had: blocked signals and ignored ones (Rust ignores
 /// SIGPIPE), which would otherwise survive execve into the container.
-pub(super) fn reset_signals() {
+pub(crate) fn reset_signals() {
     let _ = SigSet::empty().thread_set_mask();
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in Signal::iterator() {

@@ -10,6 +10,7 @@ mod exec;
 mod init;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
+pub(crate) use common::reset_signals;
 pub use exec::{spawn_exec, ExecConfig};
 
 use crate::cgroups;

@@ -70,6 +70,8 @@ pub struct World {
     pub dirs: Vec<PathBuf>,
     pub ids: Vec<String>,
     pub pids: Vec<i32>,
+    /// Pods the test made: removed with --force if the test fails.
+    pub pods: Vec<String>,
 }
 
 impl World {
@@ -81,6 +83,7 @@ impl World {
             dirs: Vec::new(),
             ids: Vec::new(),
             pids: Vec::new(),
+            pods: Vec::new(),
         }
     }
 
@@ -329,6 +332,9 @@ impl Drop for World {
             // Best-effort cleanup so one failure does not cascade; the failure is reported.
             for id in &self.ids {
                 let _ = self.capsa(&["delete", "--force", id]);
+            }
+            for pod in &self.pods {
+                let _ = self.capsa(&["pod", "rm", "--force", pod]);
             }
             for pid in &self.pids {
                 wait_exit(*pid);

@@ -1,0 +1,140 @@
+//! Starting a pod's infra process: cloned with the shared namespaces into the pod's infra
+//! cgroup, it names the pod (hostname), brings up loopback, gives up every capability and
+//! execs the pause program. The typed channel carries a setup failure back whole; its end is
+//! close-on-exec, so EOF means the exec happened.
+
+use super::PodError;
+use crate::cgroups::Manager;
+use crate::process::channel::{self, Message};
+use crate::process::clone::{exit_child, ChildGuard, Forked};
+use crate::process::ProcessError;
+use crate::security::{self, CapabilitySets};
+use nix::sched::CloneFlags;
+use oci_spec::runtime::LinuxNamespaceType;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub(super) struct InfraConfig<'a> {
+    pub pause: &'a Path,
+    pub share: &'a [LinuxNamespaceType],
+    pub cgroup: &'a Manager,
+    pub hostname: Option<&'a str>,
+}
+
+/// Clones the infra process; on return it runs the pause program. The guard owns it.
+pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
+    let pause =
+        CString::new(cfg.pause.as_os_str().as_bytes()).map_err(|_| ProcessError::Executable {
+            name: cfg.pause.display().to_string(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        })?;
+    let flags = cfg.share.iter().fold(CloneFlags::empty(), |f, t| {
+        f | crate::namespaces::clone_flag(*t)
+    });
+    let (ours, theirs) = channel::pair()?;
+    let (forked, placed) = crate::process::clone_in_cgroup(flags, false, cfg.cgroup)?;
+    let pid = match forked {
+        Forked::Child => {
+            drop(ours);
+            let err = setup_and_exec(cfg, &pause);
+            theirs.error(&err);
+            exit_child(1)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(theirs);
+    let guard = ChildGuard::new(pid);
+    if !placed {
+        cfg.cgroup.add(pid)?;
+    }
+    match ours.recv()? {
+        None => Ok(guard),
+        Some(Message::Error(e)) => Err(ProcessError::Init(e).into()),
+        Some(other) => Err(ProcessError::Unexpected {
+            expected: "EOF at exec",
+            got: other.name(),
+        }
+        .into()),
+    }
+}
+
+/// Runs in the child; returns only with the reason it could not exec.
+fn setup_and_exec(cfg: &InfraConfig, pause: &CString) -> crate::Error {
+    let result = (|| -> crate::Result<()> {
+        let _ = nix::unistd::setsid();
+        if let Some(h) = cfg.hostname {
+            crate::namespaces::set_uts(Some(h), None)?;
+        }
+        if cfg.share.contains(&LinuxNamespaceType::Network) {
+            loopback_up().map_err(PodError::Loopback)?;
+        }
+        // The pause program needs no privilege at all.
+        security::set_no_new_privs()?;
+        let none = CapabilitySets::default();
+        security::drop_bounding(&none)?;
+        security::apply_capabilities(&none)?;
+        stdio_to_null().map_err(PodError::Stdio)?;
+        crate::process::reset_signals();
+        // SAFETY: marks our descriptors close-on-exec; the channel must survive until exec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        Ok(())
+    })();
+    if let Err(e) = result {
+        return e;
+    }
+    let argv = [pause.as_c_str()];
+    let env: [&std::ffi::CStr; 0] = [];
+    let errno = nix::unistd::execve(pause, &argv, &env).unwrap_err();
+    ProcessError::Executable {
+        name: pause.to_string_lossy().into_owned(),
+        source: errno.into(),
+    }
+    .into()
+}
+
+/// A new network namespace starts with `lo` down; the pod's containers talk over 127.0.0.1.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain datagram socket, owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket and is ours.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated ("lo\0").
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the flags of the named interface.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn stdio_to_null() -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..3 {
+        nix::unistd::dup2(null.as_raw_fd(), target)?;
+    }
+    Ok(())
+}
