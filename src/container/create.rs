@@ -151,6 +151,18 @@ pub(super) fn cloexec_inherited(preserve_fds: u32) {
 impl Runtime {
     /// Creates container `id` from `opts.bundle`: on return its init is waiting for `start`.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
+        self.create_with_console(id, opts, None)
+    }
+
+    /// As `create`; `own_console` is a console socket of the caller's own (`run` in the
+    /// foreground acting as the console), used when the process wants a terminal and no
+    /// `--console-socket` was given.
+    pub(super) fn create_with_console(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        own_console: Option<OwnedFd>,
+    ) -> crate::Result<Container> {
         let dir = self.dir(id)?;
         let bundle =
             std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {
@@ -167,7 +179,10 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let console_socket = console_for(terminal, opts.console_socket.as_deref())?;
+        let console_socket = match own_console {
+            Some(fd) if terminal && opts.console_socket.is_none() => Some(fd),
+            _ => console_for(terminal, opts.console_socket.as_deref())?,
+        };
         let rootfs =
             std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
                 spec::SpecError::Path {

@@ -64,7 +64,7 @@ impl Container {
         let result = (|| {
             let guard = self.spawn_exec(process, opts)?;
             on_start(guard.pid())?;
-            let code = forward_until_exit(guard.pid(), &set)?;
+            let code = forward_until_exit(guard.pid(), &set, None)?;
             guard.disarm();
             Ok(code)
         })();

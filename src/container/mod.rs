@@ -9,6 +9,7 @@ mod exec;
 mod id;
 mod lock;
 mod ops;
+mod relay;
 mod run;
 mod state;
 

@@ -1,11 +1,14 @@
 //! `run`: create and start, then (in the foreground) wait for the container's init while
 //! forwarding signals to it, and delete it; capsa's exit status is the container's.
 
+use super::relay;
 use super::{ContainerError, CreateOptions, Runtime};
+use crate::console::ConsoleError;
 use crate::process::{exit_code, ProcessError};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// Signals capsa keeps for itself instead of forwarding: the ones the kernel sends for a
 /// fault of our own, and SIGCHLD, which tells us init has exited.
@@ -33,15 +36,24 @@ pub(super) fn blocked_set() -> SigSet {
     set
 }
 
-/// Waits for `pid` (our child) to exit, forwarding every other signal to it.
-pub(super) fn forward_until_exit(pid: Pid, set: &SigSet) -> crate::Result<i32> {
+/// Waits for `pid` (our child) to exit, forwarding every other signal to it. With a console
+/// of ours, SIGWINCH resizes the pty instead (the kernel then signals the container).
+pub(super) fn forward_until_exit(
+    pid: Pid,
+    set: &SigSet,
+    console: Option<BorrowedFd>,
+) -> crate::Result<i32> {
     loop {
         if let Some(code) = reap(pid)? {
             return Ok(code);
         }
         let sig = set.wait().map_err(|e| ProcessError::Signals(e.into()))?;
-        if sig != Signal::SIGCHLD {
-            let _ = kill(pid, sig);
+        match (sig, console) {
+            (Signal::SIGCHLD, _) => {}
+            (Signal::SIGWINCH, Some(master)) => relay::copy_window_size(master),
+            _ => {
+                let _ = kill(pid, sig);
+            }
         }
     }
 }
@@ -76,15 +88,76 @@ impl Runtime {
             .thread_swap_mask(SigmaskHow::SIG_BLOCK)
             .map_err(|e| ProcessError::Signals(e.into()))?;
         let result = (|| {
-            let c = self.create(id, opts)?;
+            // Our own console socket, used only if the process wants a terminal and the
+            // caller gave no --console-socket: then capsa is the console.
+            let (ours, theirs) = match opts.console_socket {
+                None => {
+                    let (a, b) = relay::socket_pair()?;
+                    (Some(a), Some(b))
+                }
+                Some(_) => (None, None),
+            };
+            let c = self.create_with_console(id, opts, theirs)?;
+            let terminal = c
+                .stored()
+                .process
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false);
+            let console = match ours.filter(|_| terminal).map(|s| Console::attach(&s)) {
+                Some(Err(e)) => {
+                    let _ = c.delete(true);
+                    return Err(e.into());
+                }
+                Some(Ok(console)) => Some(console),
+                None => None,
+            };
             let pid = Pid::from_raw(c.stored().pid);
-            let outcome = c.start().and_then(|()| forward_until_exit(pid, &set));
+            let master = console.as_ref().map(|c| c.master.as_fd());
+            let outcome = c
+                .start()
+                .and_then(|()| forward_until_exit(pid, &set, master));
             let deleted = c.delete(true);
+            drop(console); // waits for the copy to drain, then restores the terminal
             let code = outcome?;
             deleted?;
             Ok(code)
         })();
         let _ = old.thread_set_mask();
         result
+    }
+}
+
+/// capsa as the container's console: the pty master, the copying thread, the caller's
+/// terminal in raw mode. Dropping it (after the container is gone) drains the output and
+/// restores the terminal.
+struct Console {
+    master: std::os::fd::OwnedFd,
+    copier: Option<std::thread::JoinHandle<()>>,
+    _raw: relay::RawMode,
+}
+
+impl Console {
+    fn attach(socket: &std::os::fd::OwnedFd) -> Result<Self, ConsoleError> {
+        let master = relay::receive_master(socket)?;
+        relay::copy_window_size(master.as_fd());
+        let copy_end = master.try_clone().map_err(|source| ConsoleError::Pty {
+            step: "duplicating the pty master",
+            source,
+        })?;
+        let raw = relay::RawMode::enter();
+        Ok(Console {
+            master,
+            copier: Some(std::thread::spawn(move || relay::copy(copy_end))),
+            _raw: raw,
+        })
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Some(t) = self.copier.take() {
+            let _ = t.join(); // ends when the last slave end closes
+        }
     }
 }

@@ -1,0 +1,155 @@
+//! `run` in the foreground with a terminal and no `--console-socket`: capsa is the console
+//! (as runc is). The pty master comes back over a socketpair of our own; a thread copies
+//! stdin to it and it to stdout; the caller's terminal is put in raw mode and restored; the
+//! caller's window size is copied to the pty at start and on every SIGWINCH.
+
+use crate::console::ConsoleError;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::termios::{self, SetArg, Termios};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+fn err(step: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
+    move |e| ConsoleError::Pty {
+        step,
+        source: e.into(),
+    }
+}
+
+/// The two ends of our private console socket: init gets `theirs`.
+pub(super) fn socket_pair() -> Result<(OwnedFd, OwnedFd), ConsoleError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(err("creating the console socket pair"))
+}
+
+/// Receives the pty master that init sent over the console socket.
+pub(super) fn receive_master(ours: &OwnedFd) -> Result<OwnedFd, ConsoleError> {
+    let mut name = [0u8; 128];
+    let mut iov = [IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(err("receiving the pty master"))?;
+    for cmsg in msg.cmsgs().map_err(err("reading the pty master message"))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(ConsoleError::Pty {
+        step: "receiving the pty master",
+        source: std::io::Error::from_raw_os_error(libc::EBADMSG),
+    })
+}
+
+/// Puts the caller's terminal in raw mode; restores it when dropped.
+pub(super) struct RawMode {
+    saved: Option<Termios>,
+}
+
+impl RawMode {
+    pub(super) fn enter() -> Self {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            termios::cfmakeraw(&mut raw);
+            let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
+        }
+        RawMode { saved }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, t);
+        }
+    }
+}
+
+/// Copies the caller's window size (of stdin, when it is a terminal) to the pty.
+pub(super) fn copy_window_size(master: BorrowedFd) {
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid pointer; TIOCSWINSZ reads it.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Copies stdin -> master and master -> stdout until the pty's last slave is closed (the
+/// container is gone). Stdin reaching EOF only stops that direction.
+pub(super) fn copy(master: OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let stdin = std::io::stdin();
+    let mut stdin_open = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let master_ready = fds[0].revents().unwrap_or(PollFlags::empty());
+        let stdin_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .unwrap_or(PollFlags::empty());
+        if !master_ready.is_empty() {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => return, // EIO: every slave end is closed
+                Ok(n) => {
+                    if write_all(1, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if !stdin_ready.is_empty() {
+            match nix::unistd::read(0, &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if write_all(master.as_raw_fd(), &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_all(fd: i32, mut data: &[u8]) -> nix::Result<()> {
+    // SAFETY: fd is stdout or the master we own, open for the duration of the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
