@@ -417,3 +417,74 @@ pub fn cgroup_key(controller: &str, id: &str, file: &str, key: &str) -> u64 {
 pub fn reap_status(pid: i32) -> nix::sys::wait::WaitStatus {
     nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
 }
+
+/// Removes the cgroup tree `name` (e.g. a client's parent such as `libpod_parent`) from every
+/// hierarchy, deepest first; returns the directories that could not be removed (still in
+/// use: a leak).
+pub fn remove_cgroup_tree(name: &str) -> Vec<PathBuf> {
+    fn rm(dir: &Path, left: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    rm(&e.path(), left);
+                }
+            }
+        }
+        if std::fs::remove_dir(dir).is_err() && dir.exists() {
+            left.push(dir.to_path_buf());
+        }
+    }
+    let mut left = Vec::new();
+    let base = Path::new("/sys/fs/cgroup");
+    let mut roots = vec![base.join(name)];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        roots.extend(entries.flatten().map(|e| e.path().join(name)));
+    }
+    for r in roots.iter().filter(|r| r.is_dir()) {
+        rm(r, &mut left);
+    }
+    left
+}
+
+/// Processes whose command line mentions `needle` (a test's private directory): what a
+/// client daemon or its shims would leave behind.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// Reaps every exited child (a subreaper collects a client's daemonised shims).
+pub fn reap_all() {
+    while let Ok(status) = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(-1),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    ) {
+        if status == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Fails with a clear message when a client the test drives is not installed.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: apt-get install {package} (.ci/run installs it)"
+    );
+}
