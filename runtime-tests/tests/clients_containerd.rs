@@ -211,6 +211,14 @@ fn ctr_runs_capsa_through_the_containerd_shim() {
         assert_eq!(default & CAP_SYS_ADMIN, 0);
         assert_ne!(privileged & CAP_SYS_ADMIN, 0);
 
+        // --seccomp: containerd's default profile loads (mode 2, filter mode).
+        let seccomp = |flags: &[&str], id: &str| -> String {
+            let out = c.run(flags, id, &["grep", "^Seccomp:", "/proc/self/status"]);
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(seccomp(&["--rm", "--seccomp"], "sec"), "Seccomp:\t2");
+        assert_eq!(seccomp(&["--rm"], "nosec"), "Seccomp:\t0");
+
         // A broken bundle: ctr shows capsa's own reason.
         let out = c.run(&["--rm"], "broken", &["/nonexistent"]);
         assert!(!out.status.success());

@@ -17,6 +17,7 @@ impl Podman {
     fn new(dir: &Path) -> Self {
         require("podman", "podman");
         require("conmon", "conmon");
+        require("runc", "runc"); // the reference some steps compare with
         let d = dir.display();
         // netns none: no network here. runtime_supports_json must name capsa, or podman
         // (which decides by the binary's name) passes no --log-format=json. default_ulimits:
@@ -151,6 +152,22 @@ fn podman_runs_capsa_through_conmon() {
             p.run(&[], "echo hi; exit 3"),
             (3, "hi\n".into(), String::new())
         );
+
+        // podman's default seccomp profile loads and denies what it denies with the same
+        // errno as under runc (same script, same podman, runc as the runtime); unconfined
+        // means no filter.
+        let probe = "grep ^Seccomp: /proc/self/status; swapoff /x 2>&1; dmesg 2>&1 | head -1; \
+                     nsenter -t 1 -U true 2>&1; true";
+        let (code, under_capsa, err) = p.run(&[], probe);
+        assert_eq!(code, 0, "{err}");
+        assert!(under_capsa.starts_with("Seccomp:\t2\n"), "{under_capsa}");
+        let (_, under_runc, _) = p.run(&["--runtime", "runc"], probe);
+        assert_eq!(under_capsa, under_runc);
+        let (_, out, _) = p.run(
+            &["--security-opt", "seccomp=unconfined"],
+            "grep ^Seccomp: /proc/self/status",
+        );
+        assert_eq!(out, "Seccomp:\t0\n");
 
         // run -d, logs, exec (+ user, env, workdir).
         let trap = "echo started; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done";

@@ -314,6 +314,7 @@ impl Runtime {
             shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
             process: spec.process().clone(),
             pod: opts.pod.clone(),
+            seccomp: linux.and_then(|l| l.seccomp().clone()),
         };
         stored.save(&dir)?;
         if let Some(p) = &opts.pid_file {

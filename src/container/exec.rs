@@ -41,6 +41,8 @@ impl Container {
             cgroup: &cgroup,
             console_socket: socket.as_ref().map(|s| s.as_fd()),
             preserve_fds: opts.preserve_fds as i32,
+            seccomp: self.state.seccomp.as_ref(),
+            state_json: serde_json::to_string(&self.oci_state()).unwrap_or_default(),
         })
     }
 

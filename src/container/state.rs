@@ -36,6 +36,9 @@ pub struct StoredState {
     /// config.json's process: the template `exec` starts from.
     #[serde(default)]
     pub process: Option<oci_spec::runtime::Process>,
+    /// linux.seccomp: `exec`'d processes get the container's filter too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     /// The pod this container joined, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,

@@ -12,7 +12,11 @@
 //!  <------------------------------------------------------------------------  RunCreateRuntimeHooks
 //!  prestart + createRuntime hooks
 //!  HooksDone --------------------------------------------------------------->  createContainer hooks,
-//!                                                                              pivot_root, ... caps
+//!                                                                              pivot_root, ... caps,
+//!                                                                              seccomp loaded
+//!  <-------------------------------------------------------- SeccompFd + fd  (only with NOTIFY rules)
+//!  connect listenerPath, send state + fd
+//!  SeccompFdSent ----------------------------------------------------------->
 //!  <------------------------------------------------------------------------  Ready
 //!  write state.json, exit                                                      block on exec.fifo
 //!  (any step may instead receive Error{cause chain, errno} and fail the create)
@@ -21,9 +25,13 @@
 //! peer's exit shows up as end-of-file instead of a hang.
 
 use super::{ProcessError, RemoteError};
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,6 +47,11 @@ pub enum Message {
     HooksDone,
     /// init -> runtime: everything is set up; init now waits on exec.fifo.
     Ready,
+    /// init or exec -> runtime, with the seccomp user-notification fd attached (SCM_RIGHTS):
+    /// hand it to linux.seccomp.listenerPath.
+    SeccompFd,
+    /// runtime -> init or exec: the listener has the fd.
+    SeccompFdSent,
     /// init or stage -> runtime: setup failed.
     Error(RemoteError),
 }
@@ -51,6 +64,8 @@ impl Message {
             Message::RunCreateRuntimeHooks => "RunCreateRuntimeHooks",
             Message::HooksDone => "HooksDone",
             Message::Ready => "Ready",
+            Message::SeccompFd => "SeccompFd",
+            Message::SeccompFdSent => "SeccompFdSent",
             Message::Error(_) => "Error",
         }
     }
@@ -59,6 +74,8 @@ impl Message {
 /// One end of the channel.
 pub struct Channel {
     fd: OwnedFd,
+    /// A descriptor that arrived with the last message (SCM_RIGHTS), until taken.
+    received: std::cell::RefCell<Option<OwnedFd>>,
 }
 
 /// Creates both ends (close-on-exec: neither leaks into a hook or the container process).
@@ -70,7 +87,11 @@ pub fn pair() -> Result<(Channel, Channel), ProcessError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| ProcessError::Channel(e.into()))?;
-    Ok((Channel { fd: a }, Channel { fd: b }))
+    let end = |fd| Channel {
+        fd,
+        received: std::cell::RefCell::new(None),
+    };
+    Ok((end(a), end(b)))
 }
 
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -87,12 +108,50 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends `msg` with `fd` attached.
+    pub fn send_with_fd(&self, msg: &Message, fd: BorrowedFd) -> Result<(), ProcessError> {
+        let bytes = serde_json::to_vec(msg).map_err(ProcessError::Encode)?;
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| ProcessError::Channel(e.into()))?;
+        Ok(())
+    }
+
+    /// The descriptor that came with the last message, if any.
+    pub fn take_fd(&self) -> Option<OwnedFd> {
+        self.received.borrow_mut().take()
+    }
+
     /// The next message; `None` when the peer has gone away.
     pub fn recv(&self) -> Result<Option<Message>, ProcessError> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(n) => break n,
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    for c in msg.cmsgs().map_err(|e| ProcessError::Channel(e.into()))? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for fd in fds {
+                                // SAFETY: the kernel installed this descriptor for us.
+                                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                                *self.received.borrow_mut() = Some(owned);
+                            }
+                        }
+                    }
+                    break msg.bytes;
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(ProcessError::Channel(e.into())),
             }
@@ -157,6 +216,15 @@ impl Channel {
 
     pub fn ready(&self) -> Result<(), ProcessError> {
         self.send(&Message::Ready)
+    }
+
+    /// Hands the seccomp notification fd to the runtime and waits until it is passed on.
+    pub fn send_seccomp_fd(&self, fd: BorrowedFd) -> Result<(), ProcessError> {
+        self.send_with_fd(&Message::SeccompFd, fd)?;
+        match self.expect("SeccompFdSent")? {
+            Message::SeccompFdSent => Ok(()),
+            m => Err(Self::unexpected("SeccompFdSent", &m)),
+        }
     }
 
     pub fn error(&self, err: &(dyn std::error::Error + 'static)) {

@@ -1,11 +1,13 @@
 //! What init and exec share: the last steps before execve, in the same order for both.
 
+use super::channel::Channel;
 use super::ProcessError;
 use crate::security;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::stat::Mode;
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -135,14 +137,36 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, ProcessError> 
         })
 }
 
-/// rlimits, no_new_privs, capabilities and identity, cwd, environment and the executable:
-/// everything about the process itself, after which only execve is left.
-pub(super) fn prepare(process: &Process) -> crate::Result<Exec> {
+/// rlimits, no_new_privs, seccomp, capabilities and identity, cwd, environment and the
+/// executable: everything about the process itself, after which only execve is left.
+///
+/// seccomp: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it happens before
+/// capabilities are dropped; with no_new_privs, as late as possible, so that fewer of our own
+/// syscalls run under the container's filter (runc's order). A notification fd goes to the
+/// runtime over `chan`, which passes it to the listener.
+pub(super) fn prepare(
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    chan: &Channel,
+) -> crate::Result<Exec> {
+    // Compiled before anything is restricted (it allocates and reads libseccomp's tables).
+    let filter = seccomp
+        .map(security::seccomp::Filter::compile)
+        .transpose()?;
+    let load = |f: &security::seccomp::Filter| -> crate::Result<()> {
+        if let Some(fd) = f.load()? {
+            chan.send_seccomp_fd(fd.as_fd())?;
+        }
+        Ok(())
+    };
     if let Some(rl) = process.rlimits() {
         security::apply_rlimits(rl)?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if nnp {
         security::set_no_new_privs()?;
+    } else if let Some(f) = &filter {
+        load(f)?;
     }
     let caps = match process.capabilities() {
         Some(c) => security::CapabilitySets::from_spec(c)?,
@@ -160,6 +184,9 @@ pub(super) fn prepare(process: &Process) -> crate::Result<Exec> {
     let env = environment(process);
     let args = process.args().clone().unwrap_or_default();
     let path = find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
+    if let (Some(f), true) = (&filter, nnp) {
+        load(f)?;
+    }
     let to_c = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
     Ok(Exec {
         path: CString::new(path.as_os_str().as_bytes()).unwrap_or_default(),

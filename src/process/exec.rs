@@ -31,6 +31,10 @@ pub struct ExecConfig<'a> {
     pub cgroup: &'a cgroups::Manager,
     pub console_socket: Option<BorrowedFd<'a>>,
     pub preserve_fds: i32,
+    /// The container's seccomp profile, which the process gets too.
+    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The container's state JSON, for a seccomp listener.
+    pub state_json: String,
 }
 
 const KINDS: &[(LinuxNamespaceType, &str)] = &[
@@ -98,7 +102,7 @@ fn setup(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> crate::Result<c
             .map(|b| (b.height() as u16, b.width() as u16));
         crate::console::setup(socket, size)?;
     }
-    let exec = common::prepare(cfg.process)?;
+    let exec = common::prepare(cfg.process, cfg.seccomp, chan)?;
     chan.ready()?;
     Ok(exec)
 }
@@ -127,7 +131,12 @@ pub fn spawn_exec(cfg: &ExecConfig) -> crate::Result<ChildGuard> {
         cfg.cgroup.add(guard.pid())?;
     }
     rt.proceed(String::new())?;
-    match rt.expect("Ready") {
+    let mut reply = rt.expect("Ready");
+    if let Ok(Message::SeccompFd) = reply {
+        super::seccomp_listener::forward(&rt, cfg.seccomp, guard.pid(), &cfg.state_json)?;
+        reply = rt.expect("Ready");
+    }
+    match reply {
         // The process's end of the channel is close-on-exec: end-of-file means it has been
         // executed (or failed trying, and said so on its stderr).
         Ok(Message::Ready) => match rt.recv()? {

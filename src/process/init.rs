@@ -100,7 +100,8 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> crate::Result<Ready> {
         cfg.spec.domainname().as_deref(),
     )?;
     rootfs::finalize(cfg.spec)?;
-    let exec = common::prepare(&process)?;
+    let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let exec = common::prepare(&process, seccomp, chan)?;
     chan.ready()?;
     Ok(Ready {
         exec,

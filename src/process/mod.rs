@@ -8,6 +8,7 @@ pub mod clone;
 mod common;
 mod exec;
 mod init;
+mod seccomp_listener;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
 pub(crate) use common::reset_signals;
@@ -74,6 +75,12 @@ pub enum ProcessError {
     Fifo(#[source] std::io::Error),
     #[error("signals")]
     Signals(#[source] std::io::Error),
+    #[error("passing the seccomp notification fd to {}", path.display())]
+    SeccompListener {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An error that happened in another process, carried across whole: every level of its
@@ -281,6 +288,10 @@ fn drive(
                 rt.hooks_done()?;
             }
             Message::Ready => return Ok(()),
+            Message::SeccompFd => {
+                let seccomp = linux.and_then(|l| l.seccomp().as_ref());
+                seccomp_listener::forward(rt, seccomp, pid, &state)?;
+            }
             other => {
                 return Err(ProcessError::Unexpected {
                     expected: "Ready",

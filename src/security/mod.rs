@@ -3,6 +3,7 @@
 mod capabilities;
 mod identity;
 mod rlimits;
+pub mod seccomp;
 
 pub use capabilities::{
     apply as apply_capabilities, drop_bounding, parse_capability, CapabilitySets,
@@ -12,6 +13,12 @@ pub use rlimits::{apply as apply_rlimits, resource_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
+    #[error("seccomp: {what}")]
+    Seccomp {
+        what: String,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
     #[error("unknown capability {name:?}")]
     UnknownCapability { name: String },
     #[error("{what} capability {cap}")]

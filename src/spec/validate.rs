@@ -3,7 +3,7 @@
 use super::{rootfs_path, SpecError};
 use crate::namespaces::NamespacePlan;
 use crate::rootfs::options;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, Spec};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -205,6 +205,24 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
                 "only monotonic and boottime clocks have offsets",
             )?;
         }
+    }
+    if let Some(seccomp) = linux.seccomp() {
+        let notify = seccomp.default_action() == LinuxSeccompAction::ScmpActNotify
+            || seccomp
+                .syscalls()
+                .iter()
+                .flatten()
+                .any(|s| s.action() == LinuxSeccompAction::ScmpActNotify);
+        check(
+            !notify || seccomp.listener_path().is_some(),
+            "linux.seccomp.listenerPath",
+            "SCMP_ACT_NOTIFY needs a listener to receive the notification fd",
+        )?;
+        check(
+            seccomp.default_action() != LinuxSeccompAction::ScmpActNotify,
+            "linux.seccomp.defaultAction",
+            "SCMP_ACT_NOTIFY as the default would stop the runtime's own syscalls",
+        )?;
     }
     for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
         let field = format!("linux.sysctl.{key}");
