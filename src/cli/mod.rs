@@ -129,6 +129,25 @@ pub fn main() -> i32 {
         print_version();
         return 0;
     };
+    // create, run and exec start processes inside containers: they run from a sealed copy
+    // of this binary (CVE-2019-5736). Before the log is opened: nothing may be lost to exec.
+    if matches!(
+        command,
+        Command::Create(_) | Command::Run(_) | Command::Exec(_)
+    ) && !capsa::security::sealed::is_sealed()
+    {
+        let Err(e) = capsa::security::sealed::reexec_sealed();
+        let message = format!("{:#}", anyhow::Error::from(e));
+        match log::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+            Ok(l) => l.fatal(&message),
+            Err(_) => eprintln!("{message}"),
+        }
+        return if matches!(command, Command::Exec(_)) {
+            255
+        } else {
+            1
+        };
+    }
     let logger = match log::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => l,
         Err(e) => {

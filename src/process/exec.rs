@@ -62,6 +62,8 @@ fn namespaces_of(init: Pid) -> Vec<(LinuxNamespaceType, PathBuf)> {
 }
 
 fn stage(cfg: &ExecConfig, joins: &[(LinuxNamespaceType, PathBuf)], chan: &Channel) -> ! {
+    // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
+    security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
         namespaces::join_all(joins)?;
         super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup)

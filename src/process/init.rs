@@ -21,6 +21,8 @@ struct Ready {
 
 /// Init's entry point; never returns.
 pub(super) fn run(cfg: &InitConfig, chan: &Channel) -> ! {
+    // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
+    security::sealed::set_non_dumpable();
     match setup(cfg, chan) {
         Ok(ready) => {
             // The runtime has gone by now; a failure from here on goes to the container's

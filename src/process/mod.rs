@@ -168,6 +168,8 @@ fn clone_init(cfg: &InitConfig, parent: bool) -> crate::Result<(Forked, bool)> {
 /// The stage: joins existing namespaces (user first), prepares a time namespace, then clones
 /// init as a sibling (CLONE_PARENT) so init is the runtime's own child, and exits.
 fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
+    // Non-dumpable before joining anything (CVE-2019-5736); init inherits it.
+    crate::security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
         namespaces::join_all(&cfg.plan.joins)?;
         if cfg.plan.new_time {

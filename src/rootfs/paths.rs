@@ -13,20 +13,45 @@ fn root() -> std::io::Result<OwnedFd> {
     std::fs::File::open("/").map(OwnedFd::from)
 }
 
-/// Writes each sysctl through /proc/sys of the container's own mount of proc. Keys were
-/// validated (no "/" or "..") with the spec.
+/// Writes each sysctl through /proc/sys of the container's own mount of proc, through a
+/// verified handle: /proc must be procfs, and the file is reached without crossing a mount or
+/// following a link, so nothing mounted or linked over it gets the write (CVE-2025-52881).
+/// Keys were validated (no "/" or "..") with the spec.
 pub(super) fn write_sysctls(sysctl: &HashMap<String, String>) -> Result<(), RootfsError> {
+    if sysctl.is_empty() {
+        return Ok(());
+    }
     let mut keys: Vec<_> = sysctl.iter().collect();
     keys.sort();
+    let proc_dir = verified_proc().map_err(|source| RootfsError::Sysctl {
+        key: keys[0].0.clone(),
+        value: keys[0].1.clone(),
+        source,
+    })?;
     for (key, value) in keys {
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value.as_bytes()).map_err(|source| RootfsError::Sysctl {
+        let err = |source: std::io::Error| RootfsError::Sysctl {
             key: key.clone(),
             value: value.clone(),
             source,
-        })?;
+        };
+        let rel = PathBuf::from("sys").join(key.replace('.', "/"));
+        let fd = resolve::open_proc_file(proc_dir.as_fd(), &rel, OFlag::O_WRONLY).map_err(err)?;
+        std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(err)?;
     }
     Ok(())
+}
+
+/// The container's /proc, checked to be procfs itself (not a tmpfs or bind in its place).
+fn verified_proc() -> std::io::Result<OwnedFd> {
+    let proc_dir: OwnedFd = std::fs::File::open("/proc")?.into();
+    let fs = nix::sys::statfs::fstatfs(&proc_dir)?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "/proc is not procfs",
+        ));
+    }
+    Ok(proc_dir)
 }
 
 /// Remounts an existing mount read-only, keeping its other flags.

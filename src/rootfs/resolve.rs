@@ -33,6 +33,31 @@ fn cstring(path: &Path) -> io::Result<CString> {
 
 /// openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).
 pub fn open_in_root(root: BorrowedFd, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    openat2(
+        root,
+        path,
+        flags,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// A file below a procfs directory, for writing: no symlink, no magic link, and no mount
+/// crossed (RESOLVE_NO_XDEV), so a bind mount or a link planted over a /proc file cannot
+/// redirect the write (CVE-2025-52881).
+pub fn open_proc_file(proc_dir: BorrowedFd, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    openat2(
+        proc_dir,
+        path,
+        flags,
+        libc::RESOLVE_BENEATH
+            | libc::RESOLVE_NO_XDEV
+            | libc::RESOLVE_NO_SYMLINKS
+            | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn openat2(dir: BorrowedFd, path: &Path, flags: OFlag, resolve: u64) -> io::Result<OwnedFd> {
+    let root = dir;
     let rel: PathBuf = components(path).into_iter().collect();
     let rel = if rel.as_os_str().is_empty() {
         PathBuf::from(".")
@@ -43,7 +68,7 @@ pub fn open_in_root(root: BorrowedFd, path: &Path, flags: OFlag) -> io::Result<O
     // SAFETY: open_how is a plain C struct for which all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | OFlag::O_CLOEXEC).bits() as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     loop {
         // SAFETY: `c` is a valid C string and `how` a properly initialised open_how whose size
         // we pass; the kernel only reads them.

@@ -3,6 +3,7 @@
 mod capabilities;
 mod identity;
 mod rlimits;
+pub mod sealed;
 pub mod seccomp;
 
 pub use capabilities::{
@@ -13,6 +14,12 @@ pub use rlimits::{apply as apply_rlimits, resource_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
+    #[error("protecting the runtime binary (CVE-2019-5736): {step}")]
+    Sealing {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("seccomp: {what}")]
     Seccomp {
         what: String,

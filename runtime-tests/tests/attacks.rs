@@ -1,0 +1,282 @@
+//! One test per class of runc CVE: a container (or its image, or its config) tries the
+//! attack, and it fails. Classes covered elsewhere, by scenario:
+//! - CVE-2021-30465 (mount destination through a symlink): rootfs.rs,
+//!   a_mount_destination_symlinked_to_a_host_path_stays_inside_the_rootfs;
+//! - CVE-2024-21626 (leaked fds): process.rs,
+//!   only_stdio_reaches_the_container_even_when_the_caller_leaks_fds;
+//! - layer extraction escapes: overlay.rs, layers_that_escape_are_refused_and_write_nothing.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn host_dir(w: &mut World, name: &str) -> PathBuf {
+    let d = scratch().join(unique(name));
+    std::fs::create_dir_all(&d).unwrap();
+    w.dirs.push(d.clone());
+    d
+}
+
+fn exe_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default()
+}
+
+/// Tries to write through a handle to a runtime's /proc/<pid>/exe after that process has
+/// moved on: the CVE-2019-5736 overwrite.
+fn write_through(handle: &OwnedFd) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+    f.write_all(b"#!/bin/sh\necho pwned\n")
+}
+
+#[test]
+fn cve_2019_5736_the_runtime_binary_cannot_be_overwritten() {
+    let mut w = World::new();
+    let host_binary = std::fs::canonicalize(BIN).unwrap();
+    let before = std::fs::read(&host_binary).unwrap();
+    let b = w.bundle(&["sleep", "1000"]);
+    let id = w.id("exe");
+    let init = w.create(&id, &b);
+    // The waiting init is capsa, but not the host's file.
+    assert_ne!(exe_of(init as u32), host_binary);
+    // Inside the container, root with the default capabilities cannot even open it: init
+    // is non-dumpable until its execve.
+    let out = w.capsa(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/1/exe > /dev/null 2>&1 && echo opened || echo denied",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "denied\n");
+    // The strongest attacker holds a handle from outside; once init has become the
+    // container's process, writing through the handle still fails.
+    let handle: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{init}/exe"))
+        .unwrap()
+        .into();
+    w.ok(&["start", &id]);
+    wait_until_exe_changes(init as u32, &handle);
+    write_through(&handle).expect_err("the runtime binary was writable");
+    assert!(unwritable(&handle), "init ran from a writable binary");
+
+    // exec too: the runtime process of a foreground exec runs from the protected copy.
+    let log = scratch().join(unique("exec-out"));
+    let mut child = w
+        .cmd()
+        .args(["exec", &id, "sleep", "30"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exe_of(child.id()) == host_binary {
+        assert!(Instant::now() < deadline, "exec never left the host binary");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let exec_handle: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{}/exe", child.id()))
+        .unwrap()
+        .into();
+    w.ok(&["delete", "--force", &id]);
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+    assert!(write_through(&exec_handle).is_err());
+    assert!(unwritable(&exec_handle), "exec ran from a writable binary");
+    wait_exit(init);
+    reap(init);
+    assert_eq!(
+        std::fs::read(&host_binary).unwrap(),
+        before,
+        "host binary changed"
+    );
+}
+
+/// The file behind the handle refuses writes whoever runs it: it sits on a read-only mount,
+/// or it is a write-sealed memfd. (A failed write alone could be ETXTBSY, which only lasts
+/// while some capsa runs the file.)
+fn unwritable(handle: &OwnedFd) -> bool {
+    let ro = nix::sys::statvfs::fstatvfs(handle)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false);
+    let file = std::fs::File::open(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    // SAFETY: F_GET_SEALS on a descriptor we own.
+    let sealed = file
+        .map(|f| unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) } & libc::F_SEAL_WRITE != 0)
+        .unwrap_or(false);
+    ro || sealed
+}
+
+/// Waits until init has executed the container's process (its exe is no longer capsa's).
+fn wait_until_exe_changes(pid: u32, capsa: &OwnedFd) {
+    let capsa_exe = std::fs::read_link(format!("/proc/self/fd/{}", capsa.as_raw_fd())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exe_of(pid) == capsa_exe {
+        assert!(Instant::now() < deadline, "init never executed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn cve_2024_21626_a_cwd_through_a_leaked_host_fd_is_refused() {
+    let mut w = World::new();
+    let secret = host_dir(&mut w, "host-secret");
+    std::fs::write(secret.join("marker-on-the-host"), "x").unwrap();
+    let dir: OwnedFd = std::fs::File::open(&secret).unwrap().into();
+    let mut b = w.bundle(&["ls", "-a"]);
+    b.set(|c| c["process"]["cwd"] = json!("/proc/self/fd/7"));
+    let raw = dir.as_raw_fd();
+    let id = w.id("cwd");
+    let mut cmd = w.cmd();
+    cmd.args(["run", "--bundle", b.dir_str(), &id])
+        .stdin(Stdio::null());
+    // SAFETY: dup2 between fork and exec: the caller leaks a host directory as fd 7.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::dup2(raw, 7);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("marker-on-the-host"),
+        "the container saw the host: {stdout}"
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("/proc/self/fd/7"), "{stderr}");
+}
+
+#[test]
+fn cve_2025_31133_masking_never_uses_a_fake_dev_null() {
+    for fake in ["symlink", "regular file"] {
+        let mut w = World::new();
+        let secret = host_dir(&mut w, "host-target");
+        std::fs::write(secret.join("file"), "host").unwrap();
+        let mut b = w.bundle(&["sh", "-c", "cat /proc/kcore | head -c 1 | wc -c"]);
+        // No tmpfs on /dev: the image's own /dev/null is what masking would bind.
+        b.set(|c| {
+            let mounts = c["mounts"].as_array_mut().unwrap();
+            mounts.retain(|m| m["destination"] != "/dev");
+            c["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+        });
+        let null = b.rootfs().join("dev/null");
+        let _ = std::fs::remove_file(&null);
+        std::fs::create_dir_all(null.parent().unwrap()).unwrap();
+        if fake == "symlink" {
+            std::os::unix::fs::symlink(secret.join("file"), &null).unwrap();
+        } else {
+            std::fs::write(&null, "not a device").unwrap();
+        }
+        let (code, out, err) = w.run(&b);
+        // Either capsa refuses, or it replaced the fake with a real device first; never does
+        // /proc/kcore end up bound to something readable.
+        assert!(
+            code != 0 && err.contains("/dev/null") || code == 0 && out.trim() == "0",
+            "{fake}: code {code}, out {out:?}, err {err:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(secret.join("file")).unwrap(),
+            "host"
+        );
+    }
+}
+
+#[test]
+fn cve_2025_52881_a_sysctl_write_is_not_redirected_by_a_mount_over_proc() {
+    let mut w = World::new();
+    let host = host_dir(&mut w, "host-sysctl");
+    let target = host.join("ip_forward");
+    std::fs::write(&target, "host-content\n").unwrap();
+    let mut b = w.bundle(&["true"]);
+    let src = target.to_str().unwrap().to_string();
+    b.set(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/proc/sys/net/ipv4/ip_forward",
+            "type": "bind",
+            "source": src,
+            "options": ["bind"]
+        }));
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    });
+    let (code, _, err) = w.run(&b);
+    assert_ne!(code, 0);
+    assert!(err.contains("net.ipv4.ip_forward"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "host-content\n");
+}
+
+#[test]
+fn cve_2022_29162_inheritable_capabilities_are_never_widened() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["sh", "-c", "grep -E '^Cap(Inh|Amb)' /proc/self/status"]);
+    let caps = json!(["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_KILL"]);
+    b.set(|c| {
+        c["process"]["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps
+        })
+    });
+    let out = w.run_ok(&b);
+    assert_eq!(
+        out,
+        "CapInh:\t0000000000000000\nCapAmb:\t0000000000000000\n"
+    );
+    // exec --cap widens what the process may do, never what it passes on.
+    let mut b = w.bundle(&["sleep", "1000"]);
+    b.set(|c| {
+        c["process"]["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps
+        })
+    });
+    let id = w.id("inh");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    let out = w.ok(&[
+        "exec",
+        "--cap",
+        "CAP_SYS_TIME",
+        &id,
+        "sh",
+        "-c",
+        "grep -E '^Cap(Inh|Amb)' /proc/self/status",
+    ]);
+    assert_eq!(
+        out,
+        "CapInh:\t0000000000000000\nCapAmb:\t0000000000000000\n"
+    );
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+    reap(pid);
+}
+
+#[test]
+fn a_masked_path_that_is_a_symlink_to_a_host_path_masks_nothing_on_the_host() {
+    let mut w = World::new();
+    let secret = host_dir(&mut w, "host-masked");
+    std::fs::write(secret.join("file"), "host").unwrap();
+    let mut b = w.bundle(&["true"]);
+    std::os::unix::fs::symlink(secret.join("file"), b.rootfs().join("etc/masked-link")).unwrap();
+    std::os::unix::fs::symlink(&secret, b.rootfs().join("etc/masked-dir")).unwrap();
+    b.set(|c| c["linux"]["maskedPaths"] = json!(["/etc/masked-link", "/etc/masked-dir"]));
+    w.run_ok(&b);
+    assert_eq!(
+        std::fs::read_to_string(secret.join("file")).unwrap(),
+        "host"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(secret.to_str().unwrap()));
+    assert!(Path::new(&secret).join("file").exists());
+}
