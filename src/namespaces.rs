@@ -197,6 +197,11 @@ pub fn write_id_maps(
         write_proc(base.join("uid_map"), id_map_text(uid_maps))?;
     }
     if !gid_maps.is_empty() {
+        if !nix::unistd::geteuid().is_root() {
+            // An unprivileged writer may map its own gid only after giving up setgroups(2)
+            // in that namespace (user_namespaces(7); CVE-2014-8989).
+            write_proc(base.join("setgroups"), "deny".to_string())?;
+        }
         write_proc(base.join("gid_map"), id_map_text(gid_maps))?;
     }
     Ok(())

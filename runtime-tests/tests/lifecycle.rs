@@ -79,9 +79,11 @@ fn create_start_stop_delete() {
     for field in ["ociVersion", "rootfs", "owner"] {
         assert!(st.get(field).is_some(), "state lacks {field}");
     }
-    // Not exec'd yet: init is still capsa.
+    // Not exec'd yet: init is still capsa (run from its protected copy, not the host file).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm, "capsa\n");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(exe.to_string_lossy().contains("capsa"), "{exe:?}");
+    assert_ne!(exe, std::fs::canonicalize(BIN).unwrap());
 
     w.ok(&["start", &id]);
     assert_eq!(w.status(&id), "running");

@@ -52,6 +52,8 @@ pub enum CgroupError {
         value: String,
         reason: &'static str,
     },
+    #[error("{what} needs a cgroup, and this rootless container has none (the host delegates no cgroup to this user; set linux.cgroupsPath to one that is)")]
+    Disabled { what: &'static str },
     #[error("the {controller} cgroup controller is not available (needed for {file})")]
     ControllerMissing { controller: String, file: String },
     #[error("writing {value:?} to {}: below the current usage of {usage} bytes", path.display())]
@@ -88,6 +90,10 @@ pub enum MountSource {
 pub enum Manager {
     V1(v1::Manager),
     V2(v2::Manager),
+    /// No cgroup: a rootless container on a host that delegates none to its user. It has no
+    /// limits, cannot be paused, and its processes are known through init alone (its own
+    /// pid namespace ends them all with init).
+    None(PathBuf),
 }
 
 /// The cgroup path a container uses: `linux.cgroupsPath` (relative paths are taken from the
@@ -141,6 +147,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.path(),
             Manager::V2(m) => m.path(),
+            Manager::None(p) => p,
         }
     }
 
@@ -149,6 +156,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.create(),
             Manager::V2(m) => m.create(),
+            Manager::None(_) => Ok(()),
         }
     }
 
@@ -157,6 +165,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.add(pid),
             Manager::V2(m) => m.add(pid),
+            Manager::None(_) => Ok(()),
         }
     }
 
@@ -165,6 +174,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.procs(),
             Manager::V2(m) => m.procs(),
+            Manager::None(_) => Ok(Vec::new()),
         }
     }
 
@@ -172,6 +182,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.is_frozen(),
             Manager::V2(m) => m.is_frozen(),
+            Manager::None(_) => false,
         }
     }
 
@@ -180,6 +191,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.set_frozen(false),
             Manager::V2(m) => m.set_frozen(false),
+            Manager::None(_) => Ok(()),
         }
     }
 
@@ -200,6 +212,10 @@ impl Manager {
             }
         }
         match self {
+            Manager::None(_) if resources::is_empty(r) => Ok(()),
+            Manager::None(_) => Err(CgroupError::Disabled {
+                what: "linux.resources limits",
+            }),
             Manager::V1(m) => {
                 let mut writes = resources::v1_writes(r)?;
                 if devices {
@@ -232,6 +248,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.set_frozen(true),
             Manager::V2(m) => m.set_frozen(true),
+            Manager::None(_) => Err(CgroupError::Disabled { what: "pausing" }),
         }
     }
 
@@ -240,6 +257,7 @@ impl Manager {
         match self {
             Manager::V1(m) => Ok(stats::v1(m)),
             Manager::V2(m) => Ok(stats::v2(m.dir())),
+            Manager::None(_) => Err(CgroupError::Disabled { what: "statistics" }),
         }
     }
 
@@ -251,6 +269,7 @@ impl Manager {
                 .map(|d| stats::keyed(&d.join("memory.oom_control"), "oom_kill"))
                 .unwrap_or(0),
             Manager::V2(m) => stats::keyed(&m.dir().join("memory.events"), "oom_kill"),
+            Manager::None(_) => 0,
         }
     }
 
@@ -259,6 +278,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.remove(),
             Manager::V2(m) => m.remove(),
+            Manager::None(_) => Ok(()),
         }
     }
 
@@ -267,6 +287,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m.exists(),
             Manager::V2(m) => m.exists(),
+            Manager::None(_) => false,
         }
     }
 
@@ -274,6 +295,7 @@ impl Manager {
         match self {
             Manager::V1(m) => MountSource::V1(m.mount_dirs()),
             Manager::V2(m) => MountSource::V2(m.dir().to_path_buf()),
+            Manager::None(_) => MountSource::V1(Vec::new()),
         }
     }
 }

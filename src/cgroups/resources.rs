@@ -532,3 +532,8 @@ mod tests {
         assert_eq!(writes[0].file, "devices.allow");
     }
 }
+
+/// Whether `r` asks for nothing (what a rootless spec has).
+pub fn is_empty(r: &LinuxResources) -> bool {
+    serde_json::to_value(r).is_ok_and(|v| v.as_object().is_none_or(|o| o.is_empty()))
+}

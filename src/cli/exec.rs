@@ -44,10 +44,10 @@ pub struct Args {
     /// Pass N additional file descriptors (3 .. 3+N-1) to the process
     #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
     pub preserve_fds: u32,
-    /// SELinux label for the process (accepted; applied when the LSM support lands)
+    /// SELinux label for the process (an error when SELinux is not enabled)
     #[arg(long = "process-label", value_name = "LABEL")]
     pub process_label: Option<String>,
-    /// AppArmor profile for the process (accepted; applied when the LSM support lands)
+    /// AppArmor profile for the process (an error when AppArmor is not enabled)
     #[arg(long, value_name = "PROFILE")]
     pub apparmor: Option<String>,
     /// The container's id
@@ -125,6 +125,12 @@ fn build(args: &Args, template: Option<&Process>) -> anyhow::Result<Process> {
     }
     if args.no_new_privs {
         v["noNewPrivileges"] = json!(true);
+    }
+    if let Some(label) = &args.process_label {
+        v["selinuxLabel"] = json!(label);
+    }
+    if let Some(profile) = &args.apparmor {
+        v["apparmorProfile"] = json!(profile);
     }
     parse_process(v)
 }

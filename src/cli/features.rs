@@ -30,8 +30,8 @@ pub fn features_json() -> serde_json::Value {
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                                    "SECCOMP_FILTER_FLAG_TSYNC"]
             },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            "apparmor": {"enabled": capsa::security::lsm::Lsm::AppArmor.enabled()},
+            "selinux": {"enabled": capsa::security::lsm::Lsm::SeLinux.enabled()},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}}
         },

@@ -34,9 +34,10 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "capsa", disable_version_flag = true, about, long_about = None)]
 pub struct Cli {
-    /// Root directory for storage of container state
-    #[arg(long, global = true, default_value = "/run/capsa", value_name = "PATH")]
-    pub root: PathBuf,
+    /// Root directory for storage of container state [default: /run/capsa, or
+    /// $XDG_RUNTIME_DIR/capsa when not run as root]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub root: Option<PathBuf>,
     /// Write log lines to this file instead of stderr
     #[arg(long, global = true, value_name = "PATH")]
     pub log: Option<PathBuf>,
@@ -83,8 +84,22 @@ fn print_version() {
     println!("spec: {}", capsa::OCI_VERSION);
 }
 
+/// runc's rule: root's state lives in /run; an unprivileged user's in $XDG_RUNTIME_DIR
+/// (falling back to /run/user/<uid>, where logind puts it).
+fn default_root() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/capsa");
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{uid}")))
+        .join("capsa")
+}
+
 fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
-    let runtime = capsa::Runtime::new(&cli.root);
+    let runtime = capsa::Runtime::new(cli.root.clone().unwrap_or_else(default_root));
     if cli.systemd_cgroup && matches!(command, Command::Create(_) | Command::Run(_)) {
         anyhow::bail!(
             "--systemd-cgroup: the systemd cgroup driver is not available; use cgroupfs paths"

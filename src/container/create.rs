@@ -124,6 +124,17 @@ pub(super) fn console_for(terminal: bool, socket: Option<&Path>) -> crate::Resul
     }
 }
 
+/// A requested AppArmor profile or SELinux label needs its LSM: refused before anything is
+/// made, rather than running the process unconfined.
+pub(super) fn check_lsm(process: Option<&oci_spec::runtime::Process>) -> crate::Result<()> {
+    use crate::security::lsm::{check, Lsm};
+    if let Some(p) = process {
+        check(Lsm::AppArmor, p.apparmor_profile().as_deref())?;
+        check(Lsm::SeLinux, p.selinux_label().as_deref())?;
+    }
+    Ok(())
+}
+
 /// Writes a pid file atomically (runc's format: the number, no newline).
 pub fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
     state::write_atomic(path, pid.to_string().as_bytes(), 0o644).map_err(|source| {
@@ -174,6 +185,7 @@ impl Runtime {
             self.load_pod(pod)?.adopt(id, &mut spec)?;
         }
         spec::validate(&spec, &bundle)?;
+        check_lsm(spec.process().as_ref())?;
         let terminal = spec
             .process()
             .as_ref()
@@ -196,7 +208,7 @@ impl Runtime {
         let plan = NamespacePlan::from_spec(namespaces);
         let cgroup_path =
             cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
-        let cgroup = Manager::new(&cgroup_path)?;
+        let mut cgroup = Manager::new(&cgroup_path)?;
 
         std::fs::create_dir_all(&self.root).map_err(|source| ContainerError::StateDir {
             path: self.root.clone(),
@@ -214,7 +226,19 @@ impl Runtime {
         if cgroup.exists() && !cgroup.procs()?.is_empty() {
             return Err(ContainerError::Exists { id: id.to_string() }.into());
         }
-        cgroup.create()?;
+        let resources = linux
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        if let Err(e) = cgroup.create() {
+            // Rootless, with no cgroup delegated to us and no limits asked for: run without
+            // one (runc does the same); limits would need a delegated cgroupsPath.
+            if !nix::unistd::geteuid().is_root() && cgroups::resources::is_empty(&resources) {
+                log::debug!("rootless container without a cgroup: {e}");
+                cgroup = Manager::None(cgroup_path.clone());
+            } else {
+                return Err(e.into());
+            }
+        }
         let mut cgroup_guard = CgroupGuard::new(vec![cgroup.clone()]);
         let device_nodes: Vec<String> = linux
             .and_then(|l| l.devices().as_ref())
@@ -229,9 +253,6 @@ impl Runtime {
                 format!("{t} {}:{} rwm", d.major(), d.minor())
             })
             .collect();
-        let resources = linux
-            .and_then(|l| l.resources().clone())
-            .unwrap_or_default();
         cgroup.apply(&resources, &device_nodes, true)?;
 
         let fifo_path = dir.join(state::EXEC_FIFO);
@@ -315,6 +336,7 @@ impl Runtime {
             process: spec.process().clone(),
             pod: opts.pod.clone(),
             seccomp: linux.and_then(|l| l.seccomp().clone()),
+            no_cgroup: matches!(cgroup, Manager::None(_)),
         };
         stored.save(&dir)?;
         if let Some(p) = &opts.pid_file {

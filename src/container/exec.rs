@@ -29,6 +29,7 @@ impl Container {
             _ => {}
         }
         let init = self.live_pid().ok_or(ContainerError::ExecStopped)?;
+        super::create::check_lsm(Some(process))?;
         let socket = super::create::console_for(
             process.terminal().unwrap_or(false),
             opts.console_socket.as_deref(),

@@ -199,6 +199,9 @@ impl Container {
     }
 
     pub fn cgroup(&self) -> crate::Result<cgroups::Manager> {
+        if self.state.no_cgroup {
+            return Ok(cgroups::Manager::None(self.state.cgroup_path.clone()));
+        }
         Ok(cgroups::Manager::new(&self.state.cgroup_path)?)
     }
 

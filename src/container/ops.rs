@@ -240,6 +240,10 @@ impl Container {
 
     /// The host pids of every process in the container's cgroup.
     pub fn pids(&self) -> crate::Result<Vec<Pid>> {
+        if self.state.no_cgroup {
+            // No cgroup to list: init is known, and its pid namespace holds the rest.
+            return Ok(self.live_pid().into_iter().collect());
+        }
         Ok(self.cgroup()?.procs()?)
     }
 }

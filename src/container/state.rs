@@ -39,6 +39,9 @@ pub struct StoredState {
     /// linux.seccomp: `exec`'d processes get the container's filter too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// Created without a cgroup (rootless, none delegated).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cgroup: bool,
     /// The pod this container joined, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,

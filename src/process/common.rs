@@ -184,6 +184,7 @@ pub(super) fn prepare(
     let env = environment(process);
     let args = process.args().clone().unwrap_or_default();
     let path = find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
+    apply_lsm_labels(process)?;
     if let (Some(f), true) = (&filter, nnp) {
         load(f)?;
     }
@@ -194,6 +195,28 @@ pub(super) fn prepare(
         env: env.iter().map(|e| to_c(e)).collect(),
         umask: user.umask().unwrap_or(0o022),
     })
+}
+
+/// AppArmor profile and SELinux label, for the execve that follows.
+fn apply_lsm_labels(process: &Process) -> crate::Result<()> {
+    use security::lsm::{set_exec_label, Lsm};
+    let labels = [
+        (Lsm::AppArmor, process.apparmor_profile().as_deref()),
+        (Lsm::SeLinux, process.selinux_label().as_deref()),
+    ];
+    if labels.iter().all(|(_, l)| l.is_none_or(str::is_empty)) {
+        return Ok(());
+    }
+    let proc_dir = crate::rootfs::verified_proc().map_err(ProcessError::Proc)?;
+    // "self" is a symlink, which the verified open refuses: name our pid in this procfs.
+    let pid = nix::unistd::getpid();
+    for (lsm, label) in labels {
+        if let Some(l) = label.filter(|l| !l.is_empty()) {
+            let dir = proc_dir.as_fd();
+            set_exec_label(dir, lsm, l, pid.as_raw())?;
+        }
+    }
+    Ok(())
 }
 
 /// Sets the umask, marks every descriptor past stdio and the preserved ones close-on-exec

@@ -21,8 +21,6 @@ struct Ready {
 
 /// Init's entry point; never returns.
 pub(super) fn run(cfg: &InitConfig, chan: &Channel) -> ! {
-    // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
-    security::sealed::set_non_dumpable();
     match setup(cfg, chan) {
         Ok(ready) => {
             // The runtime has gone by now; a failure from here on goes to the container's
@@ -45,6 +43,10 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> crate::Result<Ready> {
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
     common::close_inherited(3 + cfg.preserve_fds, &keep);
     let state = chan.wait_for_proceed()?;
+    // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
+    // Not before Proceed: a rootless runtime writes our uid_map, which a non-dumpable
+    // process's /proc hides from it; until then we are alone in our namespaces.
+    security::sealed::set_non_dumpable();
     if cfg.plan.new_user()
         || cfg
             .plan

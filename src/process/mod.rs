@@ -75,6 +75,8 @@ pub enum ProcessError {
     Fifo(#[source] std::io::Error),
     #[error("signals")]
     Signals(#[source] std::io::Error),
+    #[error("opening the container's /proc")]
+    Proc(#[source] std::io::Error),
     #[error("passing the seccomp notification fd to {}", path.display())]
     SeccompListener {
         path: PathBuf,

@@ -12,6 +12,7 @@ pub mod options;
 mod paths;
 mod pivot;
 pub mod resolve;
+pub(crate) use paths::verified_proc;
 
 pub use devices::DEFAULT_DEVICES;
 pub use pivot::enter;

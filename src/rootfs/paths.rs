@@ -42,7 +42,7 @@ pub(super) fn write_sysctls(sysctl: &HashMap<String, String>) -> Result<(), Root
 }
 
 /// The container's /proc, checked to be procfs itself (not a tmpfs or bind in its place).
-fn verified_proc() -> std::io::Result<OwnedFd> {
+pub(crate) fn verified_proc() -> std::io::Result<OwnedFd> {
     let proc_dir: OwnedFd = std::fs::File::open("/proc")?.into();
     let fs = nix::sys::statfs::fstatfs(&proc_dir)?;
     if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {

@@ -2,6 +2,7 @@
 
 mod capabilities;
 mod identity;
+pub mod lsm;
 mod rlimits;
 pub mod sealed;
 pub mod seccomp;
@@ -17,6 +18,15 @@ pub enum SecurityError {
     #[error("protecting the runtime binary (CVE-2019-5736): {step}")]
     Sealing {
         step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{lsm} label {label:?} requested, but {lsm} is not enabled on this host")]
+    LsmUnavailable { lsm: &'static str, label: String },
+    #[error("setting the {lsm} label {label:?} for the container process")]
+    Lsm {
+        lsm: &'static str,
+        label: String,
         #[source]
         source: std::io::Error,
     },
