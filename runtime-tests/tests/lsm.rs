@@ -19,7 +19,11 @@ fn enabled(lsm: &str) -> bool {
 fn a_label_for_an_inactive_lsm_is_refused_and_an_active_one_applied() {
     for (lsm, field, label) in [
         ("AppArmor", "apparmorProfile", "unconfined"),
-        ("SELinux", "selinuxLabel", "system_u:system_r:container_t:s0"),
+        (
+            "SELinux",
+            "selinuxLabel",
+            "system_u:system_r:container_t:s0",
+        ),
     ] {
         let mut w = World::new();
         let mut b = w.bundle(&["cat", "/proc/self/attr/current"]);
@@ -47,7 +51,11 @@ fn exec_labels_follow_the_same_rule() {
     w.ok(&["start", &id]);
     for (lsm, flag, label) in [
         ("AppArmor", "--apparmor", "unconfined"),
-        ("SELinux", "--process-label", "system_u:system_r:container_t:s0"),
+        (
+            "SELinux",
+            "--process-label",
+            "system_u:system_r:container_t:s0",
+        ),
     ] {
         let out = w.capsa(&["exec", flag, label, &id, "cat", "/proc/self/attr/current"]);
         if enabled(lsm) {

@@ -19,10 +19,21 @@ struct TestUser {
 
 impl TestUser {
     fn create() -> Self {
-        let exists = Command::new("id").arg(USER).output().unwrap().status.success();
+        let exists = Command::new("id")
+            .arg(USER)
+            .output()
+            .unwrap()
+            .status
+            .success();
         if !exists {
             let st = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    USER,
+                ])
                 .status()
                 .unwrap();
             assert!(st.success(), "useradd {USER}");
@@ -135,7 +146,12 @@ fn an_ordinary_user_runs_creates_and_deletes_a_rootless_container() {
         c["process"]["args"] = json!(["sh", "-c", "id -u; cat /proc/self/uid_map; exit 3"]);
     });
     let out = r.capsa(&["run", "r1"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = stdout.split_whitespace().collect();
     assert_eq!(fields, ["0", "0", &r.user.uid.to_string(), "1"], "{stdout}");

@@ -82,10 +82,9 @@ impl Container {
 fn oom_notifier(cg: &crate::cgroups::Manager) -> crate::Result<OwnedFd> {
     let err = |e: std::io::Error| crate::Error::from(ContainerError::Wait(e));
     match cg {
-        crate::cgroups::Manager::None(_) => Err(crate::cgroups::CgroupError::Disabled {
-            what: "OOM events",
+        crate::cgroups::Manager::None(_) => {
+            Err(crate::cgroups::CgroupError::Disabled { what: "OOM events" }.into())
         }
-        .into()),
         crate::cgroups::Manager::V1(m) => {
             let dir = m.controller_dir("memory").ok_or_else(|| {
                 crate::cgroups::CgroupError::ControllerMissing {

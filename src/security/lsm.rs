@@ -39,7 +39,10 @@ impl Lsm {
     fn attr(self, label: &str) -> (&'static [&'static str], String) {
         match self {
             // Since Linux 5.8 each LSM has its own directory; before, the shared file.
-            Lsm::AppArmor => (&["attr/apparmor/exec", "attr/exec"], format!("exec {label}")),
+            Lsm::AppArmor => (
+                &["attr/apparmor/exec", "attr/exec"],
+                format!("exec {label}"),
+            ),
             Lsm::SeLinux => (&["attr/exec"], label.to_string()),
         }
     }
@@ -68,11 +71,7 @@ pub fn set_exec_label(
     let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
     for file in files {
         let path = Path::new(&pid.to_string()).join(file);
-        match crate::rootfs::resolve::open_proc_file(
-            proc_dir,
-            &path,
-            nix::fcntl::OFlag::O_WRONLY,
-        ) {
+        match crate::rootfs::resolve::open_proc_file(proc_dir, &path, nix::fcntl::OFlag::O_WRONLY) {
             Ok(fd) => {
                 return std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes())
                     .map_err(|source| SecurityError::Lsm {

@@ -10,8 +10,6 @@ pub use default::default_spec;
 pub use validate::validate;
 
 use oci_spec::runtime::Spec;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +51,8 @@ impl SpecError {
 /// Reads `<bundle>/config.json`. Parse errors carry the JSON path of the offending field.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
-    let file = match File::open(&path) {
-        Ok(f) => f,
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(SpecError::NotFound {
                 bundle: bundle.to_path_buf(),
@@ -62,12 +60,17 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
         }
         Err(source) => return Err(SpecError::Read { path, source }),
     };
-    let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+    parse(&bytes, &path)
+}
+
+/// Parses config.json bytes (`origin` names the file in errors).
+pub fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
         SpecError::Parse {
-            path: path.clone(),
+            path: origin.to_path_buf(),
             field: if field == "." {
                 "(document)".into()
             } else {
