@@ -426,6 +426,11 @@ pub fn blkio_to_io_weight(w: u16) -> u64 {
     1 + (u64::from(w).saturating_sub(10)) * 9999 / 990
 }
 
+/// Whether `r` asks for nothing (what a rootless spec has).
+pub fn is_empty(r: &LinuxResources) -> bool {
+    serde_json::to_value(r).is_ok_and(|v| v.as_object().is_none_or(|o| o.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,9 +536,4 @@ mod tests {
         assert_eq!(writes[0].value, "c 10:* rw");
         assert_eq!(writes[0].file, "devices.allow");
     }
-}
-
-/// Whether `r` asks for nothing (what a rootless spec has).
-pub fn is_empty(r: &LinuxResources) -> bool {
-    serde_json::to_value(r).is_ok_and(|v| v.as_object().is_none_or(|o| o.is_empty()))
 }
