@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn pod_info(w: &World, pod: &str) -> Value {
@@ -71,18 +71,7 @@ fn start_in_pod(w: &mut World, pod: &str, id: &str, bundle: &Bundle) -> i32 {
 
 /// `capsa run --pod` in the foreground: (exit code, stdout, stderr).
 fn run_in_pod(w: &mut World, pod: &str, bundle: &Bundle) -> (i32, String, String) {
-    let id = w.id("podrun");
-    let out = w
-        .cmd()
-        .args(["run", "--pod", pod, "--bundle", bundle.dir_str(), &id])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    w.run_with(&["--pod", pod], bundle)
 }
 
 fn ns(pid: i32, kind: &str) -> PathBuf {

@@ -168,7 +168,6 @@ fn exec_gets_the_containers_filter() {
 
 #[test]
 fn notify_hands_the_fd_to_the_listener_which_answers() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::net::UnixListener;
     let mut w = World::new();
     let sock = scratch().join(format!("{}.sock", unique("listener")));
@@ -185,29 +184,10 @@ fn notify_hands_the_fd_to_the_listener_which_answers() {
     });
     // The listener: receive the state and the fd, then answer one notification with EXDEV.
     let agent = std::thread::spawn(move || {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         use std::os::fd::AsRawFd;
         let (stream, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 65536];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        let mut fd = None;
-        for c in msg.cmsgs().unwrap() {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                fd = fds.first().copied();
-            }
-        }
-        let n = msg.bytes;
-        let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
-        // SAFETY: the kernel installed this descriptor for us.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd.expect("no fd with the state")) };
+        let (bytes, fd) = recv_with_fd(stream.as_raw_fd());
+        let state: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
         let req = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
         libseccomp::ScmpNotifResp::new_error(

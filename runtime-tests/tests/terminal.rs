@@ -3,37 +3,16 @@
 
 mod common;
 use common::*;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde_json::json;
-use std::io::{IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
 /// Accepts one connection and receives (name, fd) as runc's console-socket clients do.
 fn receive_master(listener: UnixListener) -> (String, OwnedFd) {
     let (stream, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 256];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::empty(),
-    )
-    .unwrap();
-    let mut fd = None;
-    for c in msg.cmsgs().unwrap() {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            fd = fds.first().copied();
-        }
-    }
-    let n = msg.bytes;
-    let name = String::from_utf8_lossy(&buf[..n]).into_owned();
-    // SAFETY: the kernel installed this descriptor for us with SCM_RIGHTS.
-    (name, unsafe {
-        OwnedFd::from_raw_fd(fd.expect("no fd received"))
-    })
+    let (name, fd) = recv_with_fd(stream.as_raw_fd());
+    (String::from_utf8_lossy(&name).into_owned(), fd)
 }
 
 #[test]

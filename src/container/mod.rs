@@ -159,24 +159,26 @@ impl Runtime {
     /// Every container under the root, sorted by id. Directories without a readable state
     /// (one being created right now) are skipped.
     pub fn list(&self) -> crate::Result<Vec<Container>> {
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(ContainerError::StateDir {
-                    path: self.root.clone(),
-                    source,
-                }
-                .into())
-            }
-        };
-        let mut out: Vec<Container> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| self.load(e.file_name().to_str()?).ok())
-            .collect();
-        out.sort_by(|a, b| a.id().cmp(b.id()));
-        Ok(out)
+        let names = entry_names(&self.root).map_err(|source| ContainerError::StateDir {
+            path: self.root.clone(),
+            source,
+        })?;
+        Ok(names.iter().filter_map(|n| self.load(n).ok()).collect())
     }
+}
+
+/// The names in a state directory, sorted; none when it does not exist yet.
+pub(crate) fn entry_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 impl Container {

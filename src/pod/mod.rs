@@ -318,23 +318,11 @@ impl Runtime {
 
     /// Every pod under the root, sorted by id.
     pub fn list_pods(&self) -> crate::Result<Vec<Pod>> {
-        let entries = match std::fs::read_dir(self.pods_dir()) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(PodError::State {
-                    path: self.pods_dir(),
-                    source,
-                }
-                .into())
-            }
-        };
-        let mut pods: Vec<Pod> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| self.load_pod(e.file_name().to_str()?).ok())
-            .collect();
-        pods.sort_by(|a, b| a.id().cmp(b.id()));
-        Ok(pods)
+        let names = container::entry_names(&self.pods_dir()).map_err(|source| PodError::State {
+            path: self.pods_dir(),
+            source,
+        })?;
+        Ok(names.iter().filter_map(|n| self.load_pod(n).ok()).collect())
     }
 
     /// The ids of the containers that joined pod `id`.

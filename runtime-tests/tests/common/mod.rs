@@ -181,10 +181,17 @@ impl World {
 
     /// `capsa run` of a bundle in the foreground: (exit code, stdout, stderr).
     pub fn run(&mut self, bundle: &Bundle) -> (i32, String, String) {
+        self.run_with(&[], bundle)
+    }
+
+    /// `capsa run EXTRA... --bundle B ID` in the foreground: (exit code, stdout, stderr).
+    pub fn run_with(&mut self, extra: &[&str], bundle: &Bundle) -> (i32, String, String) {
         let id = self.id("run");
         let out = self
             .cmd()
-            .args(["run", "--bundle"])
+            .arg("run")
+            .args(extra)
+            .arg("--bundle")
             .arg(&bundle.dir)
             .arg(&id)
             .stdin(Stdio::null())
@@ -487,4 +494,27 @@ pub fn require(tool: &str, package: &str) {
         found,
         "{tool} is not installed: apt-get install {package} (.ci/run installs it)"
     );
+}
+
+/// Receives one message and the descriptor sent with it (SCM_RIGHTS), as a console socket
+/// or seccomp listener client does.
+pub fn recv_with_fd(socket: std::os::fd::RawFd) -> (Vec<u8>, std::os::fd::OwnedFd) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(socket, &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            fd = fds.first().copied();
+        }
+    }
+    let n = msg.bytes;
+    buf.truncate(n);
+    // SAFETY: the kernel installed this descriptor for us with SCM_RIGHTS.
+    (buf, unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(fd.expect("no fd received"))
+    })
 }
