@@ -96,12 +96,15 @@ pub enum Manager {
     None(PathBuf),
 }
 
+/// Where containers without `linux.cgroupsPath` get their cgroup.
+pub const DEFAULT_PARENT: &str = "/capsa";
+
 /// The cgroup path a container uses: `linux.cgroupsPath` (relative paths are taken from the
 /// hierarchy root), or `/capsa/<id>` (an absolute default, as crun has: never nested under
 /// the caller's own cgroup).
 pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
     let Some(p) = spec_path.filter(|p| !p.as_os_str().is_empty()) else {
-        return Ok(PathBuf::from("/capsa").join(id));
+        return Ok(PathBuf::from(DEFAULT_PARENT).join(id));
     };
     let mut out = PathBuf::from("/");
     for c in p.components() {
@@ -123,6 +126,19 @@ pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, Cgr
         });
     }
     Ok(out)
+}
+
+/// Removes `parent` (one of capsa's own default parents, never a client's) when no cgroup
+/// is left in it; still in use (ENOTEMPTY, EBUSY) or already gone is fine.
+pub fn remove_parent_if_empty(parent: &Path) {
+    let dirs: Vec<PathBuf> = match Manager::new(parent) {
+        Ok(Manager::V1(m)) => m.hierarchy_dirs(),
+        Ok(Manager::V2(m)) => vec![m.dir().to_path_buf()],
+        _ => Vec::new(),
+    };
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
 }
 
 /// Whether the host is unified (cgroup2 mounted at /sys/fs/cgroup).
@@ -151,12 +167,25 @@ impl Manager {
         }
     }
 
-    /// Creates the cgroup (every hierarchy on v1).
+    /// Creates the cgroup (every hierarchy on v1). capsa's own parents (`/capsa`) go with
+    /// their last child ([`remove_parent_if_empty`]): a parent removed by a concurrent
+    /// delete between our mkdirs shows up as ENOENT, and the walk starts again.
     pub fn create(&self) -> Result<(), CgroupError> {
-        match self {
-            Manager::V1(m) => m.create(),
-            Manager::V2(m) => m.create(),
-            Manager::None(_) => Ok(()),
+        let mut attempt = 0;
+        loop {
+            let result = match self {
+                Manager::V1(m) => m.create(),
+                Manager::V2(m) => m.create(),
+                Manager::None(_) => Ok(()),
+            };
+            match result {
+                Err(CgroupError::Create { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                {
+                    attempt += 1
+                }
+                other => return other,
+            }
         }
     }
 

@@ -198,6 +198,11 @@ impl Manager {
         self.dirs().try_for_each(|d| fs::rmdir(&d))
     }
 
+    /// The cgroup's directory in every hierarchy.
+    pub fn hierarchy_dirs(&self) -> Vec<PathBuf> {
+        self.dirs().collect()
+    }
+
     pub fn exists(&self) -> bool {
         self.dirs().any(|d| d.exists())
     }

@@ -194,6 +194,10 @@ impl Container {
         }
         c.kill_all_and_wait()?;
         c.cgroup()?.remove()?;
+        let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
+        if c.state.cgroup_path.parent() == Some(default_parent) {
+            crate::cgroups::remove_parent_if_empty(default_parent);
+        }
         let poststop = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref());
         if let Err(e) = hooks::run_all("poststop", poststop, &c.hook_state(Status::Stopped)) {
             // As runc: a failing poststop hook is reported, the delete still completes.

@@ -363,6 +363,9 @@ impl Runtime {
         }
         pod.infra_cgroup()?.remove()?;
         Manager::new(&pod.state.cgroup_path)?.remove()?;
+        if pod.state.cgroup_path.parent() == Some(Path::new(DEFAULT_CGROUP_PARENT)) {
+            cgroups::remove_parent_if_empty(Path::new(DEFAULT_CGROUP_PARENT));
+        }
         std::fs::remove_dir_all(&pod.dir).map_err(|source| PodError::State {
             path: pod.dir.clone(),
             source,
