@@ -179,11 +179,11 @@ impl Manager {
                 Manager::None(_) => Ok(()),
             };
             match result {
-                Err(CgroupError::Create { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
-                {
-                    attempt += 1
-                }
+                Err(
+                    CgroupError::Create { source, .. }
+                    | CgroupError::Write { source, .. }
+                    | CgroupError::Read { source, .. },
+                ) if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
                 other => return other,
             }
         }

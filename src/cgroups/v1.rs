@@ -103,12 +103,16 @@ impl Manager {
             for comp in self.path.components().skip(1) {
                 let parent = dir.clone();
                 dir.push(comp);
+                let created = fs::mkdir(&dir)?;
                 // A new cpuset cgroup starts with no cpus and no mems and refuses tasks until
-                // they are copied from its parent.
-                if fs::mkdir(&dir)? && h.has("cpuset") {
+                // they are copied from its parent. A parent another capsa has just made may
+                // still be empty too: fill any empty level on the way, not only ours.
+                if h.has("cpuset") {
                     for file in ["cpuset.cpus", "cpuset.mems"] {
-                        let value = fs::read(&parent.join(file))?;
-                        fs::write(&dir.join(file), value.trim())?;
+                        if created || fs::read(&dir.join(file))?.trim().is_empty() {
+                            let value = fs::read(&parent.join(file))?;
+                            fs::write(&dir.join(file), value.trim())?;
+                        }
                     }
                 }
             }
