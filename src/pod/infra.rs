@@ -93,7 +93,7 @@ fn setup_and_exec(cfg: &InfraConfig, pause: &CString) -> crate::Error {
     }
     let argv = [pause.as_c_str()];
     let env: [&std::ffi::CStr; 0] = [];
-    let errno = nix::unistd::execve(pause, &argv, &env).unwrap_err();
+    let Err(errno) = nix::unistd::execve(pause, &argv, &env);
     ProcessError::Executable {
         name: pause.to_string_lossy().into_owned(),
         source: errno.into(),
