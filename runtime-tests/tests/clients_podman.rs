@@ -92,15 +92,16 @@ capsa = ["{BIN}"]
             .to_string()
     }
 
-    /// Runs a podman command line under script(1), which gives it a terminal.
+    /// Runs a podman command line (after the global flags of [`Podman::cmd`]) under
+    /// script(1), which gives it a terminal.
     fn in_terminal(&self, args: &str) -> String {
-        let d = &self.dir;
-        let line = format!(
-            "CONTAINERS_CONF={conf} podman --root {d}/storage --runroot {d}/run --tmpdir {d}/tmp \
-             --storage-driver vfs --cgroup-manager cgroupfs --events-backend file {args}",
-            conf = d.join("containers.conf").display(),
-            d = d.display()
-        );
+        let cmd = self.cmd();
+        let env: Vec<String> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
+            .collect();
+        let globals: Vec<&str> = cmd.get_args().filter_map(|a| a.to_str()).collect();
+        let line = format!("{} podman {} {args}", env.join(" "), globals.join(" "));
         let out = Command::new("script")
             .args(["-qec", &line, "/dev/null"])
             .stdin(Stdio::null())

@@ -94,9 +94,10 @@ impl<W: io::Write> Writer<W> {
         for name in names {
             let path = dir.join(&name);
             let rel = rel.join(&name);
-            self.entry(&path, &rel)
+            let is_dir = self
+                .entry(&path, &rel)
                 .map_err(|source| (rel.clone(), source))?;
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            if is_dir {
                 self.walk(&path, &rel)?;
             }
         }
@@ -122,7 +123,8 @@ impl<W: io::Write> Writer<W> {
         Ok(())
     }
 
-    fn entry(&mut self, path: &Path, rel: &Path) -> io::Result<()> {
+    /// Writes one entry; true when it is a directory to descend into.
+    fn entry(&mut self, path: &Path, rel: &Path) -> io::Result<bool> {
         let meta = std::fs::symlink_metadata(path)?;
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
@@ -132,10 +134,10 @@ impl<W: io::Write> Writer<W> {
                 .append_data(&mut marker_header(), wh, io::empty())?;
             self.summary.whiteouts += 1;
             self.summary.entries += 1;
-            return Ok(());
+            return Ok(false);
         }
         if ft.is_socket() {
-            return Ok(()); // not representable in a layer
+            return Ok(false); // not representable in a layer
         }
         self.xattrs(path)?;
         if ft.is_dir() {
@@ -184,6 +186,6 @@ impl<W: io::Write> Writer<W> {
             self.tar.append_data(&mut h, rel, io::empty())?;
         }
         self.summary.entries += 1;
-        Ok(())
+        Ok(ft.is_dir())
     }
 }

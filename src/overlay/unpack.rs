@@ -29,6 +29,25 @@ enum Step {
     Io(io::Error),
 }
 
+impl Step {
+    /// The error naming the layer and the entry.
+    fn into_error(self, layer: &Path, entry: &Path) -> OverlayError {
+        let (layer, entry) = (layer.to_path_buf(), entry.display().to_string());
+        match self {
+            Step::Refused(reason) => OverlayError::Refused {
+                layer,
+                entry,
+                reason,
+            },
+            Step::Io(source) => OverlayError::Entry {
+                layer,
+                entry,
+                source,
+            },
+        }
+    }
+}
+
 impl From<io::Error> for Step {
     fn from(e: io::Error) -> Self {
         Step::Io(e)
@@ -156,21 +175,8 @@ fn extract(
     for entry in archive.entries().map_err(layer_err)? {
         let mut entry = entry.map_err(layer_err)?;
         let path: PathBuf = entry.path().map_err(layer_err)?.into_owned();
-        extract_entry(root, &mut entry, &path, &mut summary, &mut dir_times).map_err(|e| {
-            let entry = path.display().to_string();
-            match e {
-                Step::Refused(reason) => OverlayError::Refused {
-                    layer: layer.to_path_buf(),
-                    entry,
-                    reason,
-                },
-                Step::Io(source) => OverlayError::Entry {
-                    layer: layer.to_path_buf(),
-                    entry,
-                    source,
-                },
-            }
-        })?;
+        extract_entry(root, &mut entry, &path, &mut summary, &mut dir_times)
+            .map_err(|e| e.into_error(layer, &path))?;
         summary.entries += 1;
     }
     // Directory times last, deepest first: creating their children moved them.
@@ -179,18 +185,7 @@ fn extract(
         if let Some((last, parents)) = refs.split_last() {
             let set = walk(root, parents, false)
                 .and_then(|p| Ok(fsutil::set_mtime_at(&p, last, *mtime)?));
-            set.map_err(|e| match e {
-                Step::Io(source) => OverlayError::Entry {
-                    layer: layer.to_path_buf(),
-                    entry: PathBuf::from_iter(comps).display().to_string(),
-                    source,
-                },
-                Step::Refused(reason) => OverlayError::Refused {
-                    layer: layer.to_path_buf(),
-                    entry: PathBuf::from_iter(comps).display().to_string(),
-                    reason,
-                },
-            })?;
+            set.map_err(|e| e.into_error(layer, &PathBuf::from_iter(comps)))?;
         }
     }
     Ok(summary)
