@@ -125,6 +125,64 @@ fn ps_lists_exactly_the_containers_processes_and_events_stats_match_the_files() 
     wait_exit(pid);
 }
 
+/// The v1 hierarchies a process is in, from /proc/PID/cgroup (the hybrid host's empty cgroup2
+/// line left out): `(controllers, path)`.
+fn v1_cgroups(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            (!controllers.is_empty()).then(|| (controllers.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn init_and_exec_processes_are_in_the_cgroup_of_every_hierarchy() {
+    // On v1, init and an exec'd process move themselves in (a write of "0" to each `tasks`
+    // file), not the runtime: none of the hierarchies may be missed.
+    let mut w = World::new();
+    let (id, pid) = running(&mut w, "everyh");
+    let pid_file = scratch().join(unique("exec-pid"));
+    w.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "sleep",
+        "100",
+    ]);
+    let exec_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    w.pids.push(exec_pid);
+    std::fs::remove_file(&pid_file).unwrap();
+    let want = format!("/capsa/{id}");
+    for p in [pid, exec_pid] {
+        let groups = v1_cgroups(p);
+        assert!(groups.len() >= 5, "{groups:?}");
+        for (controllers, path) in groups {
+            assert_eq!(path, want, "pid {p} in {controllers}");
+        }
+    }
+    // We are the exec'd process's subreaper: reap it, or the container's pid 1 cannot finish
+    // exiting.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_exit(exec_pid);
+    reap(exec_pid);
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+}
+
 #[test]
 fn bad_resource_values_fail_the_create_and_leave_nothing() {
     let mut w = World::new();

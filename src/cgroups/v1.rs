@@ -124,6 +124,23 @@ impl Manager {
         self.dirs().try_for_each(|d| fs::add_pid(&d, pid))
     }
 
+    /// Every hierarchy's `tasks` file, open for writing (close-on-exec).
+    pub fn task_files(&self) -> Result<Vec<(PathBuf, std::fs::File)>, CgroupError> {
+        self.dirs()
+            .map(|d| {
+                let path = d.join("tasks");
+                match std::fs::OpenOptions::new().write(true).open(&path) {
+                    Ok(file) => Ok((path, file)),
+                    Err(source) => Err(CgroupError::Write {
+                        path,
+                        value: "0".into(),
+                        source,
+                    }),
+                }
+            })
+            .collect()
+    }
+
     pub fn procs(&self) -> Result<Vec<Pid>, CgroupError> {
         let mut all = Vec::new();
         for d in self.dirs() {

@@ -4,7 +4,7 @@
 //! close-on-exec, so EOF means the exec happened.
 
 use super::PodError;
-use crate::cgroups::Manager;
+use crate::cgroups::{Manager, SelfJoin};
 use crate::process::channel::{self, Message};
 use crate::process::clone::{exit_child, ChildGuard, Forked};
 use crate::process::ProcessError;
@@ -34,17 +34,23 @@ pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
         f | crate::namespaces::clone_flag(*t)
     });
     let (ours, theirs) = channel::pair()?;
-    let (forked, placed) = crate::process::clone_in_cgroup(flags, false, cfg.cgroup)?;
+    let join = cfg.cgroup.self_join()?;
+    let (forked, placed) =
+        crate::process::clone_in_cgroup(flags, false, cfg.cgroup, join.as_ref())?;
     let pid = match forked {
         Forked::Child => {
             drop(ours);
-            let err = setup_and_exec(cfg, &pause);
+            let err = match join.as_ref().map(SelfJoin::enter).transpose() {
+                Ok(_) => setup_and_exec(cfg, &pause),
+                Err(e) => e.into(),
+            };
             theirs.error(&err);
             exit_child(1)
         }
         Forked::Parent(pid) => pid,
     };
     drop(theirs);
+    drop(join);
     let guard = ChildGuard::new(pid);
     if !placed {
         cfg.cgroup.add(pid)?;

@@ -5,6 +5,7 @@
 //!  fork ---------------------->  setns into each of init's namespaces
 //!                                (user first, mount last)
 //!                                clone(CLONE_PARENT [, INTO_CGROUP]) --> (born in the pid ns)
+//!                                                                       v1: joins its cgroup
 //!  <--------------------------- InitPid{pid, placed}; exit
 //!  join cgroup unless placed
 //!  Proceed ---------------------------------------------------------->  console, rlimits,
@@ -16,7 +17,7 @@
 use super::channel::{self, Channel, Message};
 use super::clone::{self, ChildGuard, Forked};
 use super::{common, ProcessError};
-use crate::cgroups;
+use crate::cgroups::{self, SelfJoin};
 use crate::{namespaces, security};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
@@ -61,19 +62,24 @@ fn namespaces_of(init: Pid) -> Vec<(LinuxNamespaceType, PathBuf)> {
         .collect()
 }
 
-fn stage(cfg: &ExecConfig, joins: &[(LinuxNamespaceType, PathBuf)], chan: &Channel) -> ! {
+fn stage(
+    cfg: &ExecConfig,
+    joins: &[(LinuxNamespaceType, PathBuf)],
+    join: Option<&SelfJoin>,
+    chan: &Channel,
+) -> ! {
     // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
     security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
         namespaces::join_all(joins)?;
-        super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup)
+        super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup, join)
     })();
     let joined_user = joins.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
-    super::finish_stage(result, chan, || run(cfg, chan, joined_user))
+    super::finish_stage(result, chan, || run(cfg, join, chan, joined_user))
 }
 
-fn run(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> ! {
-    match setup(cfg, chan, joined_user) {
+fn run(cfg: &ExecConfig, join: Option<&SelfJoin>, chan: &Channel, joined_user: bool) -> ! {
+    match setup(cfg, join, chan, joined_user) {
         Ok(exec) => {
             let Err(e) = common::exec(&exec, cfg.preserve_fds);
             eprintln!("capsa: {}", common::chain(&e));
@@ -86,7 +92,13 @@ fn run(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> ! {
     }
 }
 
-fn setup(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> crate::Result<common::Exec> {
+fn setup(
+    cfg: &ExecConfig,
+    join: Option<&SelfJoin>,
+    chan: &Channel,
+    joined_user: bool,
+) -> crate::Result<common::Exec> {
+    join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();
     let mut keep = vec![chan.raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
@@ -114,16 +126,18 @@ fn setup(cfg: &ExecConfig, chan: &Channel, joined_user: bool) -> crate::Result<c
 pub fn spawn_exec(cfg: &ExecConfig) -> crate::Result<ChildGuard> {
     let joins = namespaces_of(cfg.init);
     let (rt, child) = channel::pair()?;
+    let join = cfg.cgroup.self_join()?;
     let stage_pid = match clone::clone_process(nix::sched::CloneFlags::empty(), false)
         .map_err(ProcessError::Clone)?
     {
         Forked::Child => {
             drop(rt);
-            stage(cfg, &joins, &child)
+            stage(cfg, &joins, join.as_ref(), &child)
         }
         Forked::Parent(pid) => pid,
     };
     drop(child);
+    drop(join);
     let stage_guard = ChildGuard::new(stage_pid);
     let received = rt.recv_init_pid();
     let _ = stage_guard.wait();

@@ -4,6 +4,7 @@
 
 use super::channel::Channel;
 use super::{clone, common, InitConfig, ProcessError};
+use crate::cgroups::SelfJoin;
 use crate::rootfs::{self, RootfsContext};
 use crate::{hooks, namespaces, security};
 use nix::fcntl::{openat, OFlag};
@@ -20,8 +21,8 @@ struct Ready {
 }
 
 /// Init's entry point; never returns.
-pub(super) fn run(cfg: &InitConfig, chan: &Channel) -> ! {
-    match setup(cfg, chan) {
+pub(super) fn run(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> ! {
+    match setup(cfg, join, chan) {
         Ok(ready) => {
             // The runtime has gone by now; a failure from here on goes to the container's
             // stderr, which is where `capsa start`'s caller reads it (as with runc).
@@ -37,7 +38,9 @@ pub(super) fn run(cfg: &InitConfig, chan: &Channel) -> ! {
     }
 }
 
-fn setup(cfg: &InitConfig, chan: &Channel) -> crate::Result<Ready> {
+fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Result<Ready> {
+    // Into the container's cgroup before anything is charged; the handles close below.
+    join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();
     let mut keep = vec![chan.raw_fd(), cfg.fifo.as_raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));

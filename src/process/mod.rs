@@ -144,13 +144,15 @@ pub trait SpawnHooks {
     fn create_runtime(&mut self, state: &str) -> crate::Result<()>;
 }
 
-/// Clones with `flags`, the child born in `cgroup` when the host is v2 (falling back to a
-/// plain clone, and a write to cgroup.procs afterwards, on kernels without
-/// CLONE_INTO_CGROUP). Returns whether the child was placed.
+/// Clones with `flags` into `cgroup`. On v2 the child is born there (CLONE_INTO_CGROUP); on v1
+/// it moves itself in with `join` ([`cgroups::SelfJoin`]) before anything else, which is the
+/// caller's child side to do. Returns whether the runtime is spared writing the child's pid to
+/// cgroup.procs afterwards (it is not on a v2 kernel without CLONE_INTO_CGROUP).
 pub(crate) fn clone_in_cgroup(
     flags: nix::sched::CloneFlags,
     parent: bool,
     cgroup: &cgroups::Manager,
+    join: Option<&cgroups::SelfJoin>,
 ) -> crate::Result<(Forked, bool)> {
     if let cgroups::Manager::V2(m) = cgroup {
         if let Ok(dir) = std::fs::File::open(m.dir()) {
@@ -160,16 +162,20 @@ pub(crate) fn clone_in_cgroup(
         }
     }
     let forked = clone::clone_process(flags, parent).map_err(ProcessError::Clone)?;
-    Ok((forked, false))
+    Ok((forked, join.is_some()))
 }
 
-fn clone_init(cfg: &InitConfig, parent: bool) -> crate::Result<(Forked, bool)> {
-    clone_in_cgroup(cfg.plan.clone_flags, parent, cfg.cgroup)
+fn clone_init(
+    cfg: &InitConfig,
+    join: Option<&cgroups::SelfJoin>,
+    parent: bool,
+) -> crate::Result<(Forked, bool)> {
+    clone_in_cgroup(cfg.plan.clone_flags, parent, cfg.cgroup, join)
 }
 
 /// The stage: joins existing namespaces (user first), prepares a time namespace, then clones
 /// init as a sibling (CLONE_PARENT) so init is the runtime's own child, and exits.
-fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
+fn stage(cfg: &InitConfig, join: Option<&cgroups::SelfJoin>, chan: &Channel) -> ! {
     // Non-dumpable before joining anything (CVE-2019-5736); init inherits it.
     crate::security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
@@ -182,9 +188,9 @@ fn stage(cfg: &InitConfig, chan: &Channel) -> ! {
                 .and_then(|l| l.time_offsets().as_ref());
             namespaces::prepare_time_namespace(offsets)?;
         }
-        clone_init(cfg, true)
+        clone_init(cfg, join, true)
     })();
-    finish_stage(result, chan, || init::run(cfg, chan))
+    finish_stage(result, chan, || init::run(cfg, join, chan))
 }
 
 /// The end of a stage process: the cloned child goes on with `child`; the stage reports the
@@ -215,13 +221,14 @@ pub(crate) fn finish_stage(
 /// The returned guard owns init: dropping it kills it.
 pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<ChildGuard> {
     let (rt, child) = channel::pair()?;
+    let join = cfg.cgroup.self_join()?;
     let (init, placed) = if cfg.plan.needs_stage() {
         match clone::clone_process(nix::sched::CloneFlags::empty(), false)
             .map_err(ProcessError::Clone)?
         {
             Forked::Child => {
                 drop(rt);
-                stage(cfg, &child)
+                stage(cfg, join.as_ref(), &child)
             }
             Forked::Parent(stage_pid) => {
                 let stage_guard = ChildGuard::new(stage_pid);
@@ -232,15 +239,16 @@ pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<Chil
             }
         }
     } else {
-        match clone_init(cfg, false)? {
+        match clone_init(cfg, join.as_ref(), false)? {
             (Forked::Child, _) => {
                 drop(rt);
-                init::run(cfg, &child)
+                init::run(cfg, join.as_ref(), &child)
             }
             (Forked::Parent(pid), in_cgroup) => (ChildGuard::new(pid), in_cgroup),
         }
     };
     drop(child);
+    drop(join);
     match drive(cfg, &rt, &init, placed, hooks) {
         Ok(()) => Ok(init),
         Err(crate::Error::Process(ProcessError::PeerExited { expected })) => {
