@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static
 fi
+# .cargo/config.toml builds for an explicit target (static), hence the triple in the path.
 cargo build --release
-capsa=$PWD/target/release/capsa
+capsa=$PWD/target/$(rustc -vV | sed -n "s/^host: //p")/release/capsa
 bundle=${CAPSA_DEMO_BUNDLE:-/tmp/capsa-demo}
 rm -rf "$bundle" && mkdir -p "$bundle"
 bash rootfs-fixtures/busybox-rootfs.sh "$bundle/rootfs"

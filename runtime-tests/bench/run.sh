@@ -11,5 +11,6 @@ done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# .cargo/config.toml builds for an explicit target (static), hence the triple in the path.
 cargo build --release
-exec python3 "$here/bench.py" --capsa target/release/capsa "$@"
+exec python3 "$here/bench.py" --capsa target/$(rustc -vV | sed -n "s/^host: //p")/release/capsa "$@"
