@@ -19,16 +19,26 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// The owner of a state directory by name, from /etc/passwd as runc's Go runtime reads it:
+/// capsa is linked statically, and glibc's NSS would want to load shared modules.
 fn owner_name(dir: &std::path::Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let Ok(uid) = std::fs::metadata(dir).map(|m| m.uid()) else {
         return String::new();
     };
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    std::fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|passwd| user_name(&passwd, uid))
         .unwrap_or_else(|| format!("#{uid}"))
+}
+
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
@@ -81,4 +91,17 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_name;
+
+    #[test]
+    fn names_come_from_passwd_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment\nbroken\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(user_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_name(passwd, 7), None);
+    }
 }
