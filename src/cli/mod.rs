@@ -126,9 +126,40 @@ fn dispatch(cli: &Cli, command: &Command) -> anyhow::Result<i32> {
     }
 }
 
+/// The subcommand named on a raw command line: the first argument that is neither a global
+/// option nor the value of one.
+fn raw_subcommand(args: &[std::ffi::OsString]) -> Option<&std::ffi::OsStr> {
+    const WITH_VALUE: &[&str] = &["--root", "--log", "--log-format"];
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        match arg.to_str() {
+            Some(a) if WITH_VALUE.contains(&a) => {
+                rest.next();
+            }
+            Some(a) if a.starts_with('-') => {}
+            _ => return Some(arg),
+        }
+    }
+    None
+}
+
 /// Parses, runs, reports; returns the process exit status.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    // create, run and exec start processes inside containers: they run from a sealed copy
+    // of this binary (CVE-2019-5736). Decided on the raw arguments, before clap builds its
+    // parser (the copy parses them anyway) and before the log is opened (nothing may be lost
+    // to the exec); a failure is reported below, once the command line is known to be one
+    // of those three.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let starts_processes = raw_subcommand(&args)
+        .and_then(|s| s.to_str())
+        .is_some_and(|s| matches!(s, "create" | "run" | "exec"));
+    let sealing = (starts_processes && !capsa::security::sealed::is_sealed()).then(|| {
+        match capsa::security::sealed::reexec_sealed() {
+            Err(e) => e,
+        }
+    });
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -144,14 +175,12 @@ pub fn main() -> i32 {
         print_version();
         return 0;
     };
-    // create, run and exec start processes inside containers: they run from a sealed copy
-    // of this binary (CVE-2019-5736). Before the log is opened: nothing may be lost to exec.
-    if matches!(
-        command,
-        Command::Create(_) | Command::Run(_) | Command::Exec(_)
-    ) && !capsa::security::sealed::is_sealed()
-    {
-        let Err(e) = capsa::security::sealed::reexec_sealed();
+    if let Some(e) = sealing.filter(|_| {
+        matches!(
+            command,
+            Command::Create(_) | Command::Run(_) | Command::Exec(_)
+        )
+    }) {
         let message = format!("{:#}", anyhow::Error::from(e));
         match log::init(cli.log.as_deref(), cli.log_format, cli.debug) {
             Ok(l) => l.fatal(&message),
@@ -181,5 +210,26 @@ pub fn main() -> i32 {
                 1
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_subcommand;
+
+    fn sub(line: &str) -> Option<String> {
+        let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+        raw_subcommand(&args).map(|s| s.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn the_subcommand_is_found_past_global_options_and_their_values() {
+        assert_eq!(sub("capsa run x").as_deref(), Some("run"));
+        assert_eq!(
+            sub("capsa --root run --log /l --log-format json --debug exec c sh").as_deref(),
+            Some("exec")
+        );
+        assert_eq!(sub("capsa --root=/r state run").as_deref(), Some("state"));
+        assert_eq!(sub("capsa --debug"), None);
     }
 }
