@@ -5,7 +5,7 @@
 # binary: the kernel maps a whole window around each page a process touches (fault-around),
 # and with the hot code scattered over 4 MB of text that alone was 2.5 MiB of peak RSS.
 #
-# Sampled with perf (cpu-clock, 25 kHz) over 150 rounds of those commands; the binary is
+# Sampled with perf (cpu-clock, 50 kHz) over 150 rounds of those commands; the binary is
 # static and not position-independent, so a sampled address is a symbol's address. Symbols
 # no longer in the binary are ignored by the linker, so a stale list costs only memory.
 # Usage: hot-symbols.sh   (root, Debian: installs linux-perf and busybox-static if missing)
@@ -55,7 +55,7 @@ for i in \$(seq 1 150); do
 done
 c delete --force hot-ex
 EOF
-perf record -q -F 25000 -o "$work/perf.data" -- bash "$work/workload.sh"
+perf record -q -F 50000 -o "$work/perf.data" -- bash "$work/workload.sh"
 perf script -i "$work/perf.data" -F comm,ip 2>/dev/null | awk '$1 == "capsa" { print $2 }' >"$work/ips"
 nm -n --defined-only "$capsa" >"$work/symbols"
 python3 - "$work/ips" "$work/symbols" >"$here/hot-symbols.txt" <<'PY'
