@@ -3,8 +3,14 @@
 #   bash rootfs-fixtures/demo.sh [COMMAND...]     default: sh -c 'echo hello from $(hostname); id; ls /'
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static
+# busybox-static: the container's root filesystem; libseccomp-dev and libc6-dev: the static
+# archives capsa links.
+need=()
+for p in busybox-static libseccomp-dev libc6-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 # .cargo/config.toml builds for an explicit target (static), hence the triple in the path.
 cargo build --release
