@@ -155,11 +155,7 @@ fn init_and_exec_processes_are_in_the_cgroup_of_every_hierarchy() {
         "sleep",
         "100",
     ]);
-    let exec_pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let exec_pid = read_pid_file(&pid_file);
     w.pids.push(exec_pid);
     std::fs::remove_file(&pid_file).unwrap();
     let want = format!("/capsa/{id}");
@@ -170,15 +166,7 @@ fn init_and_exec_processes_are_in_the_cgroup_of_every_hierarchy() {
             assert_eq!(path, want, "pid {p} in {controllers}");
         }
     }
-    // We are the exec'd process's subreaper: reap it, or the container's pid 1 cannot finish
-    // exiting.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(exec_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_exit(exec_pid);
-    reap(exec_pid);
+    kill_and_reap(exec_pid);
     w.ok(&["delete", "--force", &id]);
     wait_exit(pid);
 }

@@ -151,10 +151,7 @@ fn detached_exec_writes_a_pid_file_relative_to_the_caller() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exec_pid: i32 = std::fs::read_to_string(b.dir.join("exec.pid"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let exec_pid = read_pid_file(&b.dir.join("exec.pid"));
     w.pids.push(exec_pid);
     let procs = read_cgroup("pids", &id, "cgroup.procs");
     assert!(procs.lines().any(|l| l == exec_pid.to_string()), "{procs}");
@@ -162,15 +159,7 @@ fn detached_exec_writes_a_pid_file_relative_to_the_caller() {
     assert!(std::fs::read_link(format!("/proc/{exec_pid}/exe"))
         .unwrap()
         .ends_with("busybox"));
-    // We are its subreaper (as containerd's shim is): reap it, or the container's pid-1
-    // cannot finish exiting.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(exec_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_exit(exec_pid);
-    reap(exec_pid);
+    kill_and_reap(exec_pid);
     finish(&w, &id, pid);
 }
 

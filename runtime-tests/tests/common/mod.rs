@@ -222,11 +222,7 @@ impl World {
             pidfile.to_str().unwrap(),
             id,
         ]);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = read_pid_file(&pidfile);
         self.pids.push(pid);
         pid
     }
@@ -260,6 +256,28 @@ pub fn wait_exit(pid: i32) {
         nix::poll::PollFlags::POLLIN,
     )];
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+}
+
+/// The pid a `--pid-file` holds.
+pub fn read_pid_file(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Kills a process re-parented to us (an `exec --detach`ed one) and reaps it: as its
+/// subreaper (as containerd's shim is), we must, or the container's pid 1 cannot finish
+/// exiting.
+pub fn kill_and_reap(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_exit(pid);
+    reap(pid);
 }
 
 /// Reaps a process that was re-parented to us (we are a subreaper) if it has exited; a live
