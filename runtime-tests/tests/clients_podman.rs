@@ -64,13 +64,7 @@ capsa = ["{BIN}"]
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(self.output(args), format_args!("podman {args:?}"))
     }
 
     /// `podman run --rm IMAGE sh -c SCRIPT` with extra flags: (code, stdout, stderr).

@@ -96,13 +96,7 @@ impl Rootless {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.capsa(args);
-        assert!(
-            o.status.success(),
-            "capsa {args:?} as {USER}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        succeeded(self.capsa(args), format_args!("capsa {args:?} as {USER}"))
     }
 
     fn config(&self, f: impl FnOnce(&mut Value)) {

@@ -158,14 +158,7 @@ impl World {
 
     /// Runs capsa and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.capsa(args);
-        assert!(
-            out.status.success(),
-            "capsa {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(self.capsa(args), format_args!("capsa {args:?}"))
     }
 
     /// Runs capsa and requires failure; returns stderr.
@@ -256,6 +249,17 @@ pub fn wait_exit(pid: i32) {
         nix::poll::PollFlags::POLLIN,
     )];
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+}
+
+/// Requires that a command (described by `what`) succeeded; returns its stdout.
+pub fn succeeded(out: Output, what: std::fmt::Arguments) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The pid a `--pid-file` holds.
