@@ -40,10 +40,7 @@ pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
     let pid = match forked {
         Forked::Child => {
             drop(ours);
-            let err = match join.as_ref().map(SelfJoin::enter).transpose() {
-                Ok(_) => setup_and_exec(cfg, &pause),
-                Err(e) => e.into(),
-            };
+            let err = setup_and_exec(cfg, join.as_ref(), &pause);
             theirs.error(&err);
             exit_child(1)
         }
@@ -67,8 +64,10 @@ pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
 }
 
 /// Runs in the child; returns only with the reason it could not exec.
-fn setup_and_exec(cfg: &InfraConfig, pause: &CString) -> crate::Error {
+fn setup_and_exec(cfg: &InfraConfig, join: Option<&SelfJoin>, pause: &CString) -> crate::Error {
     let result = (|| -> crate::Result<()> {
+        // Into the pod's infra cgroup before anything else, as init does.
+        join.map(SelfJoin::enter).transpose()?;
         let _ = nix::unistd::setsid();
         if let Some(h) = cfg.hostname {
             crate::namespaces::set_uts(Some(h), None)?;
