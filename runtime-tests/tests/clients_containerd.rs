@@ -262,16 +262,8 @@ fn ctr_runs_capsa_through_the_containerd_shim() {
             dir.join("c.sock").display(),
             ns
         );
-        let out = Command::new("script")
-            .args(["-qec", &ctr_t, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let out = in_terminal(&ctr_t);
+        assert!(out.contains("/dev/pts/"), "{out:?}");
 
         // pause / resume.
         c.ok(&["task", "pause", "bg"]);

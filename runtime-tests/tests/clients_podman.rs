@@ -88,7 +88,7 @@ capsa = ["{BIN}"]
 
     /// Runs a podman command line (after the global flags of [`Podman::cmd`]) under
     /// script(1), which gives it a terminal.
-    fn in_terminal(&self, args: &str) -> String {
+    fn terminal(&self, args: &str) -> String {
         let cmd = self.cmd();
         let env: Vec<String> = cmd
             .get_envs()
@@ -96,12 +96,7 @@ capsa = ["{BIN}"]
             .collect();
         let globals: Vec<&str> = cmd.get_args().filter_map(|a| a.to_str()).collect();
         let line = format!("{} podman {} {args}", env.join(" "), globals.join(" "));
-        let out = Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        in_terminal(&line)
     }
 }
 
@@ -186,7 +181,7 @@ fn podman_runs_capsa_through_conmon() {
             "id -u; id -g; echo $FOO; pwd",
         ]);
         assert_eq!(out, "1000\n1000\nbar\n/tmp\n");
-        let out = p.in_terminal("exec -it d1 tty");
+        let out = p.terminal("exec -it d1 tty");
         assert!(out.contains("/dev/pts/"), "{out:?}");
 
         // pause / unpause.
@@ -233,7 +228,7 @@ fn podman_runs_capsa_through_conmon() {
         assert_eq!(out.status.code(), Some(6));
 
         // run -it through a terminal.
-        let out = p.in_terminal(&format!("run --rm -it {IMAGE} sh -c 'tty; echo done'"));
+        let out = p.terminal(&format!("run --rm -it {IMAGE} sh -c 'tty; echo done'"));
         assert!(
             out.contains("/dev/pts/0") && out.contains("done"),
             "{out:?}"
