@@ -128,19 +128,6 @@ pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, Cgr
     Ok(out)
 }
 
-/// Removes `parent` (one of capsa's own default parents, never a client's) when no cgroup
-/// is left in it; still in use (ENOTEMPTY, EBUSY) or already gone is fine.
-pub fn remove_parent_if_empty(parent: &Path) {
-    let dirs: Vec<PathBuf> = match Manager::new(parent) {
-        Ok(Manager::V1(m)) => m.hierarchy_dirs(),
-        Ok(Manager::V2(m)) => vec![m.dir().to_path_buf()],
-        _ => Vec::new(),
-    };
-    for d in dirs {
-        let _ = std::fs::remove_dir(d);
-    }
-}
-
 /// Whether the host is unified (cgroup2 mounted at /sys/fs/cgroup).
 pub fn is_unified() -> bool {
     nix::sys::statfs::statfs(CGROUP_ROOT)
@@ -194,7 +181,7 @@ impl Manager {
     }
 
     /// Creates the cgroup (every hierarchy on v1). capsa's own parents (`/capsa`) go with
-    /// their last child ([`remove_parent_if_empty`]): a parent removed by a concurrent
+    /// their last child ([`Manager::remove_if_unused`]): a parent removed by a concurrent
     /// delete between our mkdirs shows up as ENOENT, and the walk starts again.
     pub fn create(&self) -> Result<(), CgroupError> {
         let mut attempt = 0;
@@ -345,6 +332,29 @@ impl Manager {
             Manager::V1(m) => m.remove(),
             Manager::V2(m) => m.remove(),
             Manager::None(_) => Ok(()),
+        }
+    }
+
+    /// Removes this cgroup (one of capsa's own default parents, never a client's) when no
+    /// cgroup is left in it; still in use (ENOTEMPTY, EBUSY) or already gone is fine.
+    pub fn remove_if_unused(&self) {
+        let dirs: Vec<PathBuf> = match self {
+            Manager::V1(m) => m.hierarchy_dirs(),
+            Manager::V2(m) => vec![m.dir().to_path_buf()],
+            Manager::None(_) => Vec::new(),
+        };
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+
+    /// The manager of cgroup `path` on the same hierarchies, without reading the mount
+    /// table again.
+    pub fn at(&self, path: &Path) -> Manager {
+        match self {
+            Manager::V1(m) => Manager::V1(m.at(path)),
+            Manager::V2(_) => Manager::V2(v2::Manager::new(path)),
+            Manager::None(_) => Manager::None(path.to_path_buf()),
         }
     }
 

@@ -80,6 +80,14 @@ impl Manager {
         &self.path
     }
 
+    /// The manager of cgroup `path` on the same hierarchies.
+    pub fn at(&self, path: &Path) -> Self {
+        Manager {
+            path: path.to_path_buf(),
+            hierarchies: self.hierarchies.clone(),
+        }
+    }
+
     fn dir(&self, h: &Hierarchy) -> PathBuf {
         h.mountpoint
             .join(self.path.strip_prefix("/").unwrap_or(&self.path))

@@ -23,18 +23,18 @@ impl Container {
     }
 
     fn spawn_exec(&self, process: &Process, opts: &ExecOptions) -> crate::Result<ChildGuard> {
-        match self.status() {
-            Status::Stopped => return Err(ContainerError::ExecStopped.into()),
-            Status::Paused => return Err(ContainerError::ExecPaused.into()),
-            _ => {}
-        }
+        // Each fact is read once: /proc/<init>/stat, the cgroup's mounts, the freezer.
         let init = self.live_pid().ok_or(ContainerError::ExecStopped)?;
+        let cgroup = self.cgroup()?;
+        let status = self.status_given(true, || cgroup.is_frozen());
+        if status == Status::Paused {
+            return Err(ContainerError::ExecPaused.into());
+        }
         super::create::check_lsm(Some(process))?;
         let socket = super::create::console_for(
             process.terminal().unwrap_or(false),
             opts.console_socket.as_deref(),
         )?;
-        let cgroup = self.cgroup()?;
         super::create::cloexec_inherited(opts.preserve_fds);
         process::spawn_exec(&ExecConfig {
             init,
@@ -43,7 +43,7 @@ impl Container {
             console_socket: socket.as_ref().map(|s| s.as_fd()),
             preserve_fds: opts.preserve_fds as i32,
             seccomp: self.state.seccomp.as_ref(),
-            state_json: serde_json::to_string(&self.oci_state()).unwrap_or_default(),
+            state_json: serde_json::to_string(&self.oci_state_given(status)).unwrap_or_default(),
         })
     }
 

@@ -210,14 +210,24 @@ impl Container {
     /// The status, derived from the facts now.
     pub fn status(&self) -> Status {
         let alive = self.live_pid().is_some();
+        self.status_given(alive, || {
+            self.cgroup().map(|c| c.is_frozen()).unwrap_or(false)
+        })
+    }
+
+    /// The status once it is known whether init lives; `frozen` is asked only when it
+    /// decides (a caller that holds the cgroup already answers from it).
+    pub(crate) fn status_given(&self, alive: bool, frozen: impl FnOnce() -> bool) -> Status {
         let fifo = alive && self.dir.join(state::EXEC_FIFO).exists();
-        let frozen = alive && !fifo && self.cgroup().map(|c| c.is_frozen()).unwrap_or(false);
-        derive_status(alive, fifo, frozen)
+        derive_status(alive, fifo, alive && !fifo && frozen())
     }
 
     /// The state as `capsa state` shows it (pid 0 once stopped, as runc).
     pub fn oci_state(&self) -> OciState {
-        let status = self.status();
+        self.oci_state_given(self.status())
+    }
+
+    pub(crate) fn oci_state_given(&self, status: Status) -> OciState {
         OciState {
             oci_version: self.state.oci_version.clone(),
             id: self.state.id.clone(),

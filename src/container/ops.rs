@@ -150,9 +150,8 @@ impl Container {
         Ok(())
     }
 
-    /// SIGKILL to everything in the cgroup, then wait for each to exit.
-    fn kill_all_and_wait(&self) -> crate::Result<()> {
-        let cg = self.cgroup()?;
+    /// SIGKILL to everything in cgroup `cg` (the container's), then wait for each to exit.
+    fn kill_all_and_wait(&self, cg: &crate::cgroups::Manager) -> crate::Result<()> {
         let frozen = cg.is_frozen();
         // Repeat: a process may fork while we are killing its siblings.
         for _ in 0..16 {
@@ -177,7 +176,10 @@ impl Container {
     /// `force`. Removes every process, the cgroup and the state, then runs poststop hooks.
     pub fn delete(&self, force: bool) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
-        let status = c.status();
+        // Each fact is read once: /proc/<init>/stat, the cgroup's mounts.
+        let init = c.live_pid();
+        let cg = c.cgroup()?;
+        let status = c.status_given(init.is_some(), || cg.is_frozen());
         if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(ContainerError::NotStopped {
                 id: c.state.id.clone(),
@@ -185,18 +187,18 @@ impl Container {
             }
             .into());
         }
-        if let Some(pid) = c.live_pid() {
+        if let Some(pid) = init {
             send(pid, Signal::SIGKILL)?;
             if status == Status::Paused {
-                c.cgroup()?.thaw()?;
+                cg.thaw()?;
             }
             process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
         }
-        c.kill_all_and_wait()?;
-        c.cgroup()?.remove()?;
+        c.kill_all_and_wait(&cg)?;
+        cg.remove()?;
         let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
         if c.state.cgroup_path.parent() == Some(default_parent) {
-            crate::cgroups::remove_parent_if_empty(default_parent);
+            cg.at(default_parent).remove_if_unused();
         }
         let poststop = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref());
         if let Err(e) = hooks::run_all("poststop", poststop, &c.hook_state(Status::Stopped)) {

@@ -362,9 +362,11 @@ impl Runtime {
             stop_infra(id, pid)?;
         }
         pod.infra_cgroup()?.remove()?;
-        Manager::new(&pod.state.cgroup_path)?.remove()?;
-        if pod.state.cgroup_path.parent() == Some(Path::new(DEFAULT_CGROUP_PARENT)) {
-            cgroups::remove_parent_if_empty(Path::new(DEFAULT_CGROUP_PARENT));
+        let cgroup = Manager::new(&pod.state.cgroup_path)?;
+        cgroup.remove()?;
+        let default_parent = Path::new(DEFAULT_CGROUP_PARENT);
+        if pod.state.cgroup_path.parent() == Some(default_parent) {
+            cgroup.at(default_parent).remove_if_unused();
         }
         std::fs::remove_dir_all(&pod.dir).map_err(|source| PodError::State {
             path: pod.dir.clone(),
