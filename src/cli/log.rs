@@ -5,7 +5,6 @@
 use super::LogFormat;
 use anyhow::Context;
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 pub struct Logger {
@@ -96,12 +95,10 @@ impl ::log::Log for Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
-pub fn init(
-    path: Option<&Path>,
-    format: LogFormat,
-    debug: bool,
-) -> anyhow::Result<&'static Logger> {
-    let file = match path {
+/// The logger the global options ask for (--log, --log-format, --debug).
+pub fn init(options: &super::Options) -> anyhow::Result<&'static Logger> {
+    let (format, debug) = (options.log_format, options.debug);
+    let file = match options.log.as_deref() {
         Some(p) => Some(Mutex::new(
             std::fs::OpenOptions::new()
                 .create(true)
