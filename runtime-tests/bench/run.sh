@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 need=()
-for p in crun runc busybox-static time libseccomp-dev libc6-dev; do
+for p in crun runc busybox-static time libseccomp-dev libc6-dev gcc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
