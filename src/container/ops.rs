@@ -150,28 +150,6 @@ impl Container {
         Ok(())
     }
 
-    /// SIGKILL to everything in cgroup `cg` (the container's), then wait for each to exit.
-    fn kill_all_and_wait(&self, cg: &crate::cgroups::Manager) -> crate::Result<()> {
-        let frozen = cg.is_frozen();
-        // Repeat: a process may fork while we are killing its siblings.
-        for _ in 0..16 {
-            let pids = cg.procs()?;
-            if pids.is_empty() {
-                break;
-            }
-            for pid in &pids {
-                send(*pid, Signal::SIGKILL)?;
-            }
-            if frozen {
-                cg.thaw()?;
-            }
-            for pid in pids {
-                process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
-            }
-        }
-        Ok(())
-    }
-
     /// `delete`: a created or stopped container always; a running or paused one only with
     /// `force`. Removes every process, the cgroup and the state, then runs poststop hooks.
     pub fn delete(&self, force: bool) -> crate::Result<()> {
@@ -194,7 +172,7 @@ impl Container {
             }
             process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
         }
-        c.kill_all_and_wait(&cg)?;
+        kill_all_and_wait(&cg)?;
         cg.remove()?;
         let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
         if c.state.cgroup_path.parent() == Some(default_parent) {
@@ -252,4 +230,26 @@ impl Container {
         }
         Ok(self.cgroup()?.procs()?)
     }
+}
+
+/// SIGKILL to everything in a container's cgroup `cg`, then wait for each to exit.
+fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
+    let frozen = cg.is_frozen();
+    // Repeat: a process may fork while we are killing its siblings.
+    for _ in 0..16 {
+        let pids = cg.procs()?;
+        if pids.is_empty() {
+            break;
+        }
+        for pid in &pids {
+            send(*pid, Signal::SIGKILL)?;
+        }
+        if frozen {
+            cg.thaw()?;
+        }
+        for pid in pids {
+            process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+        }
+    }
+    Ok(())
 }
