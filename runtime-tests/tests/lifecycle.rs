@@ -131,9 +131,16 @@ fn kill_accepts_names_and_numbers() {
     let b = w.bundle(&[
         "sh",
         "-c",
-        "trap 'exit 3' USR1; trap 'exit 4' TERM; while true; do sleep 0.1; done",
+        "trap 'exit 3' USR1; trap 'exit 4' TERM; trap 'exit 5' 37; while true; do sleep 0.1; done",
     ]);
-    for (sig, code) in [("USR1", 3), ("SIGTERM", 4), ("10", 3)] {
+    // 37 is SIGRTMIN+3 (glibc's SIGRTMIN is 34), what podman sends to stop systemd.
+    for (sig, code) in [
+        ("USR1", 3),
+        ("SIGTERM", 4),
+        ("10", 3),
+        ("37", 5),
+        ("RTMIN+3", 5),
+    ] {
         let id = w.id("kill");
         let pid = w.create(&id, &b);
         w.ok(&["start", &id]);
@@ -152,8 +159,17 @@ fn kill_accepts_names_and_numbers() {
     let id = w.id("kill");
     let pid = w.create(&id, &b);
     assert!(w.fails(&["kill", &id, "NOPE"]).contains("unknown signal"));
+    assert!(w.fails(&["kill", &id, "65"]).contains("unknown signal"));
+    // Signal 0 sends nothing: it succeeds while the container runs (as with runc and crun)
+    // and fails once it has stopped.
+    w.ok(&["start", &id]);
+    w.ok(&["kill", &id, "0"]);
+    assert_eq!(w.status(&id), "running");
     w.ok(&["kill", &id, "9"]);
     wait_exit(pid);
+    assert!(w
+        .fails(&["kill", &id, "0"])
+        .contains("container not running"));
     w.ok(&["delete", &id]);
 }
 

@@ -8,7 +8,7 @@ pub struct Args {
     pub all: bool,
     /// The container's id
     pub id: String,
-    /// The signal: KILL, SIGKILL or 9
+    /// The signal: KILL, SIGKILL, 9, RTMIN+3 (realtime), or 0 to only check that it runs
     #[arg(default_value = "SIGTERM")]
     pub signal: String,
 }

@@ -19,7 +19,7 @@ pub use events::Event;
 pub use exec::ExecOptions;
 pub use id::validate as validate_id;
 pub(crate) use lock::DirLock;
-pub use ops::parse_signal;
+pub use ops::{parse_signal, KillSignal};
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
 pub(crate) use state::{live_start_time, write_atomic};
 

@@ -6,32 +6,82 @@ use super::{Container, ContainerError};
 use crate::hooks;
 use crate::process::{self, clone::pidfd_open};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 
-/// "KILL", "SIGKILL", "kill" or "9".
-pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
-    let unknown = || ContainerError::UnknownSignal(s.to_string());
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| unknown());
+/// A signal `kill` sends: any number from 0 to SIGRTMAX. 0 sends nothing and only checks
+/// that the container runs (kill(2)); the realtime ones are why this is not nix's `Signal`,
+/// which has none of them: systemd in a container stops on SIGRTMIN+3, which podman sends
+/// as 37.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillSignal(i32);
+
+impl KillSignal {
+    pub const KILL: KillSignal = KillSignal(libc::SIGKILL);
+
+    /// The signal numbered `n`, if there is one (0 included).
+    pub fn from_number(n: i32) -> Option<Self> {
+        (0..=libc::SIGRTMAX()).contains(&n).then_some(KillSignal(n))
     }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse().map_err(|_| unknown())
+
+    pub fn number(self) -> i32 {
+        self.0
+    }
 }
 
-fn send(pid: Pid, signal: Signal) -> Result<(), ContainerError> {
-    match kill(pid, signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(ContainerError::Signal {
-            signal: signal as i32,
+impl From<Signal> for KillSignal {
+    fn from(s: Signal) -> Self {
+        KillSignal(s as i32)
+    }
+}
+
+/// "KILL", "SIGKILL", "kill", "9", and the realtime ones as crun names them: "RTMIN",
+/// "RTMIN+3", "SIGRTMAX-1" (glibc's SIGRTMIN, 34, as in every C program) or "37".
+pub fn parse_signal(s: &str) -> Result<KillSignal, ContainerError> {
+    let unknown = || ContainerError::UnknownSignal(s.to_string());
+    if let Ok(n) = s.parse::<i32>() {
+        return KillSignal::from_number(n).ok_or_else(unknown);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let number = if let Some(rest) = name.strip_prefix("RTMIN") {
+        realtime(libc::SIGRTMIN(), rest, '+')
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        realtime(libc::SIGRTMAX(), rest, '-')
+    } else {
+        format!("SIG{name}")
+            .parse::<Signal>()
+            .ok()
+            .map(|sig| sig as i32)
+    };
+    number.and_then(KillSignal::from_number).ok_or_else(unknown)
+}
+
+/// SIGRTMIN+k or SIGRTMAX-k from what follows the name ("" for k = 0, else `sign` and k),
+/// if it stays within the realtime range.
+fn realtime(base: i32, rest: &str, sign: char) -> Option<i32> {
+    let k = match rest {
+        "" => 0,
+        _ => i32::from(rest.strip_prefix(sign)?.parse::<u8>().ok()?),
+    };
+    let n = if sign == '+' { base + k } else { base - k };
+    (libc::SIGRTMIN()..=libc::SIGRTMAX())
+        .contains(&n)
+        .then_some(n)
+}
+
+fn send(pid: Pid, signal: KillSignal) -> Result<(), ContainerError> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid.as_raw(), signal.0) } == 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ESRCH => Ok(()),
+        e => Err(ContainerError::Signal {
+            signal: signal.0,
             pid: pid.as_raw(),
             source: e.into(),
         }),
@@ -120,7 +170,7 @@ impl Container {
         let state = c.hook_state(Status::Running);
         let poststart = c.state.hooks.as_ref().and_then(|h| h.poststart().as_ref());
         if let Err(e) = hooks::run_all("poststart", poststart, &state) {
-            let _ = send(pid, Signal::SIGKILL);
+            let _ = send(pid, KillSignal::KILL);
             return Err(e.into());
         }
         Ok(())
@@ -128,7 +178,7 @@ impl Container {
 
     /// `kill`: one signal to init, or with `all` to every process in the container's cgroup.
     /// A frozen container is thawed after SIGKILL so the processes can act on it.
-    pub fn kill(&self, signal: Signal, all: bool) -> crate::Result<()> {
+    pub fn kill(&self, signal: KillSignal, all: bool) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
         let status = c.status();
         if status == Status::Stopped && !(all && c.state.shared_pid_ns) {
@@ -144,7 +194,7 @@ impl Container {
         } else {
             return Err(ContainerError::NotRunning.into());
         }
-        if signal == Signal::SIGKILL && status == Status::Paused {
+        if signal == KillSignal::KILL && status == Status::Paused {
             c.cgroup()?.thaw()?;
         }
         Ok(())
@@ -166,7 +216,7 @@ impl Container {
             .into());
         }
         if let Some(pid) = init {
-            send(pid, Signal::SIGKILL)?;
+            send(pid, KillSignal::KILL)?;
             if status == Status::Paused {
                 cg.thaw()?;
             }
@@ -242,7 +292,7 @@ fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
             break;
         }
         for pid in &pids {
-            send(*pid, Signal::SIGKILL)?;
+            send(*pid, KillSignal::KILL)?;
         }
         if frozen {
             cg.thaw()?;
@@ -252,4 +302,44 @@ fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_signal, KillSignal};
+
+    fn number(s: &str) -> Option<i32> {
+        parse_signal(s).ok().map(KillSignal::number)
+    }
+
+    #[test]
+    fn signals_by_name_and_number_as_runc_and_crun_take_them() {
+        for (s, n) in [
+            ("KILL", 9),
+            ("SIGKILL", 9),
+            ("kill", 9),
+            ("9", 9),
+            ("term", 15),
+        ] {
+            assert_eq!(number(s), Some(n), "{s}");
+        }
+        // 0 checks that the container runs; realtime signals by number and by name.
+        assert_eq!(number("0"), Some(0));
+        assert_eq!(number("37"), Some(37));
+        assert_eq!(number("64"), Some(64));
+        assert_eq!(number("RTMIN"), Some(34));
+        assert_eq!(number("SIGRTMIN+3"), Some(37));
+        assert_eq!(number("rtmax-1"), Some(63));
+        assert_eq!(number("RTMAX"), Some(64));
+    }
+
+    #[test]
+    fn what_no_signal_is_named_is_refused() {
+        for s in [
+            "", "NOPE", "SIG", "-1", "65", "RTMIN+31", "RTMAX-31", "RTMIN-1", "RTMIN+-1", "RTMIN3",
+            "RTMAX+1",
+        ] {
+            assert!(parse_signal(s).is_err(), "{s:?}");
+        }
+    }
 }
