@@ -33,3 +33,8 @@ pub use pod::{Pod, PodOptions};
 
 /// The OCI runtime-spec version capsa implements.
 pub const OCI_VERSION: &str = "1.2.0";
+
+/// The README's embedding example, compiled by `cargo test --doc` so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
