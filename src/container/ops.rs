@@ -180,16 +180,18 @@ impl Container {
     /// A frozen container is thawed after SIGKILL so the processes can act on it.
     pub fn kill(&self, signal: KillSignal, all: bool) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
-        let status = c.status();
-        if status == Status::Stopped && !(all && c.state.shared_pid_ns) {
-            return Err(ContainerError::NotRunning.into());
-        }
-        if all {
+        // /proc/<init>/stat is read once: init is alive exactly when the status is not
+        // stopped. A stopped container in a shared pid namespace may still have processes.
+        let init = c.live_pid();
+        let status = c.status_given(init.is_some(), || {
+            c.cgroup().map(|cg| cg.is_frozen()).unwrap_or(false)
+        });
+        if all && (init.is_some() || c.state.shared_pid_ns) {
             let cg = c.cgroup()?;
             for pid in cg.procs()? {
                 send(pid, signal)?;
             }
-        } else if let Some(pid) = c.live_pid() {
+        } else if let (false, Some(pid)) = (all, init) {
             send(pid, signal)?;
         } else {
             return Err(ContainerError::NotRunning.into());
