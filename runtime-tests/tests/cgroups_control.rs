@@ -12,6 +12,10 @@ fn running(w: &mut World, prefix: &str) -> (String, i32) {
     let id = w.id(prefix);
     let pid = w.create(&id, &b);
     w.ok(&["start", &id]);
+    // Started is not yet forked: the tests count sh and its two sleeps.
+    wait_until("sh and its two sleeps", || {
+        read_cgroup("pids", &id, "cgroup.procs").lines().count() == 3
+    });
     (id, pid)
 }
 

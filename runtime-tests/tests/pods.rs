@@ -7,7 +7,6 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn pod_info(w: &World, pod: &str) -> Value {
     let list: Value = serde_json::from_str(&w.ok(&["pod", "list", "--format", "json"])).unwrap();
@@ -88,16 +87,6 @@ fn rss_kib(pid: i32) -> u64 {
         .trim_end_matches(" kB")
         .parse()
         .unwrap()
-}
-
-/// Waits (bounded) for a condition the test cannot get an event for, such as a socket in
-/// LISTEN state in another network namespace.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -251,6 +251,19 @@ pub fn wait_exit(pid: i32) {
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
 }
 
+/// Waits (bounded) for a condition the test cannot get an event for, such as a socket in
+/// LISTEN state in another network namespace.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Requires that a command (described by `what`) succeeded; returns its stdout.
 pub fn succeeded(out: Output, what: std::fmt::Arguments) -> String {
     assert!(
