@@ -280,3 +280,79 @@ fn a_masked_path_that_is_a_symlink_to_a_host_path_masks_nothing_on_the_host() {
     assert!(!mounts.contains(secret.to_str().unwrap()));
     assert!(Path::new(&secret).join("file").exists());
 }
+
+/// The infra process of a pod runs for the pod's whole life as pid 1 of a pid namespace its
+/// containers may share: the CVE-2019-5736 class for capsa-pause. It must not be possible to
+/// open its /proc/1/exe from a container, and a handle to it, however obtained, must never
+/// write the host's file that the next `pod create` runs as root.
+#[test]
+fn the_pods_infra_binary_cannot_be_overwritten_from_the_pod() {
+    let mut w = World::new();
+    // The test's own copy of capsa-pause, so that its bytes are this test's to check.
+    let pause = host_dir(&mut w, "pause").join("capsa-pause");
+    std::fs::copy(env!("CARGO_BIN_EXE_capsa-pause"), &pause).unwrap();
+    let before = std::fs::read(&pause).unwrap();
+    let pod = unique("pod");
+    w.pods.push(pod.clone());
+    w.ok(&[
+        "pod",
+        "create",
+        "--share",
+        "net,ipc,uts,pid",
+        "--pause-binary",
+        pause.to_str().unwrap(),
+        &pod,
+    ]);
+    let list: serde_json::Value =
+        serde_json::from_str(&w.ok(&["pod", "list", "--format", "json"])).unwrap();
+    let infra = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == pod.as_str())
+        .and_then(|p| p["pid"].as_i64())
+        .expect("the pod is listed with its infra pid") as i32;
+    w.pids.push(infra);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{infra}/comm")).unwrap(),
+        "capsa-pause\n"
+    );
+    assert_ne!(
+        exe_of(infra as u32),
+        pause,
+        "the infra runs the host's file"
+    );
+
+    // Root in a container of the pod, sharing its pid namespace, with the default
+    // capabilities: /proc/1 is the infra, and its exe can be neither read nor written.
+    let b = w.bundle(&[
+        "sh",
+        "-c",
+        "cat /proc/1/comm; \
+         cat /proc/1/exe > /dev/null 2>&1 && echo opened || echo denied; \
+         (exec 3>> /proc/1/exe) 2>/dev/null && echo writable || echo refused",
+    ]);
+    let (code, out, err) = w.run_with(&["--pod", &pod], &b);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "capsa-pause\ndenied\nrefused\n");
+
+    // The strongest attacker holds a handle from outside (what a privileged container could
+    // pass on); once the pod is gone, writing through it still fails.
+    let handle: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{infra}/exe"))
+        .unwrap()
+        .into();
+    assert!(unwritable(&handle), "the infra runs from a writable binary");
+    w.ok(&["pod", "rm", &pod]);
+    wait_exit(infra);
+    reap(infra);
+    write_through(&handle).expect_err("the pause binary was writable through the handle");
+    drop(handle);
+    assert_eq!(
+        std::fs::read(&pause).unwrap(),
+        before,
+        "the pause binary changed"
+    );
+}

@@ -5,6 +5,12 @@
 //! SIGCHLD makes it reap every exited child, which matters when it is pid 1 of a shared pid
 //! namespace and inherits the orphans of the pod's containers.
 //!
+//! Its first step makes it non-dumpable (execve made it dumpable again): a process of the
+//! pod that shares its pid namespace cannot open its /proc/1/exe, fd or mem (the binary it
+//! runs is a read-only bind or sealed copy besides, see capsa's pod::infra). It also names
+//! itself `capsa-pause`: executed from a descriptor, its name would otherwise be the
+//! descriptor's number.
+//!
 //! No std, no libc, no allocator, no heap: a few hundred bytes of code, statically linked
 //! (see build.rs), so its resident set is a handful of pages. Blocked signals are delivered
 //! to a pid-namespace init even though it installs no handler (the kernel only drops
@@ -16,6 +22,7 @@
 mod sys {
     pub const RT_SIGPROCMASK: usize = 14;
     pub const WAIT4: usize = 61;
+    pub const PRCTL: usize = 157;
     pub const RT_SIGTIMEDWAIT: usize = 128;
     pub const EXIT_GROUP: usize = 231;
 
@@ -50,6 +57,7 @@ mod sys {
 mod sys {
     pub const RT_SIGPROCMASK: usize = 135;
     pub const WAIT4: usize = 260;
+    pub const PRCTL: usize = 167;
     pub const RT_SIGTIMEDWAIT: usize = 137;
     pub const EXIT_GROUP: usize = 94;
 
@@ -82,6 +90,8 @@ const SIGCHLD: usize = 17;
 const SIG_BLOCK: usize = 0;
 const WNOHANG: usize = 1;
 const SIGSET_SIZE: usize = 8;
+const PR_SET_DUMPABLE: usize = 4;
+const PR_SET_NAME: usize = 15;
 
 fn exit(code: usize) -> ! {
     // SAFETY: exit_group takes a status and never returns.
@@ -92,6 +102,13 @@ fn exit(code: usize) -> ! {
 }
 
 extern "C" fn pause_main() -> ! {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) changes only our own dumpable flag.
+    if unsafe { sys::call4(sys::PRCTL, PR_SET_DUMPABLE, 0, 0, 0) } < 0 {
+        exit(3);
+    }
+    let name = b"capsa-pause\0";
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { sys::call4(sys::PRCTL, PR_SET_NAME, name.as_ptr() as usize, 0, 0) };
     let set: u64 = (1 << (SIGINT - 1)) | (1 << (SIGTERM - 1)) | (1 << (SIGCHLD - 1));
     let set_ptr = &set as *const u64 as usize;
     // SAFETY: rt_sigprocmask reads one sigset from a valid pointer.

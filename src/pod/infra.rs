@@ -2,6 +2,15 @@
 //! cgroup, it names the pod (hostname), brings up loopback, gives up every capability and
 //! execs the pause program. The typed channel carries a setup failure back whole; its end is
 //! close-on-exec, so EOF means the exec happened.
+//!
+//! The pause program runs as root for the pod's whole life, as pid 1 of a pid namespace the
+//! pod's containers may share: the CVE-2019-5736 class applies to it as to capsa itself. A
+//! container that opened /proc/1/exe could keep the handle and, once the infra is gone (or
+//! from a container outside the pod it passed the handle to), write the host's file that the
+//! next `pod create` runs as root. So the infra never executes the host's file: it executes a
+//! detached read-only bind of it (or a sealed memfd copy), and it is non-dumpable from the
+//! clone on; capsa-pause makes itself non-dumpable again as its first step after execve,
+//! which resets the flag.
 
 use super::PodError;
 use crate::cgroups::{Manager, SelfJoin};
@@ -30,6 +39,7 @@ pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
             name: cfg.pause.display().to_string(),
             source: std::io::Error::from_raw_os_error(libc::EINVAL),
         })?;
+    let exe = security::sealed::protected_executable(cfg.pause)?;
     let flags = cfg.share.iter().fold(CloneFlags::empty(), |f, t| {
         f | crate::namespaces::clone_flag(*t)
     });
@@ -40,7 +50,7 @@ pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
     let pid = match forked {
         Forked::Child => {
             drop(ours);
-            let err = setup_and_exec(cfg, join.as_ref(), &pause);
+            let err = setup_and_exec(cfg, join.as_ref(), &exe, &pause);
             theirs.error(&err);
             exit_child(1)
         }
@@ -64,7 +74,14 @@ pub(super) fn spawn(cfg: &InfraConfig) -> crate::Result<ChildGuard> {
 }
 
 /// Runs in the child; returns only with the reason it could not exec.
-fn setup_and_exec(cfg: &InfraConfig, join: Option<&SelfJoin>, pause: &CString) -> crate::Error {
+fn setup_and_exec(
+    cfg: &InfraConfig,
+    join: Option<&SelfJoin>,
+    exe: &OwnedFd,
+    pause: &CString,
+) -> crate::Error {
+    // Until its execve this process is capsa, in the pod's namespaces.
+    security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<()> {
         // Into the pod's infra cgroup before anything else, as init does.
         join.map(SelfJoin::enter).transpose()?;
@@ -96,12 +113,25 @@ fn setup_and_exec(cfg: &InfraConfig, join: Option<&SelfJoin>, pause: &CString) -
     if let Err(e) = result {
         return e;
     }
-    let argv = [pause.as_c_str()];
-    let env: [&std::ffi::CStr; 0] = [];
-    let Err(errno) = nix::unistd::execve(pause, &argv, &env);
+    // execveat of the protected descriptor (AT_EMPTY_PATH; the descriptor is close-on-exec,
+    // which an ELF program does not mind). argv[0] stays the program's path, for ps.
+    let argv = [pause.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: execveat of a descriptor we hold, with NULL-terminated argv/envp arrays whose
+    // strings live until the call; it returns only on failure.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exe.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
     ProcessError::Executable {
         name: pause.to_string_lossy().into_owned(),
-        source: errno.into(),
+        source: std::io::Error::last_os_error(),
     }
     .into()
 }

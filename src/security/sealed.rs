@@ -20,9 +20,10 @@
 //! container process cannot even open their /proc entries meanwhile.
 
 use super::SecurityError;
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
@@ -49,6 +50,13 @@ pub fn is_sealed() -> bool {
 
 /// A detached, read-only bind mount of /proc/self/exe, as an O_PATH descriptor.
 pub fn read_only_bind() -> Result<OwnedFd, SecurityError> {
+    read_only_bind_of(c"/proc/self/exe")
+}
+
+/// A detached, read-only bind mount of the file at `path` (symlinks followed), as an O_PATH
+/// descriptor: executing it runs the file, and /proc/<pid>/exe of the process then resolves
+/// through a mount that refuses writes (EROFS) and that nothing else can reach or remount.
+pub fn read_only_bind_of(path: &CStr) -> Result<OwnedFd, SecurityError> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: u64 = 1;
     #[repr(C)]
@@ -63,7 +71,7 @@ pub fn read_only_bind() -> Result<OwnedFd, SecurityError> {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
-            c"/proc/self/exe".as_ptr(),
+            path.as_ptr(),
             OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
         )
     };
@@ -102,11 +110,15 @@ pub fn read_only_bind() -> Result<OwnedFd, SecurityError> {
 /// Copies /proc/self/exe into a sealed memfd.
 pub fn sealed_copy() -> Result<OwnedFd, SecurityError> {
     let exe = std::fs::File::open("/proc/self/exe").map_err(err("opening /proc/self/exe"))?;
-    let len = exe
+    sealed_copy_of(&exe, c"capsa")
+}
+
+/// Copies an open file into a write-sealed memfd named `name`.
+pub fn sealed_copy_of(file: &std::fs::File, name: &CStr) -> Result<OwnedFd, SecurityError> {
+    let len = file
         .metadata()
-        .map_err(err("reading the size of /proc/self/exe"))?
+        .map_err(err("reading the size of the binary"))?
         .len() as usize;
-    let name = c"capsa";
     // SAFETY: memfd_create with a NUL-terminated name; the fd is owned below.
     let fd =
         unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
@@ -121,7 +133,7 @@ pub fn sealed_copy() -> Result<OwnedFd, SecurityError> {
         let n = unsafe {
             libc::sendfile(
                 memfd.as_raw_fd(),
-                exe.as_raw_fd(),
+                file.as_raw_fd(),
                 std::ptr::null_mut(),
                 len - copied,
             )
@@ -142,6 +154,26 @@ pub fn sealed_copy() -> Result<OwnedFd, SecurityError> {
         return Err(err("sealing the copy")(std::io::Error::last_os_error()));
     }
     Ok(memfd)
+}
+
+/// A descriptor to execute `path` from that no process running it can turn into a way to
+/// write `path`: a read-only bind of it, or (without the privilege to make mounts) a sealed
+/// memfd copy. Used for the pod's infra program, which runs for the pod's whole life in a
+/// pid namespace the pod's containers may share (the CVE-2019-5736 class, for capsa-pause).
+pub fn protected_executable(path: &Path) -> Result<OwnedFd, SecurityError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        err("naming the binary")(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} holds a NUL byte", path.display()),
+        ))
+    })?;
+    match read_only_bind_of(&c) {
+        Ok(fd) => Ok(fd),
+        Err(_) => {
+            let file = std::fs::File::open(path).map_err(err("opening the binary"))?;
+            sealed_copy_of(&file, c"capsa-pause")
+        }
+    }
 }
 
 /// Re-executes this program, with the same arguments and environment, from a read-only bind
