@@ -82,15 +82,8 @@ fn setup_and_exec(cfg: &InfraConfig, join: Option<&SelfJoin>, pause: &CString) -
         security::apply_capabilities(&none)?;
         stdio_to_null().map_err(PodError::Stdio)?;
         crate::process::reset_signals();
-        // SAFETY: marks our descriptors close-on-exec; the channel must survive until exec.
-        unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
+        // The channel must survive until exec.
+        crate::process::cloexec_from(3).map_err(crate::process::ProcessError::Cloexec)?;
         Ok(())
     })();
     if let Err(e) = result {

@@ -68,9 +68,9 @@ fn stage(
     join: Option<&SelfJoin>,
     chan: &Channel,
 ) -> ! {
-    // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
-    security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
+        // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
+        security::sealed::set_non_dumpable()?;
         namespaces::join_all(joins)?;
         super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup, join)
     })();
