@@ -264,12 +264,12 @@ fn apply_lsm_labels(process: &Process) -> crate::Result<()> {
     if labels.iter().all(|(_, l)| l.is_none_or(str::is_empty)) {
         return Ok(());
     }
-    let proc_dir = crate::rootfs::verified_proc().map_err(ProcessError::Proc)?;
+    let proc = crate::rootfs::procfs::ProcRoot::open().map_err(ProcessError::Proc)?;
     // "self" is a symlink, which the verified open refuses: name our pid in this procfs.
     let pid = nix::unistd::getpid();
     for (lsm, label) in labels {
         if let Some(l) = label.filter(|l| !l.is_empty()) {
-            let dir = proc_dir.as_fd();
+            let dir = proc.dir();
             set_exec_label(dir, lsm, l, pid.as_raw())?;
         }
     }

@@ -114,7 +114,8 @@ fn setup(
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        crate::console::setup(socket, size)?;
+        // An exec gets its own pty but leaves the container's /dev/console alone (as runc).
+        crate::console::setup(socket, size, false)?;
     }
     let exec = common::prepare(cfg.process, cfg.seccomp, chan)?;
     chan.ready()?;

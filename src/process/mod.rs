@@ -76,7 +76,7 @@ pub enum ProcessError {
     #[error("signals")]
     Signals(#[source] std::io::Error),
     #[error("opening the container's /proc")]
-    Proc(#[source] std::io::Error),
+    Proc(#[source] crate::rootfs::procfs::ProcfsError),
     #[error("{field} holds a NUL byte, which cannot be passed to execve: {value:?}")]
     Nul { field: String, value: String },
     #[error("marking descriptors close-on-exec before execve")]
