@@ -37,7 +37,7 @@ pub enum ProcfsError {
         path.display()
     )]
     NotRoot { path: PathBuf, ino: u64 },
-    #[error("{} in {}: unexpected target {target:?}", "thread-self", path.display())]
+    #[error("{}/thread-self points to {target:?}, not <pid>/task/<tid>", path.display())]
     ThreadSelf { path: PathBuf, target: String },
     #[error("reaching {} inside the verified procfs (no link, no mount crossed)", what.display())]
     Resolve {
@@ -47,7 +47,10 @@ pub enum ProcfsError {
     },
 }
 
-/// A verified procfs root, and the path of our own task in it.
+/// A verified procfs root, and the path of our own task in it. The task is the thread that
+/// opened it: [`ProcRoot::fd_path`] names descriptors in that thread's table (shared by all
+/// threads of the process), so it is valid while that thread lives (init and exec processes
+/// have one thread).
 #[derive(Debug)]
 pub struct ProcRoot {
     dir: OwnedFd,
