@@ -86,16 +86,10 @@ pub(super) fn copy_dir(src: BorrowedFd, dst: BorrowedFd, dest: &Path) -> Result<
     // The handle from the mount step is O_PATH; reopen it for reading, relative to itself
     // (no path through /proc needed).
     let reopen = |fd: BorrowedFd| -> std::io::Result<OwnedFd> {
-        let raw = nix::fcntl::openat(
-            Some(std::os::fd::AsRawFd::as_raw_fd(&fd)),
-            ".",
-            nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let raw = openat(Some(fd.as_raw_fd()), ".", flags, Mode::empty())?;
         // SAFETY: openat returned a fresh descriptor that only we own.
-        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     };
     let err = |source: std::io::Error| RootfsError::CopyUp {
         path: dest.to_path_buf(),
