@@ -18,18 +18,18 @@ fn create_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// mount(2) onto `target`, the magic-link path of an O_PATH handle in the verified procfs
+/// ([`ProcRoot::fd_path`]); errors name `what` and `dest`.
 fn do_mount(
-    proc: &ProcRoot,
     what: &str,
     source: Option<&Path>,
-    target: BorrowedFd,
+    target: &Path,
     dest: &Path,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<(), RootfsError> {
-    mount(source, &proc.fd_path(target), fstype, flags, data).map_err(|e| RootfsError::Mount {
+    mount(source, target, fstype, flags, data).map_err(|e| RootfsError::Mount {
         what: what.to_string(),
         dest: dest.to_path_buf(),
         fstype: fstype.unwrap_or("bind").to_string(),
@@ -80,7 +80,8 @@ fn finish(
             MsFlags::empty()
         };
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount | extra;
-        do_mount(proc, "remount", None, fd.as_fd(), dest, None, flags, None)?;
+        let target = proc.fd_path(fd.as_fd());
+        do_mount("remount", None, &target, dest, None, flags, None)?;
     }
     for p in &opts.propagation {
         mount(
@@ -117,10 +118,9 @@ fn bind(
     let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
     let what = source.display().to_string();
     do_mount(
-        proc,
         &what,
         Some(source),
-        target.as_fd(),
+        &proc.fd_path(target.as_fd()),
         dest,
         None,
         flags,
@@ -154,10 +154,9 @@ fn filesystem(
     let data = opts.data_string();
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
     let result = do_mount(
-        proc,
         &what,
         Some(&source),
-        target.as_fd(),
+        &proc.fd_path(target.as_fd()),
         dest,
         Some(fstype),
         flags,
@@ -178,10 +177,9 @@ fn filesystem(
             };
             let bind_flags = MsFlags::MS_BIND | MsFlags::MS_REC;
             do_mount(
-                proc,
                 host,
                 Some(Path::new(host)),
-                target.as_fd(),
+                &proc.fd_path(target.as_fd()),
                 dest,
                 None,
                 bind_flags,
@@ -214,10 +212,9 @@ fn cgroup(
         MountSource::V2(dir) => {
             if ctx.new_cgroup_ns {
                 do_mount(
-                    proc,
                     "cgroup2",
                     Some(Path::new("cgroup2")),
-                    target.as_fd(),
+                    &proc.fd_path(target.as_fd()),
                     dest,
                     Some("cgroup2"),
                     flags,
@@ -226,10 +223,9 @@ fn cgroup(
             } else {
                 let what = dir.display().to_string();
                 do_mount(
-                    proc,
                     &what,
                     Some(dir),
-                    target.as_fd(),
+                    &proc.fd_path(target.as_fd()),
                     dest,
                     None,
                     MsFlags::MS_BIND,
@@ -241,10 +237,9 @@ fn cgroup(
         MountSource::V1(hierarchies) => {
             let tmpfs_flags = (flags & !MsFlags::MS_RDONLY) | MsFlags::MS_NOSUID;
             do_mount(
-                proc,
                 "tmpfs",
                 Some(Path::new("tmpfs")),
-                target.as_fd(),
+                &proc.fd_path(target.as_fd()),
                 dest,
                 Some("tmpfs"),
                 tmpfs_flags,
@@ -255,10 +250,9 @@ fn cgroup(
                 let fd = resolve::ensure(root, &sub, true).map_err(create_err(&sub))?;
                 let what = dir.display().to_string();
                 do_mount(
-                    proc,
                     &what,
                     Some(dir),
-                    fd.as_fd(),
+                    &proc.fd_path(fd.as_fd()),
                     &sub,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
