@@ -1,14 +1,17 @@
 //! The container's terminal: a pty from the container's own devpts whose master goes back to
 //! the caller over `--console-socket` (SCM_RIGHTS), whose slave becomes the process's stdio,
-//! controlling terminal and /dev/console. Runs in init after pivot_root.
+//! controlling terminal and /dev/console. Runs in init after pivot_root, and in an exec'd
+//! process inside the container. Nothing is opened or mounted by a path the container could
+//! redirect: the ptmx is checked to be a devpts's own, the slave comes from the master
+//! (TIOCGPTPEER), and /dev/console is mounted from that descriptor (CVE-2025-52565).
 
+use crate::rootfs::procfs::{ProcRoot, ProcfsError};
 use crate::rootfs::resolve;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,10 @@ pub enum ConsoleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing /dev/pts/ptmx for the container's terminal: {why}")]
+    NotPtmx { why: String },
+    #[error("the container's terminal")]
+    Procfs(#[from] ProcfsError),
 }
 
 fn pty_err(step: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
@@ -47,13 +54,107 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
 
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 
-/// Allocates the pty, sends its master over `socket`, and makes the slave our terminal.
-pub fn setup(socket: BorrowedFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(pty_err("opening /dev/ptmx"))?;
-    grantpt(&master).map_err(pty_err("grantpt"))?;
-    unlockpt(&master).map_err(pty_err("unlockpt"))?;
-    let name = ptsname_r(&master).map_err(pty_err("ptsname"))?;
+/// DEVPTS_SUPER_MAGIC, and the ptmx node every devpts instance has (fs/devpts/inode.c:
+/// inode 2, char 5:2).
+const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+const PTMX_INO: u64 = 2;
+
+fn io_err(step: &'static str) -> impl FnOnce(std::io::Error) -> ConsoleError {
+    move |source| ConsoleError::Pty { step, source }
+}
+
+/// Opens the container's /dev/pts/ptmx as O_PATH (nothing is opened for real before it is
+/// checked) and checks it is the ptmx of a real devpts: a node the image planted, or a
+/// /dev/pts that is not devpts, would give us a terminal from somewhere else.
+fn verified_ptmx(root: BorrowedFd) -> Result<OwnedFd, ConsoleError> {
+    let path = Path::new("/dev/pts/ptmx");
+    let fd = resolve::open_in_root(root, path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+        .map_err(io_err("opening /dev/pts/ptmx"))?;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(pty_err("checking /dev/pts/ptmx"))?;
+    if fs.filesystem_type().0 as i64 != DEVPTS_SUPER_MAGIC {
+        return Err(ConsoleError::NotPtmx {
+            why: format!(
+                "it is not on a devpts (filesystem magic {:#x}); is devpts mounted on /dev/pts?",
+                fs.filesystem_type().0
+            ),
+        });
+    }
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(pty_err("checking /dev/pts/ptmx"))?;
+    let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    if !is_char || st.st_rdev != nix::sys::stat::makedev(5, 2) || st.st_ino != PTMX_INO {
+        return Err(ConsoleError::NotPtmx {
+            why: format!(
+                "it is not the devpts ptmx node (mode {:o}, device {}:{}, inode {})",
+                st.st_mode,
+                nix::sys::stat::major(st.st_rdev),
+                nix::sys::stat::minor(st.st_rdev),
+                st.st_ino
+            ),
+        });
+    }
+    Ok(fd)
+}
+
+/// The peer (slave) of a pty master, from the master itself (TIOCGPTPEER, Linux 4.13): never
+/// by its /dev/pts/N path, which the container's /dev could point anywhere (CVE-2025-52565).
+fn peer_of(master: BorrowedFd) -> Result<OwnedFd, ConsoleError> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(ConsoleError::Pty {
+            step: "opening the pty's peer (TIOCGPTPEER)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the ioctl returned a fresh descriptor that only we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Allocates a pty from the container's own devpts, sends its master over `socket`, and
+/// makes its peer our stdio and controlling terminal. With `mount_console` (the container's
+/// init, not an exec) the peer is also bind-mounted on /dev/console, from the descriptor,
+/// as runc does.
+pub fn setup(
+    socket: BorrowedFd,
+    size: Option<(u16, u16)>,
+    mount_console: bool,
+) -> Result<(), ConsoleError> {
+    let root: OwnedFd = std::fs::File::open("/")
+        .map_err(io_err("opening /"))?
+        .into();
+    // The container's procfs, verified: the ptmx handle is reopened and /dev/console is
+    // mounted through it.
+    let proc = ProcRoot::open()?;
+    let ptmx = verified_ptmx(root.as_fd())?;
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(proc.fd_path(ptmx.as_fd()))
+        .map_err(io_err("opening /dev/pts/ptmx"))?
+        .into();
+    drop(ptmx);
+    // SAFETY: TIOCSPTLCK reads one int (0: unlock) from the valid pointer.
+    if unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSPTLCK,
+            &0 as *const libc::c_int,
+        )
+    } < 0
+    {
+        return Err(io_err("unlockpt")(std::io::Error::last_os_error()));
+    }
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int to the valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) } < 0 {
+        return Err(io_err("reading the pty number")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // Only a name for the console socket's receiver (runc sends the same): never opened.
+    let name = format!("/dev/pts/{number}");
     if let Some((height, width)) = size {
         let ws = libc::winsize {
             ws_row: height,
@@ -65,38 +166,20 @@ pub fn setup(socket: BorrowedFd, size: Option<(u16, u16)>) -> Result<(), Console
         unsafe { set_winsize(master.as_raw_fd(), &ws) }
             .map_err(pty_err("setting the console size"))?;
     }
-    let slave: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(&name)
-        .map_err(|source| ConsoleError::Pty {
-            step: "opening the pty slave",
-            source,
-        })?
-        .into();
-    // /dev/console is the same terminal (as runc and crun do it).
-    let root = std::fs::File::open("/")
-        .map(OwnedFd::from)
-        .map_err(|source| ConsoleError::Pty {
-            step: "opening /",
-            source,
-        })?;
-    let console =
-        resolve::ensure(root.as_fd(), Path::new("/dev/console"), false).map_err(|source| {
-            ConsoleError::Pty {
-                step: "creating /dev/console",
-                source,
-            }
-        })?;
-    mount(
-        Some(name.as_str()),
-        &resolve::fd_path(console.as_fd()),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(pty_err("bind-mounting the pty on /dev/console"))?;
+    let slave = peer_of(master.as_fd())?;
+    if mount_console {
+        // /dev/console is the same terminal (as runc and crun do it).
+        let console = resolve::ensure(root.as_fd(), Path::new("/dev/console"), false)
+            .map_err(io_err("creating /dev/console"))?;
+        mount(
+            Some(&proc.fd_path(slave.as_fd())),
+            &proc.fd_path(console.as_fd()),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(pty_err("bind-mounting the pty on /dev/console"))?;
+    }
     let fds = [master.as_raw_fd()];
     let iov = [IoSlice::new(name.as_bytes())];
     sendmsg::<()>(

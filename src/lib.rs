@@ -12,6 +12,7 @@
 //! container.start()?;
 //! # Ok::<(), capsa::Error>(())
 //! ```
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cgroups;
 pub mod console;

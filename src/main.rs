@@ -1,4 +1,5 @@
 //! The `capsa` command: a runc-compatible front end over the capsa library.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cli;
 

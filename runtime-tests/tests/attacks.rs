@@ -215,7 +215,13 @@ fn cve_2025_52881_a_sysctl_write_is_not_redirected_by_a_mount_over_proc() {
     });
     let (code, _, err) = w.run(&b);
     assert_ne!(code, 0);
-    assert!(err.contains("net.ipv4.ip_forward"), "{err}");
+    // The mount over /proc is refused first now (as runc's checkProcMount does); the sysctl
+    // write's own check (no mount crossed) stays behind it as a second line.
+    assert!(
+        err.contains("refusing to mount on /proc/sys/net/ipv4/ip_forward")
+            || err.contains("net.ipv4.ip_forward"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "host-content\n");
 }
 
@@ -355,4 +361,196 @@ fn the_pods_infra_binary_cannot_be_overwritten_from_the_pod() {
         before,
         "the pause binary changed"
     );
+}
+
+/// Accepts one console-socket connection and returns the pty master it carries.
+fn receive_master(listener: std::os::unix::net::UnixListener) -> OwnedFd {
+    let (stream, _) = listener.accept().unwrap();
+    recv_with_fd(stream.as_raw_fd()).1
+}
+
+/// `exec -t -d` of `script` in `id`; returns (capsa's output, what the terminal showed).
+fn exec_in_terminal(w: &mut World, id: &str, script: &str) -> (std::process::Output, String) {
+    use std::io::Read;
+    let sock = scratch().join(unique("attack-console.sock"));
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || receive_master(listener));
+    let pidfile = scratch().join(unique("attack-exec.pid"));
+    let out = w.capsa(&[
+        "exec",
+        "-t",
+        "-d",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        id,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let mut text = String::new();
+    if out.status.success() {
+        let master = receiver.join().unwrap();
+        let mut buf = Vec::new();
+        let _ = std::fs::File::from(master).read_to_end(&mut buf);
+        text = String::from_utf8_lossy(&buf).replace('\r', "");
+        let pid = read_pid_file(&pidfile);
+        wait_exit(pid);
+        reap(pid);
+    } else {
+        // Unblock the accept: nothing connected, or the connection carried nothing.
+        let _ = std::os::unix::net::UnixStream::connect(&sock);
+        let _ = receiver.join();
+    }
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&pidfile);
+    (out, text)
+}
+
+/// A container that controls its own /dev (CAP_SYS_ADMIN) keeps a real ptmx at
+/// /dev/pts/ptmx (a bind of its own devpts's, which the kernel finds again through
+/// /dev/pts/pts) but makes every /dev/pts/N a symlink to a file of its choosing, then waits
+/// for an `exec -t`. A runtime that opens the pty slave by the name ptsname gives would make
+/// that file the exec'd process's terminal (and mount it on /dev/console); capsa takes the
+/// slave from the master (TIOCGPTPEER) and never mounts /dev/console for an exec.
+#[test]
+fn cve_2025_52565_a_planted_dev_pts_symlink_never_becomes_the_terminal() {
+    let mut w = World::new();
+    let setup = "mkdir /dev/realpts && \
+        mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/realpts && \
+        umount -l /dev/pts && \
+        touch /dev/pts/ptmx && mount --bind /dev/realpts/ptmx /dev/pts/ptmx && \
+        mkdir /dev/pts/pts && mount --bind /dev/realpts /dev/pts/pts && \
+        for i in 0 1 2 3 4 5 6 7 8 9; do ln -s /secret /dev/pts/$i; done && \
+        echo secret > /secret && touch /ready; exec sleep 1000";
+    let mut b = w.bundle(&["sh", "-c", setup]);
+    b.set(|c| {
+        c["root"]["readonly"] = json!(false);
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = c["process"]["capabilities"][set].as_array_mut().unwrap();
+            caps.push(json!("CAP_SYS_ADMIN"));
+            caps.push(json!("CAP_MKNOD"));
+        }
+    });
+    let id = w.id("console-attack");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    let ready = b.rootfs().join("ready");
+    wait_until("the container's trap", || ready.exists());
+    let (out, text) = exec_in_terminal(
+        &mut w,
+        &id,
+        "stat -L -c '%F %t' /proc/self/fd/0; test -e /dev/console && echo console-mounted || echo console-untouched",
+    );
+    assert!(
+        out.status.success(),
+        "exec -t failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 0x88 = 136, the first Unix98 pty slave major: the real pty, not /secret.
+    assert_eq!(text, "character special file 88\nconsole-untouched\n");
+    assert_eq!(
+        std::fs::read_to_string(b.rootfs().join("secret")).unwrap(),
+        "secret\n"
+    );
+    // A ptmx node that is not a devpts's own is refused, with an error that says so.
+    w.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "umount /dev/pts/ptmx && rm /dev/pts/ptmx && mknod -m 666 /dev/pts/ptmx c 5 2",
+    ]);
+    let (out, _) = exec_in_terminal(&mut w, &id, "true");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing /dev/pts/ptmx") && err.contains("not on a devpts"),
+        "{err}"
+    );
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+}
+
+/// Mounts over /proc entries are refused, naming the destination (as runc's checkProcMount),
+/// whether written under /proc or reaching it through a symlink in the image; the files
+/// lxcfs provides may still be mounted over.
+#[test]
+fn cve_2025_52881_mounts_over_proc_entries_are_refused() {
+    let mut w = World::new();
+    let host = host_dir(&mut w, "host-proc");
+    let file = host.join("file");
+    std::fs::write(&file, "host-content\n").unwrap();
+    let src = file.to_str().unwrap().to_string();
+    for (dest, symlink) in [
+        ("/proc/sys/kernel/core_pattern", None),
+        ("/proc/self/attr/exec", None),
+        ("/proc/1/task/1/fd", None),
+        ("/proc/sysrq-trigger", None),
+        ("/proc/cpuinfo/../kcore", None),
+        ("/kernel/core_pattern", Some(("kernel", "/proc/sys/kernel"))),
+    ] {
+        let mut b = w.bundle(&["true"]);
+        if let Some((link, target)) = symlink {
+            std::os::unix::fs::symlink(target, b.rootfs().join(link)).unwrap();
+        }
+        let src = if dest.ends_with("/fd") {
+            host.to_str().unwrap().to_string()
+        } else {
+            src.clone()
+        };
+        b.set(|c| {
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": dest, "type": "bind", "source": src, "options": ["bind"]
+            }));
+        });
+        let (code, _, err) = w.run(&b);
+        assert_ne!(code, 0, "{dest}");
+        assert!(
+            err.contains(&format!("refusing to mount on {dest}")),
+            "{dest}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // A fake /proc is refused too: a tmpfs at /proc at mount time, and a procfs directory
+    // that is not a procfs root when /proc is first used after pivot_root.
+    let mut b = w.bundle(&["true"]);
+    b.set(|c| {
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/proc" {
+                *m = json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs"});
+            }
+        }
+    });
+    let (code, _, err) = w.run(&b);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("refusing to mount on /proc: only a procfs"),
+        "{err}"
+    );
+    let mut b = w.bundle(&["true"]);
+    b.set(|c| {
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/proc" {
+                *m = json!({"destination": "/proc", "type": "bind", "source": "/proc/sys",
+                            "options": ["rbind"]});
+            }
+        }
+    });
+    let (code, _, err) = w.run(&b);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("/proc is not the root of a procfs mount"),
+        "{err}"
+    );
+    // lxcfs's way still works: a file bound over /proc/cpuinfo.
+    let mut b = w.bundle(&["cat", "/proc/cpuinfo"]);
+    b.set(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/proc/cpuinfo", "type": "bind", "source": src, "options": ["bind", "ro"]
+        }));
+    });
+    assert_eq!(w.run_ok(&b), "host-content\n");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "host-content\n");
 }

@@ -297,3 +297,12 @@ fn terminal_and_console_socket_must_agree() {
     ]);
     assert!(err.contains("process.terminal is false"), "{err}");
 }
+
+#[test]
+fn an_argument_with_a_nul_byte_is_named() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["echo", "a\u{0}b"]);
+    b.set(|_| {});
+    let err = create_fails(&mut w, &b);
+    assert!(err.contains("process.args[1] holds a NUL byte"), "{err}");
+}

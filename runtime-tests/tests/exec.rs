@@ -214,3 +214,37 @@ fn exec_into_a_user_namespace_is_root_inside_and_mapped_outside() {
     );
     finish(&w, &id, pid);
 }
+
+/// An argument holding a NUL byte cannot reach execve; it used to become "" silently (and
+/// run `echo ""`). Now the exec fails naming it, and the container is untouched.
+#[test]
+fn an_argument_with_a_nul_byte_is_refused_naming_it() {
+    let mut w = World::new();
+    let (id, pid, b) = running(&mut w, |_| {});
+    for (process, field) in [
+        (
+            json!({"args": ["echo", "a\u{0}b"], "cwd": "/", "user": {"uid": 0, "gid": 0}}),
+            "process.args[1]",
+        ),
+        (
+            json!({"args": ["true"], "env": ["PATH=/bin", "X=\u{0}"], "cwd": "/",
+                   "user": {"uid": 0, "gid": 0}}),
+            "process.env[1]",
+        ),
+    ] {
+        let file = b.dir.join("nul-process.json");
+        std::fs::write(&file, serde_json::to_vec(&process).unwrap()).unwrap();
+        let err = w.fails(&["exec", "--process", file.to_str().unwrap(), &id]);
+        assert!(
+            err.contains(&format!("{field} holds a NUL byte")),
+            "{field}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    assert_eq!(w.status(&id), "running");
+    assert_eq!(
+        w.ok(&["exec", &id, "echo", "still", "fine"]),
+        "still fine\n"
+    );
+    finish(&w, &id, pid);
+}

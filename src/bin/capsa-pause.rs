@@ -16,6 +16,7 @@
 //! to a pid-namespace init even though it installs no handler (the kernel only drops
 //! unhandled signals to an init when they are not blocked).
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 #[cfg(target_arch = "x86_64")]

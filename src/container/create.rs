@@ -147,16 +147,9 @@ pub fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
 
 /// Marks every descriptor above stdio and the preserved ones close-on-exec before anything
 /// is cloned: nothing the caller leaked to us may reach the container (CVE-2024-21626).
-pub(super) fn cloexec_inherited(preserve_fds: u32) {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own descriptors.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 + preserve_fds,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+pub(super) fn cloexec_inherited(preserve_fds: u32) -> crate::Result<()> {
+    crate::process::cloexec_from(3 + preserve_fds)
+        .map_err(|e| crate::process::ProcessError::Cloexec(e).into())
 }
 
 impl Runtime {
@@ -281,7 +274,7 @@ impl Runtime {
             })?
             .into();
 
-        cloexec_inherited(opts.preserve_fds);
+        cloexec_inherited(opts.preserve_fds)?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let cfg = InitConfig {
             id,

@@ -35,7 +35,7 @@ impl Container {
             process.terminal().unwrap_or(false),
             opts.console_socket.as_deref(),
         )?;
-        super::create::cloexec_inherited(opts.preserve_fds);
+        super::create::cloexec_inherited(opts.preserve_fds)?;
         process::spawn_exec(&ExecConfig {
             init,
             process,

@@ -88,13 +88,25 @@ fn send(pid: Pid, signal: KillSignal) -> Result<(), ContainerError> {
     }
 }
 
+/// A lock that failed because the directory is gone (deleted while we waited) means the
+/// container does not exist; any other failure (EACCES, EMFILE, ENOLCK...) is reported as
+/// itself, not hidden behind "does not exist".
+fn not_exist_if_gone(e: ContainerError, id: &str) -> ContainerError {
+    match e {
+        ContainerError::Lock { ref source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            ContainerError::NotExist { id: id.to_string() }
+        }
+        other => other,
+    }
+}
+
 impl Container {
     /// Takes the container's lock and re-reads its state: another command may have changed
     /// or deleted it while we waited.
     fn locked(&self) -> crate::Result<(DirLock, Container)> {
-        let lock = DirLock::acquire(&self.dir).map_err(|_| ContainerError::NotExist {
-            id: self.state.id.clone(),
-        })?;
+        let lock = DirLock::acquire(&self.dir).map_err(|e| not_exist_if_gone(e, &self.state.id))?;
         let state = StoredState::load(&self.dir, &self.state.id)?;
         Ok((
             lock,
@@ -308,7 +320,32 @@ fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_signal, KillSignal};
+    use super::{not_exist_if_gone, parse_signal, KillSignal};
+    use crate::container::{ContainerError, DirLock};
+
+    #[test]
+    fn a_lock_error_other_than_a_missing_directory_is_reported_as_itself() {
+        let dir = std::env::temp_dir().join(format!("capsa-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Gone: "does not exist", as runc says.
+        let gone = DirLock::acquire(&dir.join("gone")).err().unwrap();
+        let e = not_exist_if_gone(gone, "c1");
+        assert!(matches!(e, ContainerError::NotExist { .. }), "{e}");
+        // A component that is a file (ENOTDIR): the lock error, naming the path and errno.
+        let file = dir.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let odd = DirLock::acquire(&file.join("x")).err().unwrap();
+        let e = not_exist_if_gone(odd, "c1");
+        let _ = std::fs::remove_dir_all(&dir);
+        match &e {
+            ContainerError::Lock { path, source } => {
+                assert_eq!(path, &file.join("x"));
+                assert_eq!(source.raw_os_error(), Some(libc::ENOTDIR));
+            }
+            other => panic!("expected the lock error, got {other}"),
+        }
+        assert!(!e.to_string().contains("does not exist"), "{e}");
+    }
 
     fn number(s: &str) -> Option<i32> {
         parse_signal(s).ok().map(KillSignal::number)

@@ -80,9 +80,9 @@ fn setup_and_exec(
     exe: &OwnedFd,
     pause: &CString,
 ) -> crate::Error {
-    // Until its execve this process is capsa, in the pod's namespaces.
-    security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<()> {
+        // Until its execve this process is capsa, in the pod's namespaces.
+        security::sealed::set_non_dumpable()?;
         // Into the pod's infra cgroup before anything else, as init does.
         join.map(SelfJoin::enter).transpose()?;
         let _ = nix::unistd::setsid();
@@ -99,15 +99,8 @@ fn setup_and_exec(
         security::apply_capabilities(&none)?;
         stdio_to_null().map_err(PodError::Stdio)?;
         crate::process::reset_signals();
-        // SAFETY: marks our descriptors close-on-exec; the channel must survive until exec.
-        unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
+        // The channel must survive until exec.
+        crate::process::cloexec_from(3).map_err(crate::process::ProcessError::Cloexec)?;
         Ok(())
     })();
     if let Err(e) = result {

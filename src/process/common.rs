@@ -60,6 +60,43 @@ pub(super) fn close_inherited(min: i32, keep: &[i32]) {
     }
 }
 
+/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
+/// (CVE-2024-21626). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; before it, each open
+/// descriptor is marked by hand. A failure is an error: a descriptor left open would leak.
+pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on our own descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            min,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+        return Err(err);
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &i32| *fd >= 0 && *fd as u32 >= min)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number only changes its flags; one closed since
+        // the listing (the listing's own) fails with EBADF, which is ignored.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// chdir into the process's cwd and check that it really is inside the container: a cwd
 /// reached through a leaked host fd shows up as "(unreachable)" (CVE-2024-21626).
 fn enter_cwd(cwd: &Path) -> Result<(), ProcessError> {
@@ -183,18 +220,38 @@ pub(super) fn prepare(
     enter_cwd(process.cwd())?;
     let env = environment(process);
     let args = process.args().clone().unwrap_or_default();
+    let c_args = c_strings("process.args", &args)?;
+    let c_env = c_strings("process.env", &env)?;
     let path = find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
     apply_lsm_labels(process)?;
     if let (Some(f), true) = (&filter, nnp) {
         load(f)?;
     }
-    let to_c = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
     Ok(Exec {
-        path: CString::new(path.as_os_str().as_bytes()).unwrap_or_default(),
-        args: args.iter().map(|a| to_c(a)).collect(),
-        env: env.iter().map(|e| to_c(e)).collect(),
+        // The name had no NUL (checked above), and PATH entries joined to it come from env.
+        path: CString::new(path.as_os_str().as_bytes()).map_err(|_| ProcessError::Nul {
+            field: "the executable's path".into(),
+            value: path.display().to_string(),
+        })?,
+        args: c_args,
+        env: c_env,
         umask: user.umask().unwrap_or(0o022),
     })
+}
+
+/// The strings as C strings for execve. One holding a NUL byte is an error that names it: it
+/// cannot be passed, and cutting it (or passing "") would run something else.
+fn c_strings(field: &str, items: &[String]) -> Result<Vec<CString>, ProcessError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul {
+                field: format!("{field}[{i}]"),
+                value: s.clone(),
+            })
+        })
+        .collect()
 }
 
 /// AppArmor profile and SELinux label, for the execve that follows.
@@ -207,12 +264,12 @@ fn apply_lsm_labels(process: &Process) -> crate::Result<()> {
     if labels.iter().all(|(_, l)| l.is_none_or(str::is_empty)) {
         return Ok(());
     }
-    let proc_dir = crate::rootfs::verified_proc().map_err(ProcessError::Proc)?;
+    let proc = crate::rootfs::procfs::ProcRoot::open().map_err(ProcessError::Proc)?;
     // "self" is a symlink, which the verified open refuses: name our pid in this procfs.
     let pid = nix::unistd::getpid();
     for (lsm, label) in labels {
         if let Some(l) = label.filter(|l| !l.is_empty()) {
-            let dir = proc_dir.as_fd();
+            let dir = proc.dir();
             set_exec_label(dir, lsm, l, pid.as_raw())?;
         }
     }
@@ -226,19 +283,28 @@ pub(super) fn exec(
     preserve_fds: i32,
 ) -> Result<std::convert::Infallible, crate::Error> {
     nix::sys::stat::umask(Mode::from_bits_truncate(exec.umask));
-    // SAFETY: close_range marks a range of our own descriptors close-on-exec.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 + preserve_fds as u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    cloexec_from(3 + preserve_fds as u32).map_err(ProcessError::Cloexec)?;
     let Err(err) = nix::unistd::execve(&exec.path, &exec.args, &exec.env);
     Err(ProcessError::Executable {
         name: exec.path.to_string_lossy().into_owned(),
         source: err.into(),
     }
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{c_strings, ProcessError};
+
+    #[test]
+    fn an_argument_with_a_nul_byte_is_an_error_naming_it() {
+        let ok = c_strings("process.args", &["sh".into(), "-c".into()]).unwrap();
+        assert_eq!(ok.len(), 2);
+        let err = c_strings("process.args", &["echo".into(), "a\0b".into()]).unwrap_err();
+        assert!(matches!(&err, ProcessError::Nul { field, .. } if field == "process.args[1]"));
+        assert_eq!(
+            err.to_string(),
+            "process.args[1] holds a NUL byte, which cannot be passed to execve: \"a\\0b\""
+        );
+    }
 }

@@ -68,9 +68,9 @@ fn stage(
     join: Option<&SelfJoin>,
     chan: &Channel,
 ) -> ! {
-    // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
-    security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
+        // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
+        security::sealed::set_non_dumpable()?;
         namespaces::join_all(joins)?;
         super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup, join)
     })();
@@ -114,7 +114,8 @@ fn setup(
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        crate::console::setup(socket, size)?;
+        // An exec gets its own pty but leaves the container's /dev/console alone (as runc).
+        crate::console::setup(socket, size, false)?;
     }
     let exec = common::prepare(cfg.process, cfg.seccomp, chan)?;
     chan.ready()?;

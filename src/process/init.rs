@@ -49,7 +49,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
     // Not before Proceed: a rootless runtime writes our uid_map, which a non-dumpable
     // process's /proc hides from it; until then we are alone in our namespaces.
-    security::sealed::set_non_dumpable();
+    security::sealed::set_non_dumpable()?;
     if cfg.plan.new_user()
         || cfg
             .plan
@@ -100,7 +100,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        crate::console::setup(socket, size)?;
+        crate::console::setup(socket, size, true)?;
     }
     namespaces::set_uts(
         cfg.spec.hostname().as_deref(),

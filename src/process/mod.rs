@@ -11,7 +11,7 @@ mod init;
 mod seccomp_listener;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
-pub(crate) use common::reset_signals;
+pub(crate) use common::{cloexec_from, reset_signals};
 pub use exec::{spawn_exec, ExecConfig};
 
 use crate::cgroups;
@@ -76,7 +76,11 @@ pub enum ProcessError {
     #[error("signals")]
     Signals(#[source] std::io::Error),
     #[error("opening the container's /proc")]
-    Proc(#[source] std::io::Error),
+    Proc(#[source] crate::rootfs::procfs::ProcfsError),
+    #[error("{field} holds a NUL byte, which cannot be passed to execve: {value:?}")]
+    Nul { field: String, value: String },
+    #[error("marking descriptors close-on-exec before execve")]
+    Cloexec(#[source] std::io::Error),
     #[error("passing the seccomp notification fd to {}", path.display())]
     SeccompListener {
         path: PathBuf,
@@ -176,9 +180,9 @@ fn clone_init(
 /// The stage: joins existing namespaces (user first), prepares a time namespace, then clones
 /// init as a sibling (CLONE_PARENT) so init is the runtime's own child, and exits.
 fn stage(cfg: &InitConfig, join: Option<&cgroups::SelfJoin>, chan: &Channel) -> ! {
-    // Non-dumpable before joining anything (CVE-2019-5736); init inherits it.
-    crate::security::sealed::set_non_dumpable();
     let result = (|| -> crate::Result<(Forked, bool)> {
+        // Non-dumpable before joining anything (CVE-2019-5736); init inherits it.
+        crate::security::sealed::set_non_dumpable()?;
         namespaces::join_all(&cfg.plan.joins)?;
         if cfg.plan.new_time {
             let offsets = cfg

@@ -83,9 +83,14 @@ fn copy_tree(src: BorrowedFd, dst: BorrowedFd) -> nix::Result<()> {
 
 /// Copies the tree under `src` (the hidden directory) into `dst` (the new tmpfs).
 pub(super) fn copy_dir(src: BorrowedFd, dst: BorrowedFd, dest: &Path) -> Result<(), RootfsError> {
-    // The handle from the mount step is O_PATH; reopen both for reading.
-    let reopen =
-        |fd: BorrowedFd| std::fs::File::open(super::resolve::fd_path(fd)).map(OwnedFd::from);
+    // The handle from the mount step is O_PATH; reopen it for reading, relative to itself
+    // (no path through /proc needed).
+    let reopen = |fd: BorrowedFd| -> std::io::Result<OwnedFd> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let raw = openat(Some(fd.as_raw_fd()), ".", flags, Mode::empty())?;
+        // SAFETY: openat returned a fresh descriptor that only we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    };
     let err = |source: std::io::Error| RootfsError::CopyUp {
         path: dest.to_path_buf(),
         source,

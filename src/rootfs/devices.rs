@@ -1,5 +1,6 @@
 //! Device nodes and the standard /dev symlinks.
 
+use super::procfs::ProcRoot;
 use super::resolve;
 use super::RootfsError;
 use nix::errno::Errno;
@@ -55,7 +56,12 @@ fn device_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
     }
 }
 
-fn make_node(root: BorrowedFd, node: &Node, new_user_ns: bool) -> Result<(), RootfsError> {
+fn make_node(
+    proc: &ProcRoot,
+    root: BorrowedFd,
+    node: &Node,
+    new_user_ns: bool,
+) -> Result<(), RootfsError> {
     let err = device_err(&node.path);
     let parent_path = node.path.parent().unwrap_or(Path::new("/dev"));
     let parent = resolve::mkdir_all(root, parent_path, 0o755).map_err(device_err(&node.path))?;
@@ -78,7 +84,7 @@ fn make_node(root: BorrowedFd, node: &Node, new_user_ns: bool) -> Result<(), Roo
                 resolve::ensure(root, &node.path, false).map_err(device_err(&node.path))?;
             mount(
                 Some(&node.path),
-                &resolve::fd_path(std::os::fd::AsFd::as_fd(&target)),
+                &proc.fd_path(std::os::fd::AsFd::as_fd(&target)),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
@@ -135,6 +141,7 @@ fn symlink(root: BorrowedFd, target: &str, link: &str, replace: bool) -> Result<
 /// Creates the default nodes (unless the spec lists the same path), the spec's devices, the
 /// /dev/fd and stdio links, /dev/ptmx -> pts/ptmx when a devpts is mounted, and /dev/shm.
 pub(super) fn create_all(
+    proc: &ProcRoot,
     root: BorrowedFd,
     spec_devices: &[LinuxDevice],
     new_user_ns: bool,
@@ -152,7 +159,7 @@ pub(super) fn create_all(
             gid: None,
         });
     for node in defaults.chain(spec_devices.iter().map(from_spec)) {
-        make_node(root, &node, new_user_ns)?;
+        make_node(proc, root, &node, new_user_ns)?;
     }
     for (target, link) in [
         ("/proc/self/fd", "/dev/fd"),

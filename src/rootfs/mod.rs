@@ -11,8 +11,8 @@ mod mounts;
 pub mod options;
 mod paths;
 mod pivot;
+pub mod procfs;
 pub mod resolve;
-pub(crate) use paths::verified_proc;
 
 pub use devices::DEFAULT_DEVICES;
 pub use pivot::enter;
@@ -35,6 +35,14 @@ pub enum RootfsError {
     },
     #[error("mounts[{index}]: {reason}")]
     Options { index: usize, reason: String },
+    #[error("mounts[{index}]: refusing to mount on {}: {why}", dest.display())]
+    ProcMount {
+        index: usize,
+        dest: PathBuf,
+        why: String,
+    },
+    #[error(transparent)]
+    Procfs(#[from] procfs::ProcfsError),
     #[error("mounts[{index}]: source {}", path.display())]
     Source {
         index: usize,
@@ -155,11 +163,13 @@ pub fn prepare(ctx: &RootfsContext) -> Result<OwnedFd, RootfsError> {
             path: ctx.rootfs.to_path_buf(),
             source,
         })?;
+    // The host's /proc (we have not left it yet), verified before mounts go through it.
+    let proc = procfs::ProcRoot::open()?;
     for (index, m) in ctx.spec.mounts().iter().flatten().enumerate() {
-        mounts::mount_entry(ctx, root.as_fd(), index, m)?;
+        mounts::mount_entry(ctx, &proc, root.as_fd(), index, m)?;
     }
     let spec_devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
-    devices::create_all(root.as_fd(), spec_devices, ctx.new_user_ns)?;
+    devices::create_all(&proc, root.as_fd(), spec_devices, ctx.new_user_ns)?;
     if let Some(process) = ctx.spec.process() {
         resolve::mkdir_all(root.as_fd(), process.cwd(), 0o755).map_err(|source| {
             RootfsError::Create {
@@ -181,22 +191,37 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
     {
         propagate(Path::new("/"), flags)?;
     }
-    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
-        paths::write_sysctls(sysctl)?;
-    }
-    if let Some(ro) = linux.and_then(|l| l.readonly_paths().as_deref()) {
-        paths::make_readonly(ro)?;
-    }
-    if let Some(masked) = linux.and_then(|l| l.masked_paths().as_deref()) {
-        paths::mask(masked)?;
-    }
-    if spec
+    let sysctl = linux
+        .and_then(|l| l.sysctl().as_ref())
+        .filter(|s| !s.is_empty());
+    let ro = linux
+        .and_then(|l| l.readonly_paths().as_deref())
+        .filter(|p| !p.is_empty());
+    let masked = linux
+        .and_then(|l| l.masked_paths().as_deref())
+        .filter(|p| !p.is_empty());
+    let readonly_root = spec
         .root()
         .as_ref()
         .and_then(|r| r.readonly())
-        .unwrap_or(false)
-    {
-        paths::remount_readonly(Path::new("/"))?;
+        .unwrap_or(false);
+    if sysctl.is_none() && ro.is_none() && masked.is_none() && !readonly_root {
+        return Ok(());
+    }
+    // Everything below writes to /proc or mounts through it: the container's own procfs,
+    // verified (a fake /proc in its place is refused, CVE-2025-52881).
+    let proc = procfs::ProcRoot::open()?;
+    if let Some(sysctl) = sysctl {
+        paths::write_sysctls(&proc, sysctl)?;
+    }
+    if let Some(ro) = ro {
+        paths::make_readonly(&proc, ro)?;
+    }
+    if let Some(masked) = masked {
+        paths::mask(&proc, masked)?;
+    }
+    if readonly_root {
+        paths::remount_readonly(&proc, Path::new("/"))?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! One `mounts[]` entry onto its destination inside the rootfs.
 
 use super::options::{self, MountOptions};
-use super::resolve::{self, fd_path};
+use super::procfs::ProcRoot;
+use super::resolve;
 use super::{copyup, RootfsContext, RootfsError};
 use crate::cgroups::MountSource;
 use nix::fcntl::OFlag;
@@ -17,16 +18,18 @@ fn create_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
     }
 }
 
+/// mount(2) onto `target`, the magic-link path of an O_PATH handle in the verified procfs
+/// ([`ProcRoot::fd_path`]); errors name `what` and `dest`.
 fn do_mount(
     what: &str,
     source: Option<&Path>,
-    target: BorrowedFd,
+    target: &Path,
     dest: &Path,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<(), RootfsError> {
-    mount(source, &fd_path(target), fstype, flags, data).map_err(|e| RootfsError::Mount {
+    mount(source, target, fstype, flags, data).map_err(|e| RootfsError::Mount {
         what: what.to_string(),
         dest: dest.to_path_buf(),
         fstype: fstype.unwrap_or("bind").to_string(),
@@ -63,6 +66,7 @@ pub(super) fn current_flags(target: BorrowedFd) -> MsFlags {
 /// propagation changes to it.
 fn finish(
     ctx: &RootfsContext,
+    proc: &ProcRoot,
     root: BorrowedFd,
     dest: &Path,
     opts: &MountOptions,
@@ -76,12 +80,13 @@ fn finish(
             MsFlags::empty()
         };
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount | extra;
-        do_mount("remount", None, fd.as_fd(), dest, None, flags, None)?;
+        let target = proc.fd_path(fd.as_fd());
+        do_mount("remount", None, &target, dest, None, flags, None)?;
     }
     for p in &opts.propagation {
         mount(
             None::<&str>,
-            &fd_path(fd.as_fd()),
+            &proc.fd_path(fd.as_fd()),
             None::<&str>,
             *p,
             None::<&str>,
@@ -97,6 +102,7 @@ fn finish(
 
 fn bind(
     ctx: &RootfsContext,
+    proc: &ProcRoot,
     root: BorrowedFd,
     index: usize,
     source: &Path,
@@ -111,13 +117,22 @@ fn bind(
     let target = resolve::ensure(root, dest, meta.is_dir()).map_err(create_err(dest))?;
     let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
     let what = source.display().to_string();
-    do_mount(&what, Some(source), target.as_fd(), dest, None, flags, None)?;
-    finish(ctx, root, dest, opts, opts.bind_remount_flags())?;
+    do_mount(
+        &what,
+        Some(source),
+        &proc.fd_path(target.as_fd()),
+        dest,
+        None,
+        flags,
+        None,
+    )?;
+    finish(ctx, proc, root, dest, opts, opts.bind_remount_flags())?;
     Ok(())
 }
 
 fn filesystem(
     ctx: &RootfsContext,
+    proc: &ProcRoot,
     root: BorrowedFd,
     m: &Mount,
     fstype: &str,
@@ -141,7 +156,7 @@ fn filesystem(
     let result = do_mount(
         &what,
         Some(&source),
-        target.as_fd(),
+        &proc.fd_path(target.as_fd()),
         dest,
         Some(fstype),
         flags,
@@ -164,18 +179,18 @@ fn filesystem(
             do_mount(
                 host,
                 Some(Path::new(host)),
-                target.as_fd(),
+                &proc.fd_path(target.as_fd()),
                 dest,
                 None,
                 bind_flags,
                 None,
             )?;
-            finish(ctx, root, dest, opts, flags)?;
+            finish(ctx, proc, root, dest, opts, flags)?;
             return Ok(());
         }
         other => other?,
     }
-    let mounted = finish(ctx, root, dest, opts, MsFlags::empty())?;
+    let mounted = finish(ctx, proc, root, dest, opts, MsFlags::empty())?;
     if let Some(previous) = previous {
         copyup::copy_dir(previous.as_fd(), mounted.as_fd(), dest)?;
     }
@@ -186,6 +201,7 @@ fn filesystem(
 /// on v2 a fresh cgroup2 in a private cgroup namespace, else a bind of the container's cgroup.
 fn cgroup(
     ctx: &RootfsContext,
+    proc: &ProcRoot,
     root: BorrowedFd,
     dest: &Path,
     opts: &MountOptions,
@@ -198,7 +214,7 @@ fn cgroup(
                 do_mount(
                     "cgroup2",
                     Some(Path::new("cgroup2")),
-                    target.as_fd(),
+                    &proc.fd_path(target.as_fd()),
                     dest,
                     Some("cgroup2"),
                     flags,
@@ -209,13 +225,13 @@ fn cgroup(
                 do_mount(
                     &what,
                     Some(dir),
-                    target.as_fd(),
+                    &proc.fd_path(target.as_fd()),
                     dest,
                     None,
                     MsFlags::MS_BIND,
                     None,
                 )?;
-                finish(ctx, root, dest, opts, flags)?;
+                finish(ctx, proc, root, dest, opts, flags)?;
             }
         }
         MountSource::V1(hierarchies) => {
@@ -223,7 +239,7 @@ fn cgroup(
             do_mount(
                 "tmpfs",
                 Some(Path::new("tmpfs")),
-                target.as_fd(),
+                &proc.fd_path(target.as_fd()),
                 dest,
                 Some("tmpfs"),
                 tmpfs_flags,
@@ -236,17 +252,18 @@ fn cgroup(
                 do_mount(
                     &what,
                     Some(dir),
-                    fd.as_fd(),
+                    &proc.fd_path(fd.as_fd()),
                     &sub,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
-                finish(ctx, root, &sub, &MountOptions::default(), flags)?;
+                finish(ctx, proc, root, &sub, &MountOptions::default(), flags)?;
             }
             if flags.contains(MsFlags::MS_RDONLY) {
                 finish(
                     ctx,
+                    proc,
                     root,
                     dest,
                     &MountOptions::default(),
@@ -258,9 +275,114 @@ fn cgroup(
     Ok(())
 }
 
+/// The entries below /proc that may be mounted over: the files lxcfs emulates, as runc
+/// allows them (its checkProcMount). Anything else under /proc could hide or redirect what
+/// the kernel exposes there (core_pattern, sysrq-trigger, our own /proc/<pid>/fd...).
+const PROC_MOUNTS_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Where a destination is, with respect to /proc.
+#[derive(Debug, PartialEq)]
+enum ProcPlace {
+    Outside,
+    /// /proc itself: only a procfs may go there.
+    Proc,
+    /// One of [`PROC_MOUNTS_ALLOWED`].
+    Allowed,
+    Inside,
+}
+
+/// Places `dest` lexically ("." and ".." folded, as the kernel would inside the root).
+fn proc_place(dest: &Path) -> ProcPlace {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in dest.components() {
+        match c {
+            std::path::Component::Normal(s) => parts.push(s),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    if parts.first().map(|p| *p != "proc").unwrap_or(true) {
+        return ProcPlace::Outside;
+    }
+    if parts.len() == 1 {
+        return ProcPlace::Proc;
+    }
+    let clean: PathBuf = std::iter::once(std::ffi::OsStr::new("/"))
+        .chain(parts)
+        .collect();
+    if PROC_MOUNTS_ALLOWED.iter().any(|a| clean == Path::new(a)) {
+        ProcPlace::Allowed
+    } else {
+        ProcPlace::Inside
+    }
+}
+
+fn on_procfs(fd: BorrowedFd) -> bool {
+    nix::sys::statfs::fstatfs(fd)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Refuses a mount over /proc or below it, except a procfs on /proc and the entries runc
+/// allows; a destination that only reaches into a procfs through a symlink in the image is
+/// refused too (it is checked where it resolves, not only as written).
+fn check_proc_destination(
+    root: BorrowedFd,
+    index: usize,
+    m: &Mount,
+    fstype: Option<&str>,
+    bind_source: Option<&Path>,
+) -> Result<(), RootfsError> {
+    let dest = m.destination();
+    let refuse = |why: &str| RootfsError::ProcMount {
+        index,
+        dest: dest.to_path_buf(),
+        why: why.to_string(),
+    };
+    match proc_place(dest) {
+        ProcPlace::Allowed => Ok(()),
+        ProcPlace::Inside => Err(refuse(
+            "only /proc itself and the files lxcfs provides may be mounted under /proc",
+        )),
+        ProcPlace::Proc => {
+            let is_procfs = match bind_source {
+                Some(src) => nix::sys::statfs::statfs(src)
+                    .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+                    .unwrap_or(false),
+                None => fstype == Some("proc"),
+            };
+            if is_procfs {
+                Ok(())
+            } else {
+                Err(refuse("only a procfs may be mounted on /proc"))
+            }
+        }
+        ProcPlace::Outside => match resolve::open_path(root, dest) {
+            Ok(fd) if on_procfs(fd.as_fd()) => Err(refuse(
+                "it resolves into a procfs (through a symlink in the rootfs)",
+            )),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Mounts `mounts[index]` inside the rootfs held by `root`.
 pub(super) fn mount_entry(
     ctx: &RootfsContext,
+    proc: &ProcRoot,
     root: BorrowedFd,
     index: usize,
     m: &Mount,
@@ -276,14 +398,44 @@ pub(super) fn mount_entry(
         } else {
             ctx.bundle.join(source)
         };
-        return bind(ctx, root, index, &source, dest, &opts);
+        check_proc_destination(root, index, m, fstype, Some(&source))?;
+        return bind(ctx, proc, root, index, &source, dest, &opts);
     }
+    check_proc_destination(root, index, m, fstype, None)?;
     match fstype {
-        Some("cgroup") | Some("cgroup2") => cgroup(ctx, root, dest, &opts),
-        Some(t) => filesystem(ctx, root, m, t, &opts),
+        Some("cgroup") | Some("cgroup2") => cgroup(ctx, proc, root, dest, &opts),
+        Some(t) => filesystem(ctx, proc, root, m, t, &opts),
         None => Err(RootfsError::Options {
             index,
             reason: "a mount needs a type or the bind/rbind option".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{proc_place, ProcPlace};
+    use std::path::Path;
+
+    #[test]
+    fn destinations_under_proc_are_placed_as_runc_checks_them() {
+        for (dest, want) in [
+            ("/proc", ProcPlace::Proc),
+            ("/proc/", ProcPlace::Proc),
+            ("/tmp/../proc", ProcPlace::Proc),
+            ("/proc/cpuinfo", ProcPlace::Allowed),
+            ("/proc/net/dev", ProcPlace::Allowed),
+            ("/proc/./sys/kernel/ns_last_pid", ProcPlace::Allowed),
+            ("/proc/sys/kernel/core_pattern", ProcPlace::Inside),
+            ("/proc/self/fd", ProcPlace::Inside),
+            ("/proc/1/task/1/fd", ProcPlace::Inside),
+            ("/proc/cpuinfo/../sysrq-trigger", ProcPlace::Inside),
+            ("/x/../proc/sys", ProcPlace::Inside),
+            ("/procfs", ProcPlace::Outside),
+            ("/", ProcPlace::Outside),
+            ("/tmp/proc", ProcPlace::Outside),
+        ] {
+            assert_eq!(proc_place(Path::new(dest)), want, "{dest}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! After pivot_root: sysctls, read-only paths, masked paths, and the read-only root.
 
-use super::resolve::{self, fd_path};
+use super::procfs::ProcRoot;
+use super::resolve;
 use super::RootfsError;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
@@ -17,17 +18,12 @@ fn root() -> std::io::Result<OwnedFd> {
 /// verified handle: /proc must be procfs, and the file is reached without crossing a mount or
 /// following a link, so nothing mounted or linked over it gets the write (CVE-2025-52881).
 /// Keys were validated (no "/" or "..") with the spec.
-pub(super) fn write_sysctls(sysctl: &HashMap<String, String>) -> Result<(), RootfsError> {
-    if sysctl.is_empty() {
-        return Ok(());
-    }
+pub(super) fn write_sysctls(
+    proc: &ProcRoot,
+    sysctl: &HashMap<String, String>,
+) -> Result<(), RootfsError> {
     let mut keys: Vec<_> = sysctl.iter().collect();
     keys.sort();
-    let proc_dir = verified_proc().map_err(|source| RootfsError::Sysctl {
-        key: keys[0].0.clone(),
-        value: keys[0].1.clone(),
-        source,
-    })?;
     for (key, value) in keys {
         let err = |source: std::io::Error| RootfsError::Sysctl {
             key: key.clone(),
@@ -35,27 +31,14 @@ pub(super) fn write_sysctls(sysctl: &HashMap<String, String>) -> Result<(), Root
             source,
         };
         let rel = PathBuf::from("sys").join(key.replace('.', "/"));
-        let fd = resolve::open_proc_file(proc_dir.as_fd(), &rel, OFlag::O_WRONLY).map_err(err)?;
+        let fd = resolve::open_proc_file(proc.dir(), &rel, OFlag::O_WRONLY).map_err(err)?;
         std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(err)?;
     }
     Ok(())
 }
 
-/// The container's /proc, checked to be procfs itself (not a tmpfs or bind in its place).
-pub(crate) fn verified_proc() -> std::io::Result<OwnedFd> {
-    let proc_dir: OwnedFd = std::fs::File::open("/proc")?.into();
-    let fs = nix::sys::statfs::fstatfs(&proc_dir)?;
-    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "/proc is not procfs",
-        ));
-    }
-    Ok(proc_dir)
-}
-
 /// Remounts an existing mount read-only, keeping its other flags.
-pub(super) fn remount_readonly(path: &Path) -> Result<(), RootfsError> {
+pub(super) fn remount_readonly(proc: &ProcRoot, path: &Path) -> Result<(), RootfsError> {
     let err = |source: std::io::Error| RootfsError::Readonly {
         path: path.to_path_buf(),
         source,
@@ -68,7 +51,7 @@ pub(super) fn remount_readonly(path: &Path) -> Result<(), RootfsError> {
         | super::mounts::current_flags(fd.as_fd());
     mount(
         None::<&str>,
-        &fd_path(fd.as_fd()),
+        &proc.fd_path(fd.as_fd()),
         None::<&str>,
         flags,
         None::<&str>,
@@ -77,7 +60,7 @@ pub(super) fn remount_readonly(path: &Path) -> Result<(), RootfsError> {
 }
 
 /// Bind-mounts each path onto itself and remounts it read-only. Missing paths are skipped.
-pub(super) fn make_readonly(paths: &[String]) -> Result<(), RootfsError> {
+pub(super) fn make_readonly(proc: &ProcRoot, paths: &[String]) -> Result<(), RootfsError> {
     for p in paths {
         let path = Path::new(p);
         let err = |source: std::io::Error| RootfsError::Readonly {
@@ -90,7 +73,7 @@ pub(super) fn make_readonly(paths: &[String]) -> Result<(), RootfsError> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(err(e)),
         };
-        let target = fd_path(fd.as_fd());
+        let target = proc.fd_path(fd.as_fd());
         mount(
             Some(&target),
             &target,
@@ -99,7 +82,7 @@ pub(super) fn make_readonly(paths: &[String]) -> Result<(), RootfsError> {
             None::<&str>,
         )
         .map_err(|e| err(e.into()))?;
-        remount_readonly(path)?;
+        remount_readonly(proc, path)?;
     }
     Ok(())
 }
@@ -129,7 +112,7 @@ fn verified_dev_null(root: BorrowedFd) -> Result<OwnedFd, RootfsError> {
 }
 
 /// Hides each path: directories under an empty read-only tmpfs, files under /dev/null.
-pub(super) fn mask(paths: &[String]) -> Result<(), RootfsError> {
+pub(super) fn mask(proc: &ProcRoot, paths: &[String]) -> Result<(), RootfsError> {
     let root = root().map_err(|source| RootfsError::Mask {
         path: PathBuf::from("/"),
         source,
@@ -148,7 +131,7 @@ pub(super) fn mask(paths: &[String]) -> Result<(), RootfsError> {
             Err(e) => return Err(err(e)),
         };
         let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| err(e.into()))?;
-        let target = fd_path(fd.as_fd());
+        let target = proc.fd_path(fd.as_fd());
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
             mount(
                 Some("tmpfs"),
@@ -164,7 +147,7 @@ pub(super) fn mask(paths: &[String]) -> Result<(), RootfsError> {
             }
             let null_path = null
                 .as_ref()
-                .map(|n| fd_path(n.as_fd()))
+                .map(|n| proc.fd_path(n.as_fd()))
                 .unwrap_or_default();
             mount(
                 Some(&null_path),

@@ -3,8 +3,8 @@
 //! Every mount destination is resolved with openat2(RESOLVE_IN_ROOT): a symlink in the rootfs
 //! (absolute or through "..") is followed *inside* the rootfs, never out to the host
 //! (CVE-2021-30465, and the 2025 runc mount races CVE-2025-31133/52565/52881). The result is an
-//! O_PATH fd; mounts go onto `/proc/thread-self/fd/N`, so the path cannot be swapped between
-//! the check and the mount.
+//! O_PATH fd; mounts go onto its magic link in a verified procfs (see [`super::procfs`]), so
+//! the path cannot be swapped between the check and the mount.
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -182,9 +182,4 @@ pub fn ensure(root: BorrowedFd, path: &Path, dir: bool) -> io::Result<OwnedFd> {
         Err(e) => return Err(e.into()),
     }
     open_path(root, path)
-}
-
-/// The magic-link path through which mount(2) and friends reach an fd's object.
-pub fn fd_path(fd: BorrowedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
 }

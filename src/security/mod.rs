@@ -68,6 +68,10 @@ pub enum SecurityError {
     },
     #[error("setting no_new_privs")]
     NoNewPrivs(#[source] std::io::Error),
+    #[error("making the runtime process non-dumpable (CVE-2019-5736)")]
+    Dumpable(#[source] std::io::Error),
+    #[error("re-executing the sealed binary: {what} holds a NUL byte")]
+    Nul { what: String },
     #[error("joining a new session keyring {name:?}")]
     Keyring {
         name: String,

@@ -185,16 +185,24 @@ pub fn reexec_sealed() -> Result<std::convert::Infallible, SecurityError> {
         Ok(fd) => fd,
         Err(_) => sealed_copy()?,
     };
-    let to_c = |s: OsString| CString::new(s.into_vec()).unwrap_or_default();
-    let args: Vec<CString> = std::env::args_os().map(to_c).collect();
-    let env: Vec<CString> = std::env::vars_os()
+    // A C string cannot hold a NUL byte: such an argument is an error, never "" (the kernel
+    // hands us C strings, so only an environment built in-process could hold one).
+    let to_c = |s: OsString, what: &dyn Fn() -> String| {
+        CString::new(s.into_vec()).map_err(|_| SecurityError::Nul { what: what() })
+    };
+    let args = std::env::args_os()
+        .enumerate()
+        .map(|(i, a)| to_c(a, &|| format!("argument {i}")))
+        .collect::<Result<Vec<CString>, _>>()?;
+    let env = std::env::vars_os()
         .map(|(k, v)| {
+            let name = k.to_string_lossy().into_owned();
             let mut kv = k;
             kv.push("=");
             kv.push(v);
-            to_c(kv)
+            to_c(kv, &|| format!("environment variable {name}"))
         })
-        .collect();
+        .collect::<Result<Vec<CString>, _>>()?;
     let argv: Vec<*const libc::c_char> = args
         .iter()
         .map(|a| a.as_ptr())
@@ -224,7 +232,11 @@ pub fn reexec_sealed() -> Result<std::convert::Infallible, SecurityError> {
 
 /// Non-dumpable until execve: the process's /proc entries are root's and ptrace-protected,
 /// so nothing in the container can open /proc/<pid>/exe or /proc/<pid>/fd meanwhile.
-pub fn set_non_dumpable() {
+/// A failure is an error: a process that stayed dumpable would be open to the container.
+pub fn set_non_dumpable() -> Result<(), SecurityError> {
     // SAFETY: PR_SET_DUMPABLE with 0 only changes our own dumpable flag.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } < 0 {
+        return Err(SecurityError::Dumpable(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
