@@ -1,0 +1,1 @@
+//! capsa-cri: a Kubernetes CRI v1 server on top of the capsa library.
