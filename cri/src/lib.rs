@@ -1,1 +1,12 @@
 //! capsa-cri: a Kubernetes CRI v1 server on top of the capsa library.
+//!
+//! kubelet → CRI v1 gRPC on a unix socket → [`daemon::Daemon`] → the capsa library. The
+//! binary (`main.rs`) only parses flags, merges them over the configuration file and calls
+//! [`daemon::serve`].
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod config;
+pub mod daemon;
+pub mod logger;
+pub mod service;
+pub mod socket;

@@ -1,1 +1,114 @@
-fn main() {}
+//! `capsa-cri [--config FILE] [flags]`: flags override the file's settings.
+
+use anyhow::Context;
+use capsa_cri::config::{Config, LogFormat, DEFAULT_CONFIG};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// A Kubernetes CRI v1 server (RuntimeService and ImageService) on top of capsa.
+#[derive(Parser, Debug)]
+#[command(name = "capsa-cri", version)]
+struct Args {
+    /// The configuration file (TOML); flags override what it says.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The CRI socket to listen on [default: /run/capsa/cri.sock].
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// Sandbox and container records [default: /var/lib/capsa-cri].
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// capsa's state root for this daemon's pods and containers [default: /run/capsa-cri].
+    #[arg(long = "runtime-root", value_name = "DIR")]
+    runtime_root: Option<PathBuf>,
+    /// CNI network configurations [default: /etc/cni/net.d].
+    #[arg(long = "cni-conf-dir", value_name = "DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// A CNI plugin directory; repeat for several, searched in order
+    /// [default: /opt/cni/bin, /usr/lib/cni].
+    #[arg(long = "cni-plugin-dir", value_name = "DIR")]
+    cni_plugin_dirs: Vec<PathBuf>,
+    /// The streaming server's address [default: 127.0.0.1:0].
+    #[arg(long = "stream-address", value_name = "IP:PORT")]
+    stream_address: Option<String>,
+    /// A registry mirror, HOST=URL (e.g. docker.io=http://127.0.0.1:5000); repeatable.
+    #[arg(long = "registry-mirror", value_name = "HOST=URL")]
+    registry_mirrors: Vec<String>,
+    /// A registry reached over plain HTTP (HOST[:PORT]); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// error, warn, info, debug or trace [default: info].
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// text or json [default: text].
+    #[arg(long = "log-format", value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+/// The file's configuration with the flags laid over it.
+fn configure(args: Args) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(DEFAULT_CONFIG.as_ref(), false)?,
+    };
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.state_dir {
+        c.state_dir = v;
+    }
+    if let Some(v) = args.runtime_root {
+        c.runtime_root = v;
+    }
+    if let Some(v) = args.cni_conf_dir {
+        c.cni_conf_dir = v;
+    }
+    if !args.cni_plugin_dirs.is_empty() {
+        c.cni_plugin_dirs = args.cni_plugin_dirs;
+    }
+    if let Some(v) = args.stream_address {
+        c.stream_address = v;
+    }
+    for m in args.registry_mirrors {
+        let (host, url) = m
+            .split_once('=')
+            .with_context(|| format!("--registry-mirror {m:?}: want HOST=URL"))?;
+        c.registry
+            .mirrors
+            .entry(host.to_string())
+            .or_default()
+            .push(url.to_string());
+    }
+    c.registry.insecure.extend(args.insecure_registries);
+    if let Some(v) = args.log_level {
+        c.log_level = v;
+    }
+    if let Some(v) = args.log_format {
+        c.log_format = match v.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => anyhow::bail!("--log-format {other:?}: want text or json"),
+        };
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn run() -> anyhow::Result<()> {
+    let config = configure(Args::parse())?;
+    capsa_cri::logger::init(config.log_format, config.level()?);
+    let daemon = std::sync::Arc::new(capsa_cri::daemon::Daemon::new(config)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(capsa_cri::daemon::serve(daemon))?;
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("capsa-cri: {e:#}");
+        std::process::exit(1);
+    }
+}

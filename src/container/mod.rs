@@ -20,8 +20,9 @@ pub use exec::ExecOptions;
 pub use id::validate as validate_id;
 pub(crate) use lock::DirLock;
 pub use ops::{parse_signal, KillSignal};
+pub(crate) use state::live_start_time;
+pub use state::write_atomic;
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
-pub(crate) use state::{live_start_time, write_atomic};
 
 use crate::cgroups;
 use nix::unistd::Pid;

@@ -1,0 +1,360 @@
+//! The daemon: its configuration and state, the RPCs it serves, and the server loop.
+//!
+//! ```text
+//! kubelet --gRPC over <listen>--> tonic server (tokio, multithreaded)
+//!            RuntimeService / ImageService  ->  Daemon methods  ->  capsa library
+//! SIGTERM/SIGINT: stop accepting, finish the calls in flight, remove the socket, exit 0;
+//!                 pods and containers keep running (they are not children of the daemon).
+//! ```
+
+use crate::config::Config;
+use crate::service::Services;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use k8s_cri::v1::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tonic::Status;
+
+/// kubelet's CRI client sends and accepts messages up to 16 MiB; tonic's default is 4 MiB.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// The runtime name kubelet shows in node status (`capsa://0.1.0`).
+pub const RUNTIME_NAME: &str = "capsa";
+/// The CRI version this daemon speaks.
+pub const API_VERSION: &str = "v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Socket(#[from] crate::socket::SocketError),
+    #[error("{step} {}", path.display())]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving the CRI")]
+    Serve(#[source] tonic::transport::Error),
+    #[error("the server task ended: {0}")]
+    ServerTask(String),
+}
+
+/// Everything the RPCs share.
+pub struct Daemon {
+    config: Config,
+    /// The node's pod CIDR from UpdateRuntimeConfig, kept on disk across restarts.
+    pod_cidr: Mutex<String>,
+}
+
+const POD_CIDR_FILE: &str = "pod-cidr";
+
+impl Daemon {
+    /// Prepares the state directory and reads back what a previous run kept there.
+    pub fn new(config: Config) -> Result<Daemon, DaemonError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::Io {
+            step: "creating the state directory",
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let cidr_file = config.state_dir.join(POD_CIDR_FILE);
+        let pod_cidr = match std::fs::read_to_string(&cidr_file) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(DaemonError::Io {
+                    step: "reading",
+                    path: cidr_file,
+                    source,
+                })
+            }
+        };
+        Ok(Daemon {
+            config,
+            pod_cidr: Mutex::new(pod_cidr),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The pod CIDR kubelet last sent ("" before it has).
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub async fn version(&self, _: VersionRequest) -> Result<VersionResponse, Status> {
+        Ok(VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        })
+    }
+
+    pub async fn status(&self, req: StatusRequest) -> Result<StatusResponse, Status> {
+        let network = network_status(&self.config.cni_conf_dir);
+        let conditions = vec![
+            RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            match &network {
+                Ok(_) => RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Err(why) => RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message: format!("Network plugin returns error: {why}"),
+                },
+            },
+        ];
+        let mut info = HashMap::new();
+        if req.verbose {
+            let json = |v: serde_json::Value| v.to_string();
+            info.insert(
+                "config".to_string(),
+                json(serde_json::to_value(&self.config).unwrap_or_default()),
+            );
+            info.insert(
+                "lastCNILoadStatus".to_string(),
+                match &network {
+                    Ok(path) => format!("OK: {}", path.display()),
+                    Err(why) => why.clone(),
+                },
+            );
+            info.insert("podCIDR".to_string(), self.pod_cidr());
+        }
+        Ok(StatusResponse {
+            status: Some(RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![RuntimeHandler {
+                name: String::new(),
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        })
+    }
+
+    pub async fn runtime_config(
+        &self,
+        _: RuntimeConfigRequest,
+    ) -> Result<RuntimeConfigResponse, Status> {
+        Ok(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: CgroupDriver::Cgroupfs as i32,
+            }),
+        })
+    }
+
+    pub async fn update_runtime_config(
+        &self,
+        req: UpdateRuntimeConfigRequest,
+    ) -> Result<UpdateRuntimeConfigResponse, Status> {
+        let cidr = req
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if cidr.is_empty() {
+            return Ok(UpdateRuntimeConfigResponse {});
+        }
+        validate_cidr(&cidr).map_err(Status::invalid_argument)?;
+        let path = self.config.state_dir.join(POD_CIDR_FILE);
+        capsa::container::write_atomic(&path, cidr.as_bytes(), 0o644)
+            .map_err(|e| Status::internal(format!("writing {}: {e}", path.display())))?;
+        match self.pod_cidr.lock() {
+            Ok(mut c) => *c = cidr,
+            Err(p) => *p.into_inner() = cidr,
+        }
+        Ok(UpdateRuntimeConfigResponse {})
+    }
+}
+
+/// "10.244.1.0/24" or "fd00::/64", possibly two of them separated by a comma (dual stack).
+fn validate_cidr(cidr: &str) -> Result<(), String> {
+    for part in cidr.split(',') {
+        let part = part.trim();
+        let (ip, len) = part.split_once('/').ok_or_else(|| {
+            format!("runtime_config.network_config.pod_cidr: {part:?} is not IP/LENGTH")
+        })?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+            format!("runtime_config.network_config.pod_cidr: {ip:?} is not an IP address")
+        })?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match len.parse::<u8>() {
+            Ok(l) if l <= max => {}
+            _ => {
+                return Err(format!(
+                    "runtime_config.network_config.pod_cidr: prefix length {len:?} is not 0..={max}"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The CNI configuration the network would use: the first `*.conflist` or `*.conf` of the
+/// directory, in lexical order, that parses as a network; or why there is none.
+pub fn network_status(dir: &Path) -> Result<PathBuf, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cni config load failed: reading {}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf") | Some("conflist")
+            )
+        })
+        .collect();
+    files.sort();
+    let mut reasons = Vec::new();
+    for f in files {
+        let parsed = std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| {
+            serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+        });
+        match parsed {
+            Ok(v) if v.get("name").and_then(|n| n.as_str()).is_some() => return Ok(f),
+            Ok(_) => reasons.push(format!("{}: no network name", f.display())),
+            Err(e) => reasons.push(format!("{}: {e}", f.display())),
+        }
+    }
+    if reasons.is_empty() {
+        Err(format!(
+            "cni config load failed: no network config found in {}",
+            dir.display()
+        ))
+    } else {
+        Err(format!("cni config load failed: {}", reasons.join("; ")))
+    }
+}
+
+/// Serves the CRI on the configured socket until SIGTERM or SIGINT.
+pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
+    let listen = daemon.config.listen.clone();
+    let listener = crate::socket::bind(&listen)?;
+    let services = Services(daemon);
+    let runtime = RuntimeServiceServer::new(services.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let images = ImageServiceServer::new(services)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    log::info!("serving the CRI on {}", listen.display());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(runtime)
+            .add_service(images)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
+    );
+    let result = tokio::select! {
+        r = &mut server => flatten(r),
+        () = stop_signal() => {
+            // Stop accepting; calls in flight get a grace period. kubelet keeps its
+            // connection open for ever, so the server does not wait for it to close.
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => flatten(r),
+                Err(_) => {
+                    log::info!("connections still open after {SHUTDOWN_GRACE:?}: closing them");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    // Ours to remove: we bound it, and no other daemon can have replaced a live socket.
+    let _ = std::fs::remove_file(&listen);
+    log::info!("stopped serving the CRI on {}", listen.display());
+    result
+}
+
+/// How long calls in flight may run on after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn flatten(
+    r: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), DaemonError> {
+    match r {
+        Ok(inner) => inner.map_err(DaemonError::Serve),
+        Err(e) => Err(DaemonError::ServerTask(e.to_string())),
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM: stopping"),
+                _ = int.recv() => log::info!("SIGINT: stopping"),
+            }
+        }
+        _ => {
+            log::error!("cannot watch SIGTERM/SIGINT; serving until killed");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidrs_are_checked() {
+        assert!(validate_cidr("10.244.1.0/24").is_ok());
+        assert!(validate_cidr("10.244.1.0/24,fd00::/64").is_ok());
+        assert!(validate_cidr("10.244.1.0")
+            .unwrap_err()
+            .contains("IP/LENGTH"));
+        assert!(validate_cidr("10.244.1.0/33")
+            .unwrap_err()
+            .contains("0..=32"));
+        assert!(validate_cidr("x/8").unwrap_err().contains("not an IP"));
+    }
+
+    #[test]
+    fn the_first_valid_config_in_lexical_order_is_the_network() {
+        let d = std::env::temp_dir().join(format!("capsa-cri-net-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let e = network_status(&d).unwrap_err();
+        assert!(e.contains("no network config found"), "{e}");
+        std::fs::write(d.join("00-bad.conflist"), "{").unwrap();
+        std::fs::write(d.join("10-net.conflist"), r#"{"name":"a","plugins":[]}"#).unwrap();
+        std::fs::write(d.join("20-net.conf"), r#"{"name":"b","type":"bridge"}"#).unwrap();
+        std::fs::write(d.join("05-ignored.json"), r#"{"name":"c"}"#).unwrap();
+        assert_eq!(network_status(&d).unwrap(), d.join("10-net.conflist"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
