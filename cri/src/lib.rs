@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod logger;
 pub mod service;
 pub mod socket;
+pub mod store;
