@@ -26,6 +26,12 @@ pub enum StoreError {
     BadId { id: String },
 }
 
+/// What [`Store::load_all`] finds: the records by id, and the entries that were not.
+pub struct Loaded<T> {
+    pub records: Vec<(String, T)>,
+    pub broken: Vec<StoreError>,
+}
+
 /// A directory of records of one type.
 #[derive(Debug, Clone)]
 pub struct Store<T> {
@@ -98,7 +104,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
 
     /// Every record, by id; corrupt records are returned as errors beside the good ones
     /// (the daemon logs them and serves on), temp files of an interrupted write are removed.
-    pub fn load_all(&self) -> Result<(Vec<(String, T)>, Vec<StoreError>), StoreError> {
+    pub fn load_all(&self) -> Result<Loaded<T>, StoreError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|source| StoreError::Io {
             step: "listing",
             path: self.dir.clone(),
@@ -139,7 +145,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
         }
         good.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok((good, bad))
+        Ok(Loaded {
+            records: good,
+            broken: bad,
+        })
     }
 }
 
@@ -183,7 +192,10 @@ mod tests {
         s.save("a", &R { n: 3 }).unwrap();
         std::fs::write(d.join(".a.json.123"), "{").unwrap();
         std::fs::write(d.join("c.json"), "{").unwrap();
-        let (good, bad) = s.load_all().unwrap();
+        let Loaded {
+            records: good,
+            broken: bad,
+        } = s.load_all().unwrap();
         assert_eq!(
             good,
             vec![("a".into(), R { n: 3 }), ("b".into(), R { n: 2 })]
