@@ -22,6 +22,8 @@ mod cache;
 mod config;
 mod invoke;
 mod result;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
