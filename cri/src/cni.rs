@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use config::{Network, PluginConf, SUPPORTED_VERSIONS};
-pub use invoke::{Attachment, Command, PluginFailure, PortMapping, Protocol, DEFAULT_IFNAME};
+pub use invoke::{Attachment, CniCommand, PluginFailure, PortMapping, Protocol, DEFAULT_IFNAME};
 pub use result::{CniResult, Dns, Interface, IpConfig, PluginErrorJson, Route};
 
 use invoke::Site;
@@ -65,7 +65,7 @@ pub enum CniError {
     Plugin {
         network: String,
         plugin: String,
-        command: Command,
+        command: CniCommand,
         #[source]
         reason: PluginFailure,
     },
@@ -116,7 +116,7 @@ impl Network {
         let mut prev: Option<Value> = None;
         let mut last_plugin = "";
         for (i, plugin) in self.plugins().iter().enumerate() {
-            let site = self.site(plugin, Command::Add);
+            let site = self.site(plugin, CniCommand::Add);
             let out = self
                 .run(&site, plugin, prev.as_ref(), att, &att.netns, opts)
                 .await
@@ -137,7 +137,7 @@ impl Network {
         let parsed = CniResult::parse(raw.clone()).map_err(|reason| CniError::Plugin {
             network: self.name().to_string(),
             plugin: last_plugin.to_string(),
-            command: Command::Add,
+            command: CniCommand::Add,
             reason: PluginFailure::BadResult(reason),
         });
         let cached = parsed.and_then(|result| {
@@ -174,16 +174,23 @@ impl Network {
         let (network, prev) = match entry {
             Some(entry) => {
                 let cached = serde_json::to_vec(&entry.config)
-                    .ok()
-                    .and_then(|bytes| Network::from_conflist(&bytes, &path).ok());
-                (cached.unwrap_or_else(|| self.clone()), Some(entry.result))
+                    .map_err(|e| CniError::InvalidConf {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+                    .and_then(|bytes| Network::from_conflist(&bytes, &path));
+                let network = cached.unwrap_or_else(|e| {
+                    log::warn!("DEL with the current config instead of the cached one: {e}");
+                    self.clone()
+                });
+                (network, Some(entry.result))
             }
             None => (self.clone(), None),
         };
         let prev = prev.filter(|_| config::del_gets_prev_result(network.cni_version()));
         let netns = live_netns(&att.netns);
         for plugin in network.plugins().iter().rev() {
-            let site = network.site(plugin, Command::Del);
+            let site = network.site(plugin, CniCommand::Del);
             network
                 .run(&site, plugin, prev.as_ref(), att, netns, opts)
                 .await?;
@@ -201,14 +208,14 @@ impl Network {
         opts: &CniOptions,
     ) {
         for plugin in self.plugins()[..count].iter().rev() {
-            let site = self.site(plugin, Command::Del);
+            let site = self.site(plugin, CniCommand::Del);
             if let Err(e) = self.run(&site, plugin, prev, att, &att.netns, opts).await {
                 log::warn!("cleaning up after a failed CNI ADD: {}", error_chain(&e));
             }
         }
     }
 
-    fn site<'a>(&'a self, plugin: &'a PluginConf, command: Command) -> Site<'a> {
+    fn site<'a>(&'a self, plugin: &'a PluginConf, command: CniCommand) -> Site<'a> {
         Site {
             network: self.name(),
             plugin: plugin.plugin_type(),

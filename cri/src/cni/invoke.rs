@@ -17,21 +17,21 @@ use super::CniError;
 
 /// The CNI command of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub enum CniCommand {
     Add,
     Del,
 }
 
-impl Command {
+impl CniCommand {
     pub fn as_str(self) -> &'static str {
         match self {
-            Command::Add => "ADD",
-            Command::Del => "DEL",
+            CniCommand::Add => "ADD",
+            CniCommand::Del => "DEL",
         }
     }
 }
 
-impl std::fmt::Display for Command {
+impl std::fmt::Display for CniCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -158,7 +158,7 @@ impl Attachment {
 
 /// The `CNI_*` environment of one run. `netns` is empty when DEL finds no live netns.
 pub fn plugin_env(
-    command: Command,
+    command: CniCommand,
     att: &Attachment,
     netns: &Path,
     plugin_dirs: &[PathBuf],
@@ -230,7 +230,7 @@ pub fn find_plugin(plugin_type: &str, plugin_dirs: &[PathBuf]) -> Result<PathBuf
 pub struct Site<'a> {
     pub network: &'a str,
     pub plugin: &'a str,
-    pub command: Command,
+    pub command: CniCommand,
 }
 
 impl Site<'_> {
@@ -293,8 +293,8 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-/// Runs one plugin and returns its stdout parsed as JSON (`Value::Null` for an empty stdout,
-/// which DEL may print). Bounded by `timeout`: on expiry the plugin's whole process group
+/// Runs one plugin and returns its stdout parsed as JSON (`Value::Null` for DEL and for an
+/// empty stdout). Bounded by `timeout`: on expiry the plugin's whole process group
 /// (it may have started iptables & co.) is killed and the plugin reaped.
 pub async fn run_plugin(
     site: &Site<'_>,
@@ -371,7 +371,8 @@ pub async fn run_plugin(
         };
         return Err(site.error(reason));
     }
-    if out.iter().all(u8::is_ascii_whitespace) {
+    // DEL prints nothing by the spec; like libcni, whatever it prints is ignored.
+    if site.command == CniCommand::Del || out.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
     serde_json::from_slice(&out).map_err(|e| site.error(PluginFailure::BadResult(e.to_string())))
@@ -426,7 +427,7 @@ mod tests {
     fn env_has_the_contract_variables() {
         let att = attachment();
         let dirs = [PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")];
-        let env = plugin_env(Command::Del, &att, &att.netns, &dirs);
+        let env = plugin_env(CniCommand::Del, &att, &att.netns, &dirs);
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.clone();
         assert_eq!(get("CNI_COMMAND"), "DEL");
         assert_eq!(get("CNI_CONTAINERID"), "abc123");
