@@ -346,10 +346,31 @@ fn del_succeeds_after_the_pod_netns_is_gone() {
     w.add(&net).unwrap();
     assert_eq!(w.allocations().len(), 1);
     w.pod.delete();
+    // What an unmounted pin leaves: a plain file where the netns was. Plugins reject it
+    // ("not a network namespace"), so the DEL must not hand it to them.
+    let stale = StaleFile::new(w.pod.path());
     w.del(&net).unwrap();
     assert_eq!(w.allocations(), Vec::<String>::new());
     assert!(!w.cache_entry().exists());
+    drop(stale);
+    // And no file at all.
     w.del(&net).unwrap();
+}
+
+/// A plain file at `path`, removed on drop.
+struct StaleFile(PathBuf);
+
+impl StaleFile {
+    fn new(path: PathBuf) -> StaleFile {
+        File::create(&path).unwrap();
+        StaleFile(path)
+    }
+}
+
+impl Drop for StaleFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[test]
