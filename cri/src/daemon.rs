@@ -212,40 +212,19 @@ fn validate_cidr(cidr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The CNI configuration the network would use: the first `*.conflist` or `*.conf` of the
-/// directory, in lexical order, that parses as a network; or why there is none.
+/// The CNI configuration the network would use (the first valid `*.conflist`, `*.conf` or
+/// `*.json` of the directory, in lexical order), or why there is none.
 pub fn network_status(dir: &Path) -> Result<PathBuf, String> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cni config load failed: reading {}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("conf") | Some("conflist")
-            )
-        })
-        .collect();
-    files.sort();
-    let mut reasons = Vec::new();
-    for f in files {
-        let parsed = std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| {
-            serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
-        });
-        match parsed {
-            Ok(v) if v.get("name").and_then(|n| n.as_str()).is_some() => return Ok(f),
-            Ok(_) => reasons.push(format!("{}: no network name", f.display())),
-            Err(e) => reasons.push(format!("{}: {e}", f.display())),
-        }
-    }
-    if reasons.is_empty() {
-        Err(format!(
+    match crate::cni::Network::load(dir) {
+        Ok(Some(network)) => Ok(network.source().to_path_buf()),
+        Ok(None) => Err(format!(
             "cni config load failed: no network config found in {}",
             dir.display()
-        ))
-    } else {
-        Err(format!("cni config load failed: {}", reasons.join("; ")))
+        )),
+        Err(e) => Err(format!(
+            "cni config load failed: {}",
+            crate::cni::error_chain(&e)
+        )),
     }
 }
 
@@ -351,9 +330,11 @@ mod tests {
         let e = network_status(&d).unwrap_err();
         assert!(e.contains("no network config found"), "{e}");
         std::fs::write(d.join("00-bad.conflist"), "{").unwrap();
-        std::fs::write(d.join("10-net.conflist"), r#"{"name":"a","plugins":[]}"#).unwrap();
-        std::fs::write(d.join("20-net.conf"), r#"{"name":"b","type":"bridge"}"#).unwrap();
-        std::fs::write(d.join("05-ignored.json"), r#"{"name":"c"}"#).unwrap();
+        std::fs::write(d.join("05-ignored.txt"), r#"{"name":"c"}"#).unwrap();
+        let conflist = r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"}]}"#;
+        std::fs::write(d.join("10-net.conflist"), conflist).unwrap();
+        let conf = r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#;
+        std::fs::write(d.join("20-net.conf"), conf).unwrap();
         assert_eq!(network_status(&d).unwrap(), d.join("10-net.conflist"));
         std::fs::remove_dir_all(&d).unwrap();
     }

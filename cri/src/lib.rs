@@ -5,6 +5,7 @@
 //! [`daemon::serve`].
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod logger;
