@@ -313,3 +313,69 @@ fn pod_errors_are_clear_and_leave_nothing() {
         "the last pod takes .pods with it"
     );
 }
+
+/// Namespaced sysctls are set by the infra process in the pod's own namespaces before any
+/// container joins; one that is not namespaced, or whose namespace the pod does not share,
+/// is refused naming it (it would change the host), and nothing is left.
+#[test]
+fn pod_sysctls_land_in_the_pods_namespaces_only() {
+    let mut w = World::new();
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let host_shmmni = std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap();
+    let pod = unique("pod");
+    w.pods.push(pod.clone());
+    let want_forward = if host_forward.trim() == "1" { "0" } else { "1" };
+    w.ok(&[
+        "pod",
+        "create",
+        "--sysctl",
+        &format!("net.ipv4.ip_forward={want_forward}"),
+        "--sysctl",
+        "kernel.shmmni=1234",
+        &pod,
+    ]);
+    let infra = pod_info(&w, &pod)["pid"].as_i64().unwrap() as i32;
+    w.pids.push(infra);
+    let b = w.bundle(&[
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni",
+    ]);
+    let (code, out, err) = run_in_pod(&mut w, &pod, &b);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{want_forward}\n1234\n"));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap(),
+        host_shmmni
+    );
+    w.ok(&["pod", "rm", &pod]);
+    assert_pod_gone(&w, &pod, infra);
+
+    for (share, sysctl, says) in [
+        ("net,ipc,uts", "kernel.panic=5", "not a namespaced sysctl"),
+        (
+            "ipc,uts",
+            "net.ipv4.ip_forward=1",
+            "net namespace, which this pod does not share",
+        ),
+        (
+            "net,ipc,uts",
+            "net/../kernel.panic=1",
+            "not a valid sysctl name",
+        ),
+    ] {
+        let id = unique("badsysctl");
+        let err = w.fails(&["pod", "create", "--share", share, "--sysctl", sysctl, &id]);
+        let key = sysctl.split('=').next().unwrap();
+        assert!(err.contains(key) && err.contains(says), "{sysctl}: {err}");
+        assert!(pod_cgroups(&id).is_empty(), "{sysctl}: cgroup left");
+        assert!(
+            !w.root.join(".pods").join(&id).exists(),
+            "{sysctl}: state left"
+        );
+    }
+}

@@ -28,6 +28,9 @@ pub enum PodCommand {
         /// The pause program to run as the infra process (default: capsa-pause next to capsa)
         #[arg(long = "pause-binary", value_name = "PATH")]
         pause_binary: Option<PathBuf>,
+        /// A namespaced sysctl set in the pod's shared namespaces (KEY=VALUE; repeatable)
+        #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+        sysctls: Vec<String>,
     },
     /// List pods
     #[command(visible_alias = "ls")]
@@ -54,6 +57,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
             cgroup_parent,
             hostname,
             pause_binary,
+            sysctls,
         } => {
             let share = share
                 .iter()
@@ -64,6 +68,14 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
                 cgroup_parent: cgroup_parent.clone(),
                 hostname: hostname.clone(),
                 pause_binary: pause_binary.clone(),
+                sysctls: sysctls
+                    .iter()
+                    .map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| anyhow::anyhow!("--sysctl {kv:?}: want KEY=VALUE"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             };
             runtime.create_pod(id, &opts)?;
         }

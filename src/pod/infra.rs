@@ -30,6 +30,8 @@ pub(super) struct InfraConfig<'a> {
     pub share: &'a [LinuxNamespaceType],
     pub cgroup: &'a Manager,
     pub hostname: Option<&'a str>,
+    /// Checked by the caller: each belongs to a namespace the pod shares.
+    pub sysctls: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Clones the infra process; on return it runs the pause program. The guard owns it.
@@ -92,6 +94,9 @@ fn setup_and_exec(
         if cfg.share.contains(&LinuxNamespaceType::Network) {
             loopback_up().map_err(PodError::Loopback)?;
         }
+        if !cfg.sysctls.is_empty() {
+            set_sysctls(cfg.sysctls)?;
+        }
         // The pause program needs no privilege at all.
         security::set_no_new_privs()?;
         let none = CapabilitySets::default();
@@ -127,6 +132,25 @@ fn setup_and_exec(
         source: std::io::Error::last_os_error(),
     }
     .into()
+}
+
+/// Writes each sysctl through a verified /proc (ours, in the pod's new namespaces: net and
+/// ipc sysctls are those of the writer's namespaces).
+fn set_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> crate::Result<()> {
+    let proc = crate::rootfs::procfs::ProcRoot::open().map_err(crate::rootfs::RootfsError::from)?;
+    for (key, value) in sysctls {
+        let err = |source: std::io::Error| PodError::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+            source,
+        };
+        let rel = std::path::PathBuf::from("sys").join(key.replace('.', "/"));
+        let fd = proc
+            .open_file(&rel, nix::fcntl::OFlag::O_WRONLY)
+            .map_err(crate::rootfs::RootfsError::from)?;
+        std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// A new network namespace starts with `lo` down; the pod's containers talk over 127.0.0.1.

@@ -73,6 +73,15 @@ pub enum PodError {
         #[source]
         source: Box<crate::Error>,
     },
+    #[error("sysctl {key}: {reason}")]
+    BadSysctl { key: String, reason: String },
+    #[error("setting sysctl {key}={value:?} in the pod's namespaces")]
+    Sysctl {
+        key: String,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("bringing up lo in the pod's network namespace")]
     Loopback(#[source] std::io::Error),
     #[error("pointing the infra process's stdio at /dev/null")]
@@ -97,6 +106,9 @@ pub struct PodOptions {
     pub hostname: Option<String>,
     /// The pause program (default: `capsa-pause` next to the running executable).
     pub pause_binary: Option<PathBuf>,
+    /// Namespaced sysctls the infra process sets in the pod's shared namespaces before the
+    /// first container joins (`net.*` needs a shared net namespace, the IPC ones ipc).
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for PodOptions {
@@ -110,6 +122,7 @@ impl Default for PodOptions {
             cgroup_parent: PathBuf::from(DEFAULT_CGROUP_PARENT),
             hostname: None,
             pause_binary: None,
+            sysctls: Default::default(),
         }
     }
 }
@@ -243,6 +256,7 @@ impl Runtime {
     /// namespaces. On any failure nothing is left (process, cgroup or state).
     pub fn create_pod(&self, id: &str, opts: &PodOptions) -> crate::Result<Pod> {
         let dir = self.pod_dir(id)?;
+        check_sysctls(opts)?;
         std::fs::create_dir_all(self.pods_dir()).map_err(|source| PodError::State {
             path: self.pods_dir(),
             source,
@@ -278,6 +292,7 @@ impl Runtime {
             share: &opts.share,
             cgroup: &infra_cgroup,
             hostname: hostname.as_deref(),
+            sysctls: &opts.sysctls,
         })
         .map_err(|e| PodError::Infra {
             id: id.into(),
@@ -376,6 +391,38 @@ impl Runtime {
         let _ = std::fs::remove_dir(self.pods_dir());
         Ok(())
     }
+}
+
+/// Each sysctl must name a file under /proc/sys and belong to a namespace the pod shares:
+/// anything else would be set on the host.
+fn check_sysctls(opts: &PodOptions) -> Result<(), PodError> {
+    for key in opts.sysctls.keys() {
+        let bad = |reason: String| PodError::BadSysctl {
+            key: key.clone(),
+            reason,
+        };
+        if !crate::spec::sysctl_name_ok(key) {
+            return Err(bad("not a valid sysctl name".into()));
+        }
+        match crate::spec::sysctl_namespace(key) {
+            Some(LinuxNamespaceType::Uts) => {
+                return Err(bad("the pod's hostname is set with its own option".into()))
+            }
+            Some(t) if opts.share.contains(&t) => {}
+            Some(t) => {
+                return Err(bad(format!(
+                    "belongs to the {} namespace, which this pod does not share (it would be set on the host)",
+                    ns_file(t)
+                )))
+            }
+            None => {
+                return Err(bad(
+                    "not a namespaced sysctl (it would be set on the host)".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM (the pause program exits 0), then SIGKILL if it is still there after 5 s.

@@ -8,6 +8,7 @@ mod validate;
 
 pub use default::default_spec;
 pub use validate::validate;
+pub(crate) use validate::{sysctl_name_ok, sysctl_namespace};
 
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};

@@ -28,7 +28,7 @@ fn known_filesystems() -> HashSet<String> {
 }
 
 /// sysctls that belong to a namespace, and which: runc's list. Others would change the host.
-fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+pub(crate) fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
     const IPC: &[&str] = &[
         "kernel.msgmax",
         "kernel.msgmnb",
@@ -48,6 +48,11 @@ fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
     } else {
         None
     }
+}
+
+/// A sysctl name that names one file under /proc/sys: dotted, no '/', no empty or ".." part.
+pub(crate) fn sysctl_name_ok(key: &str) -> bool {
+    !key.contains('/') && !key.split('.').any(|p| p.is_empty() || p == "..")
 }
 
 fn has_ns(namespaces: &[oci_spec::runtime::LinuxNamespace], t: LinuxNamespaceType) -> bool {
@@ -226,11 +231,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
     }
     for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
         let field = format!("linux.sysctl.{key}");
-        check(
-            !key.contains('/') && !key.split('.').any(|p| p.is_empty() || p == ".."),
-            &field,
-            "not a valid sysctl name",
-        )?;
+        check(sysctl_name_ok(key), &field, "not a valid sysctl name")?;
         match sysctl_namespace(key) {
             Some(t) => check(
                 has_ns(namespaces, t),
