@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Packs a root filesystem as a one-layer OCI image layout in a tar (what `ctr image import`
 # and `skopeo copy oci-archive:` read), offline, with nothing but tar, gzip and sha256sum.
-# Usage: oci-image.sh ROOTFS OUT.tar IMAGE-NAME   (e.g. docker.io/library/capsa-busybox:latest)
+# Usage: oci-image.sh ROOTFS OUT.tar IMAGE-NAME [CONFIG-JSON]
+#   (e.g. docker.io/library/capsa-busybox:latest); CONFIG-JSON is the image config's "config"
+#   object (default: a PATH and Cmd ["sh"]), e.g. '{"Entrypoint":["/pause"]}' for a pause image.
 set -euo pipefail
 rootfs=${1:?usage: oci-image.sh ROOTFS OUT.tar NAME}
 out=${2:?usage: oci-image.sh ROOTFS OUT.tar NAME}
 name=${3:?usage: oci-image.sh ROOTFS OUT.tar NAME}
+image_config=${4:-'{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]}'}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/blobs/sha256"
@@ -19,8 +22,8 @@ layer_size=$(stat -c %s "$work/layer.tar.gz")
 layer=$(blob "$work/layer.tar.gz")
 
 arch=$(dpkg --print-architecture)
-printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$arch" "$diff_id" > "$work/config.json"
+printf '{"architecture":"%s","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$arch" "$image_config" "$diff_id" > "$work/config.json"
 config_size=$(stat -c %s "$work/config.json")
 config=$(blob "$work/config.json")
 

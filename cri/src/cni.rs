@@ -164,6 +164,30 @@ impl Network {
     /// `prevResult`; a netns that is gone is passed as an empty `CNI_NETNS` (the plugins
     /// then only release what they hold outside it, e.g. host-local's IP). The first
     /// failing plugin fails the DEL and the entry stays for the retry (as libcni).
+    /// DEL of an attachment made by an ADD of the network called `name`, from its cache
+    /// entry alone (the config directory may have changed or emptied since). Returns false,
+    /// having run nothing, when there is no entry: nothing to tear down, or a DEL already
+    /// succeeded.
+    pub async fn del_cached(
+        name: &str,
+        att: &Attachment,
+        opts: &CniOptions,
+    ) -> Result<bool, CniError> {
+        att.validate()?;
+        let path = cache::path(&opts.cache_dir, name, &att.container_id, &att.ifname);
+        let Some(entry) = cache::read(&path)? else {
+            return Ok(false);
+        };
+        let bytes = serde_json::to_vec(&entry.config).map_err(|e| CniError::InvalidConf {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Network::from_conflist(&bytes, &path)?
+            .del(att, opts)
+            .await
+            .map(|()| true)
+    }
+
     pub async fn del(&self, att: &Attachment, opts: &CniOptions) -> Result<(), CniError> {
         att.validate()?;
         let path = cache::path(&opts.cache_dir, self.name(), &att.container_id, &att.ifname);

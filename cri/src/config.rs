@@ -66,6 +66,8 @@ pub struct Config {
     /// The streaming server's address (`127.0.0.1:0`: a free port on loopback).
     pub stream_address: String,
     pub registry: RegistryConfig,
+    /// The infra program of every pod (default: `capsa-pause` next to this program).
+    pub pause_binary: Option<PathBuf>,
     /// error, warn, info, debug or trace.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -81,6 +83,7 @@ impl Default for Config {
             cni_plugin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             stream_address: "127.0.0.1:0".into(),
             registry: RegistryConfig::default(),
+            pause_binary: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }

@@ -8,7 +8,9 @@
 //! ```
 
 use crate::config::Config;
+use crate::sandbox::SandboxRecord;
 use crate::service::Services;
+use crate::store::Store;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use k8s_cri::v1::*;
@@ -36,6 +38,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("serving the CRI")]
     Serve(#[source] tonic::transport::Error),
     #[error("the server task ended: {0}")]
@@ -47,6 +51,22 @@ pub struct Daemon {
     config: Config,
     /// The node's pod CIDR from UpdateRuntimeConfig, kept on disk across restarts.
     pod_cidr: Mutex<String>,
+    runtime: capsa::Runtime,
+    sandbox_store: Store<SandboxRecord>,
+    table: Mutex<Table>,
+    /// One async lock per sandbox: Stop and Remove of one sandbox do not interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The sandboxes by id, and their names (kubelet's name_namespace_uid_attempt) by id.
+#[derive(Default)]
+struct Table {
+    sandboxes: HashMap<String, SandboxRecord>,
+    names: HashMap<String, String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 const POD_CIDR_FILE: &str = "pod-cidr";
@@ -71,10 +91,103 @@ impl Daemon {
                 })
             }
         };
+        let sandbox_store: Store<SandboxRecord> = Store::open(&config.state_dir.join("sandboxes"))?;
+        let loaded = sandbox_store.load_all()?;
+        for e in &loaded.broken {
+            log::error!("skipping a sandbox record: {}", crate::cni::error_chain(e));
+        }
+        let mut table = Table::default();
+        for (id, record) in loaded.records {
+            table
+                .names
+                .insert(crate::sandbox::name_key(&record.metadata()), id.clone());
+            table.sandboxes.insert(id, record);
+        }
+        log::info!(
+            "{} sandbox(es) found in {}",
+            table.sandboxes.len(),
+            config.state_dir.display()
+        );
         Ok(Daemon {
+            runtime: capsa::Runtime::new(&config.runtime_root),
             config,
             pod_cidr: Mutex::new(pod_cidr),
+            sandbox_store,
+            table: Mutex::new(table),
+            locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn runtime(&self) -> &capsa::Runtime {
+        &self.runtime
+    }
+
+    /// This daemon's directory under the runtime root (netns pins, shm mounts).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.config.runtime_root.join("cri")
+    }
+
+    /// A sandbox's files (hostname, resolv.conf, hosts) under the state dir.
+    pub fn sandbox_files(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("sandbox-files").join(id)
+    }
+
+    /// Reserves a sandbox name for `id`; a name in use is AlreadyExists, naming its owner.
+    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), Status> {
+        let mut t = lock(&self.table);
+        if let Some(owner) = t.names.get(key) {
+            return Err(Status::already_exists(format!(
+                "the sandbox name {key:?} is already reserved for {owner}"
+            )));
+        }
+        t.names.insert(key.to_string(), id.to_string());
+        Ok(())
+    }
+
+    pub fn release_name(&self, key: &str) {
+        lock(&self.table).names.remove(key);
+    }
+
+    /// Saves a sandbox record (disk first, then the table).
+    pub fn save_sandbox(&self, record: SandboxRecord) -> Result<(), Status> {
+        self.sandbox_store
+            .save(&record.id, &record)
+            .map_err(|e| Status::internal(crate::cni::error_chain(&e)))?;
+        lock(&self.table)
+            .sandboxes
+            .insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Removes a sandbox record and releases its name.
+    pub fn forget_sandbox(&self, record: &SandboxRecord) -> Result<(), Status> {
+        self.sandbox_store
+            .remove(&record.id)
+            .map_err(|e| Status::internal(crate::cni::error_chain(&e)))?;
+        let mut t = lock(&self.table);
+        t.sandboxes.remove(&record.id);
+        t.names
+            .remove(&crate::sandbox::name_key(&record.metadata()));
+        drop(t);
+        lock(&self.locks).remove(&record.id);
+        Ok(())
+    }
+
+    pub fn sandbox(&self, id: &str) -> Option<SandboxRecord> {
+        lock(&self.table).sandboxes.get(id).cloned()
+    }
+
+    pub fn sandboxes(&self) -> Vec<SandboxRecord> {
+        lock(&self.table).sandboxes.values().cloned().collect()
+    }
+
+    /// Serialises the state-changing RPCs of one sandbox.
+    pub async fn sandbox_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = lock(&self.locks)
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        m.lock_owned().await
     }
 
     pub fn config(&self) -> &Config {

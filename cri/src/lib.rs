@@ -9,6 +9,8 @@ pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod logger;
+pub mod pods;
+pub mod sandbox;
 pub mod service;
 pub mod socket;
 pub mod store;

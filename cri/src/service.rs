@@ -58,13 +58,13 @@ service! {
             status(StatusRequest) -> StatusResponse;
             runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse;
             update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
-        }
-        later {
             run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
             stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
             remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
             pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
             list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
+        }
+        later {
             pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
             list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
             create_container(CreateContainerRequest) -> CreateContainerResponse;

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub const CAPSA_CRI: &str = env!("CARGO_BIN_EXE_capsa-cri");
+/// The image containerd runs as each sandbox's pause container: capsa-pause alone, imported
+/// into containerd's k8s.io namespace before its first RunPodSandbox.
+pub const PAUSE_IMAGE: &str = "docker.io/library/capsa-pause:test";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Which CRI server a scenario talks to.
@@ -75,6 +78,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub cni_conf_dir: PathBuf,
+    /// The network namespace the server (and so its CNI plugins) runs in.
+    pub netns: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -82,6 +87,12 @@ impl Server {
     /// Starts a server of `kind` with an empty CNI config dir, and waits until it answers
     /// Version.
     pub async fn start(kind: Kind) -> Server {
+        Self::start_in(kind, None).await
+    }
+
+    /// Starts a server inside the network namespace at `netns` (see [`Netns`]): pod
+    /// networks, bridges and NAT rules then live there, never in the machine's own.
+    pub async fn start_in(kind: Kind, netns: Option<&Netns>) -> Server {
         let dir = scratch(match kind {
             Kind::Capsa => "capsa",
             Kind::Containerd => "ctrd",
@@ -93,15 +104,48 @@ impl Server {
             socket: dir.join("cri.sock"),
             dir,
             cni_conf_dir,
+            netns: netns.map(|n| n.path.clone()),
             child: None,
         };
         s.spawn();
         s.wait_ready().await;
+        if kind == Kind::Containerd {
+            s.import_pause_image();
+        }
         s
+    }
+
+    fn import_pause_image(&self) {
+        let tar = pause_image();
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "image", "import"])
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The command line that starts this server (without spawning it).
     pub fn command(&self) -> Command {
+        let mut c = self.bare_command();
+        if let Some(netns) = &self.netns {
+            let mut n = Command::new("nsenter");
+            n.arg(format!("--net={}", netns.display()))
+                .arg("--")
+                .arg(c.get_program())
+                .args(c.get_args());
+            c = n;
+        }
+        c
+    }
+
+    fn bare_command(&self) -> Command {
         match self.kind {
             Kind::Capsa => {
                 let mut c = Command::new(CAPSA_CRI);
@@ -135,6 +179,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [ttrpc]
   address = "{d}/t.sock"
 [plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   restrict_oom_score_adj = true
@@ -145,6 +190,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 "#,
                     sock = self.socket.display(),
                     net = self.cni_conf_dir.display(),
+                    pause = PAUSE_IMAGE,
                 );
                 std::fs::write(self.dir.join("config.toml"), config).unwrap();
                 let mut c = Command::new("containerd");
@@ -260,4 +306,107 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A network namespace the test made (`ip netns add`), with lo up and 198.51.100.1/32 on it
+/// (a documentation address, for port mappings to land on); deleted on drop.
+pub struct Netns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!(
+            "capsa-cri-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let n = Netns {
+            path: PathBuf::from("/run/netns").join(&name),
+            name,
+        };
+        ip(&["-n", &n.name, "link", "set", "lo", "up"]);
+        ip(&["-n", &n.name, "addr", "add", "198.51.100.1/32", "dev", "lo"]);
+        n
+    }
+
+    /// Runs `cmd` inside this namespace (nsenter --net): its output, asserting success.
+    pub fn run(&self, cmd: &[&str]) -> String {
+        run_ok(
+            Command::new("nsenter")
+                .arg(format!("--net={}", self.path.display()))
+                .arg("--")
+                .args(cmd),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a command, asserting success; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pause image as an OCI archive, built once per test binary (under a lock, since test
+/// binaries run in parallel) from the capsa-pause next to capsa-cri.
+pub fn pause_image() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = PathBuf::from("/tmp/capsa-cri-tests/images");
+            std::fs::create_dir_all(&dir).unwrap();
+            let lock = std::fs::File::create(dir.join("lock")).unwrap();
+            let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .unwrap();
+            let tar = dir.join("capsa-pause.tar");
+            let pause = Path::new(CAPSA_CRI).with_file_name("capsa-pause");
+            let fresh = std::fs::metadata(&tar)
+                .and_then(|t| Ok(t.modified()? >= std::fs::metadata(&pause)?.modified()?))
+                .unwrap_or(false);
+            if !fresh {
+                let rootfs = dir.join("pause-rootfs");
+                let _ = std::fs::remove_dir_all(&rootfs);
+                std::fs::create_dir_all(&rootfs).unwrap();
+                std::fs::copy(&pause, rootfs.join("pause")).unwrap();
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-fixtures/oci-image.sh");
+                let tmp = dir.join("capsa-pause.tar.tmp");
+                run_ok(
+                    Command::new("bash")
+                        .arg(script)
+                        .arg(&rootfs)
+                        .arg(&tmp)
+                        .arg(PAUSE_IMAGE)
+                        .arg(r#"{"Entrypoint":["/pause"]}"#),
+                );
+                std::fs::rename(&tmp, &tar).unwrap();
+                std::fs::remove_dir_all(&rootfs).unwrap();
+            }
+            tar
+        })
+        .clone()
 }

@@ -1,0 +1,393 @@
+//! The sandbox RPCs (see [`crate::sandbox`] for the sequence and what each step makes).
+
+use crate::daemon::Daemon;
+use crate::sandbox::{self, SandboxRecord};
+use k8s_cri::v1::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tonic::Status;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+/// capsa's error, with its whole cause chain, as a gRPC status of the right kind.
+fn capsa_status(what: &str, e: &capsa::Error) -> Status {
+    let chain = crate::cni::error_chain(e);
+    match e {
+        capsa::Error::Pod(capsa::pod::PodError::BadSysctl { .. }) => {
+            Status::invalid_argument(format!("{what}: config.linux.sysctls: {chain}"))
+        }
+        _ => Status::internal(format!("{what}: {chain}")),
+    }
+}
+
+/// What RunPodSandbox has made so far, undone in reverse when a later step fails.
+struct Undo<'a> {
+    daemon: &'a Daemon,
+    record: SandboxRecord,
+    files: Option<PathBuf>,
+    pod: bool,
+    armed: bool,
+}
+
+impl Undo<'_> {
+    async fn run(mut self) {
+        self.armed = false;
+        let d = self.daemon;
+        let id = self.record.id.clone();
+        if let Some(netns) = self.record.netns.clone() {
+            let _ = sandbox::unpin_netns(&netns);
+        }
+        if self.pod {
+            let rt = d.runtime().clone();
+            let pid = id.clone();
+            let _ = tokio::task::spawn_blocking(move || rt.remove_pod(&pid, true)).await;
+        }
+        if let Some(shm) = &self.record.shm {
+            let _ = sandbox::unmount_shm(shm);
+        }
+        if let Some(files) = &self.files {
+            let _ = std::fs::remove_dir_all(files);
+        }
+        d.release_name(&sandbox::name_key(&self.record.metadata()));
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Only reached if the RPC's future was dropped mid-way (the client went away):
+            // release the name at least; the leftovers are reported.
+            log::warn!(
+                "RunPodSandbox of {} abandoned mid-way; its name is released",
+                self.record.id
+            );
+            self.daemon
+                .release_name(&sandbox::name_key(&self.record.metadata()));
+        }
+    }
+}
+
+impl Daemon {
+    pub async fn run_pod_sandbox(
+        &self,
+        req: RunPodSandboxRequest,
+    ) -> Result<RunPodSandboxResponse, Status> {
+        let config = sandbox::validate(req.config.as_ref())?.clone();
+        if !req.runtime_handler.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "runtime_handler {:?}: capsa-cri has only the default handler (\"\")",
+                req.runtime_handler
+            )));
+        }
+        let id = crate::store::new_id().map_err(|e| internal("making a sandbox id", e))?;
+        let key = sandbox::name_key(config.metadata.as_ref().expect("validated"));
+        self.reserve_name(&key, &id)?;
+        let shares = sandbox::shares(&config);
+        let mut undo = Undo {
+            daemon: self,
+            record: SandboxRecord {
+                id: id.clone(),
+                config: config.clone(),
+                runtime_handler: req.runtime_handler.clone(),
+                created_at: now_ns(),
+                stopped: false,
+                host_network: shares.host_network,
+                host_ipc: shares.host_ipc,
+                netns: None,
+                ips: Vec::new(),
+                shm: None,
+                network: None,
+            },
+            files: None,
+            pod: false,
+            armed: true,
+        };
+        match self.set_up(&mut undo, &shares).await {
+            Ok(()) => {
+                undo.armed = false;
+                log::info!("sandbox {id} ({key}) is ready");
+                Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+            }
+            Err(e) => {
+                log::warn!("RunPodSandbox {key}: {}", e.message());
+                undo.run().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn set_up(&self, undo: &mut Undo<'_>, shares: &sandbox::Shares) -> Result<(), Status> {
+        let id = undo.record.id.clone();
+        let config = undo.record.config.clone();
+        // The files the pod's containers will mount.
+        let files = self.sandbox_files(&id);
+        std::fs::create_dir_all(&files).map_err(|e| internal("creating sandbox files", e))?;
+        undo.files = Some(files.clone());
+        let hostname = if shares.host_network {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else if config.hostname.is_empty() {
+            config
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        } else {
+            config.hostname.clone()
+        };
+        let resolv = match &config.dns_config {
+            Some(dns) => sandbox::resolv_conf(dns),
+            None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        for (name, text) in [
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", resolv),
+            ("hosts", hosts),
+        ] {
+            let path = files.join(name);
+            capsa::container::write_atomic(&path, text.as_bytes(), 0o644)
+                .map_err(|e| internal(&format!("writing {}", path.display()), e))?;
+        }
+        if !shares.host_ipc {
+            let shm = self.runtime_dir().join("sandboxes").join(&id).join("shm");
+            sandbox::mount_shm(&shm)
+                .map_err(|e| internal(&format!("mounting /dev/shm at {}", shm.display()), e))?;
+            undo.record.shm = Some(shm);
+        }
+        // The pod: its infra process holds the shared namespaces.
+        let parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| sandbox::DEFAULT_CGROUP_PARENT.into());
+        let opts = capsa::PodOptions {
+            share: shares.pod.clone(),
+            cgroup_parent: parent.into(),
+            hostname: (!shares.host_network).then(|| hostname.clone()),
+            pause_binary: self.config().pause_binary.clone(),
+            sysctls: sandbox::sysctls(&config),
+        };
+        let rt = self.runtime().clone();
+        let pod_id = id.clone();
+        let created = tokio::task::spawn_blocking(move || rt.create_pod(&pod_id, &opts))
+            .await
+            .map_err(|e| internal("creating the pod", e))?;
+        let pod = created.map_err(|e| capsa_status("creating the pod", &e))?;
+        undo.pod = true;
+        if !shares.host_network {
+            let pid = pod.live_pid().ok_or_else(|| {
+                Status::internal(format!("the infra process of sandbox {id} exited at start"))
+            })?;
+            let netns = self.runtime_dir().join("netns").join(&id);
+            sandbox::pin_netns(pid.as_raw(), &netns)
+                .map_err(|e| internal(&format!("pinning the netns at {}", netns.display()), e))?;
+            undo.record.netns = Some(netns);
+            let network = sandbox::load_network(&self.config().cni_conf_dir)?;
+            let name = network.name().to_string();
+            let attachment = sandbox::attachment(&undo.record, &self.pod_cidr());
+            let opts = sandbox::cni_options(self.config());
+            // Not cancelled with the RPC: a dropped ADD would skip its own rollback.
+            let added = tokio::spawn(async move { network.add(&attachment, &opts).await })
+                .await
+                .map_err(|e| internal("running CNI ADD", e))?;
+            let result = added.map_err(|e| {
+                Status::unknown(format!(
+                    "setting up the pod network of sandbox {id}: {}",
+                    crate::cni::error_chain(&e)
+                ))
+            })?;
+            undo.record.ips = result.pod_ips().iter().map(|ip| ip.to_string()).collect();
+            undo.record.network = Some(name);
+        }
+        self.save_sandbox(undo.record.clone())
+    }
+
+    pub async fn stop_pod_sandbox(
+        &self,
+        req: StopPodSandboxRequest,
+    ) -> Result<StopPodSandboxResponse, Status> {
+        let Some(mut record) = self.sandbox(&req.pod_sandbox_id) else {
+            // kubelet repeats Stop; an unknown sandbox is already stopped.
+            return Ok(StopPodSandboxResponse {});
+        };
+        let _op = self.sandbox_lock(&record.id).await;
+        if let Some(netns) = record.netns.clone() {
+            if let Some(name) = record.network.clone() {
+                let attachment = sandbox::attachment(&record, &self.pod_cidr());
+                let opts = sandbox::cni_options(self.config());
+                // DEL from the ADD's cache entry (the config dir may have changed since).
+                // Not cancelled with the RPC, like ADD.
+                let deleted = tokio::spawn(async move {
+                    crate::cni::Network::del_cached(&name, &attachment, &opts)
+                        .await
+                        .map(|_| ())
+                })
+                .await
+                .map_err(|e| internal("running CNI DEL", e))?;
+                deleted.map_err(|e| {
+                    Status::unknown(format!(
+                        "tearing down the pod network of sandbox {}: {}",
+                        record.id,
+                        crate::cni::error_chain(&e)
+                    ))
+                })?;
+                record.network = None;
+            }
+            sandbox::unpin_netns(&netns).map_err(|e| internal("unpinning the netns", e))?;
+            record.netns = None;
+        }
+        let rt = self.runtime().clone();
+        let pod_id = record.id.clone();
+        let removed = tokio::task::spawn_blocking(move || match rt.remove_pod(&pod_id, true) {
+            Err(capsa::Error::Pod(capsa::pod::PodError::NotExist { .. })) => Ok(()),
+            other => other,
+        })
+        .await
+        .map_err(|e| internal("stopping the pod", e))?;
+        removed.map_err(|e| capsa_status("stopping the pod", &e))?;
+        if let Some(shm) = record.shm.take() {
+            sandbox::unmount_shm(&shm).map_err(|e| internal("unmounting /dev/shm", e))?;
+        }
+        record.stopped = true;
+        self.save_sandbox(record)?;
+        Ok(StopPodSandboxResponse {})
+    }
+
+    pub async fn remove_pod_sandbox(
+        &self,
+        req: RemovePodSandboxRequest,
+    ) -> Result<RemovePodSandboxResponse, Status> {
+        let Some(record) = self.sandbox(&req.pod_sandbox_id) else {
+            return Ok(RemovePodSandboxResponse {});
+        };
+        // Remove stops first, as containerd does for a sandbox kubelet did not stop.
+        self.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: record.id.clone(),
+        })
+        .await?;
+        let _op = self.sandbox_lock(&record.id).await;
+        let files = self.sandbox_files(&record.id);
+        match std::fs::remove_dir_all(&files) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal(&format!("removing {}", files.display()), e)),
+        }
+        let _ = std::fs::remove_dir(self.runtime_dir().join("sandboxes").join(&record.id));
+        self.forget_sandbox(&record)?;
+        Ok(RemovePodSandboxResponse {})
+    }
+
+    pub async fn pod_sandbox_status(
+        &self,
+        req: PodSandboxStatusRequest,
+    ) -> Result<PodSandboxStatusResponse, Status> {
+        let record = self.sandbox(&req.pod_sandbox_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "an error occurred when try to find sandbox {:?}: not found",
+                req.pod_sandbox_id
+            ))
+        })?;
+        let ready = self.is_ready(&record);
+        let mut ips = record.ips.iter();
+        let network = (!record.host_network).then(|| PodSandboxNetworkStatus {
+            ip: ips.next().cloned().unwrap_or_default(),
+            additional_ips: ips.map(|ip| PodIp { ip: ip.clone() }).collect(),
+        });
+        let ns = record
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let mut info = HashMap::new();
+        if req.verbose {
+            let pid = self.infra_pid(&record.id);
+            let verbose = serde_json::json!({
+                "pid": pid,
+                "netns": record.netns,
+                "shm": record.shm,
+                "hostNetwork": record.host_network,
+                "runtimeRoot": self.config().runtime_root,
+                "config": record.config,
+            });
+            info.insert("info".to_string(), verbose.to_string());
+        }
+        Ok(PodSandboxStatusResponse {
+            status: Some(PodSandboxStatus {
+                id: record.id.clone(),
+                metadata: record.config.metadata.clone(),
+                state: state(ready),
+                created_at: record.created_at,
+                network,
+                linux: Some(LinuxPodSandboxStatus {
+                    namespaces: Some(Namespace { options: Some(ns) }),
+                }),
+                labels: record.config.labels.clone(),
+                annotations: record.config.annotations.clone(),
+                runtime_handler: record.runtime_handler.clone(),
+            }),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: now_ns(),
+        })
+    }
+
+    pub async fn list_pod_sandbox(
+        &self,
+        req: ListPodSandboxRequest,
+    ) -> Result<ListPodSandboxResponse, Status> {
+        let filter = req.filter.unwrap_or_default();
+        let mut items: Vec<PodSandbox> = self
+            .sandboxes()
+            .into_iter()
+            .filter_map(|r| {
+                let ready = self.is_ready(&r);
+                sandbox::matches(&r, ready, &filter).then(|| PodSandbox {
+                    id: r.id.clone(),
+                    metadata: r.config.metadata.clone(),
+                    state: state(ready),
+                    created_at: r.created_at,
+                    labels: r.config.labels.clone(),
+                    annotations: r.config.annotations.clone(),
+                    runtime_handler: r.runtime_handler.clone(),
+                })
+            })
+            .collect();
+        items.sort_by_key(|p| p.created_at);
+        Ok(ListPodSandboxResponse { items })
+    }
+
+    /// READY while not stopped and the infra process this sandbox started still runs.
+    fn is_ready(&self, record: &SandboxRecord) -> bool {
+        !record.stopped && self.infra_pid(&record.id).is_some()
+    }
+
+    fn infra_pid(&self, id: &str) -> Option<i32> {
+        self.runtime()
+            .load_pod(id)
+            .ok()
+            .and_then(|p| p.live_pid())
+            .map(|p| p.as_raw())
+    }
+}
+
+fn state(ready: bool) -> i32 {
+    if ready {
+        PodSandboxState::SandboxReady as i32
+    } else {
+        PodSandboxState::SandboxNotready as i32
+    }
+}
