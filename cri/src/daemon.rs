@@ -56,6 +56,8 @@ pub struct Daemon {
     table: Mutex<Table>,
     /// One async lock per sandbox: Stop and Remove of one sandbox do not interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The previous CPU sample of each sandbox, for usage in nano-cores.
+    pub(crate) cpu_samples: crate::stats::CpuSamples,
 }
 
 /// The sandboxes by id, and their names (kubelet's name_namespace_uid_attempt) by id.
@@ -115,6 +117,7 @@ impl Daemon {
             sandbox_store,
             table: Mutex::new(table),
             locks: Mutex::new(HashMap::new()),
+            cpu_samples: Default::default(),
         })
     }
 
@@ -170,6 +173,7 @@ impl Daemon {
             .remove(&crate::sandbox::name_key(&record.metadata()));
         drop(t);
         lock(&self.locks).remove(&record.id);
+        self.cpu_samples.forget(&record.id);
         Ok(())
     }
 

@@ -13,4 +13,5 @@ pub mod pods;
 pub mod sandbox;
 pub mod service;
 pub mod socket;
+pub mod stats;
 pub mod store;

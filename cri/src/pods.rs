@@ -370,6 +370,91 @@ impl Daemon {
         Ok(ListPodSandboxResponse { items })
     }
 
+    pub async fn pod_sandbox_stats(
+        &self,
+        req: PodSandboxStatsRequest,
+    ) -> Result<PodSandboxStatsResponse, Status> {
+        let record = self.sandbox(&req.pod_sandbox_id).ok_or_else(|| {
+            Status::not_found(format!("sandbox {:?} not found", req.pod_sandbox_id))
+        })?;
+        if !self.is_ready(&record) {
+            return Err(Status::failed_precondition(format!(
+                "sandbox {} is not ready: it has no processes to measure",
+                record.id
+            )));
+        }
+        Ok(PodSandboxStatsResponse {
+            stats: Some(self.sandbox_stats(&record)?),
+        })
+    }
+
+    pub async fn list_pod_sandbox_stats(
+        &self,
+        req: ListPodSandboxStatsRequest,
+    ) -> Result<ListPodSandboxStatsResponse, Status> {
+        let filter = req.filter.unwrap_or_default();
+        let list_filter = PodSandboxFilter {
+            id: filter.id,
+            state: None,
+            label_selector: filter.label_selector,
+        };
+        let mut stats = Vec::new();
+        for r in self.sandboxes() {
+            if self.is_ready(&r) && sandbox::matches(&r, true, &list_filter) {
+                stats.push(self.sandbox_stats(&r)?);
+            }
+        }
+        Ok(ListPodSandboxStatsResponse { stats })
+    }
+
+    fn sandbox_stats(&self, record: &SandboxRecord) -> Result<PodSandboxStats, Status> {
+        let pod = self
+            .runtime()
+            .load_pod(&record.id)
+            .map_err(|e| capsa_status("loading the pod", &e))?;
+        let cgroup = capsa::cgroups::Manager::new(&pod.state().cgroup_path)
+            .map_err(|e| internal("the pod's cgroup", crate::cni::error_chain(&e)))?;
+        let st = cgroup
+            .stats()
+            .map_err(|e| internal("reading the pod's cgroup", crate::cni::error_chain(&e)))?;
+        let now = now_ns();
+        let cpu_total = st.cpu.usage.total;
+        let network = match (record.host_network, pod.live_pid()) {
+            (false, Some(pid)) => std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+                .ok()
+                .map(|t| crate::stats::network(&t, now)),
+            _ => None,
+        };
+        Ok(PodSandboxStats {
+            attributes: Some(PodSandboxAttributes {
+                id: record.id.clone(),
+                metadata: record.config.metadata.clone(),
+                labels: record.config.labels.clone(),
+                annotations: record.config.annotations.clone(),
+            }),
+            linux: Some(LinuxPodSandboxStats {
+                cpu: Some(CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: Some(UInt64Value { value: cpu_total }),
+                    usage_nano_cores: self
+                        .cpu_samples
+                        .rate(&record.id, now, cpu_total)
+                        .map(|value| UInt64Value { value }),
+                }),
+                memory: Some(crate::stats::memory(&st, now)),
+                network,
+                process: Some(ProcessUsage {
+                    timestamp: now,
+                    process_count: Some(UInt64Value {
+                        value: st.pids.current,
+                    }),
+                }),
+                containers: Vec::new(),
+            }),
+            windows: None,
+        })
+    }
+
     /// READY while not stopped and the infra process this sandbox started still runs.
     fn is_ready(&self, record: &SandboxRecord) -> bool {
         !record.stopped && self.infra_pid(&record.id).is_some()

@@ -63,10 +63,10 @@ service! {
             remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
             pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
             list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        }
-        later {
             pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
             list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
+        }
+        later {
             create_container(CreateContainerRequest) -> CreateContainerResponse;
             start_container(StartContainerRequest) -> StartContainerResponse;
             stop_container(StopContainerRequest) -> StopContainerResponse;
