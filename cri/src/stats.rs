@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(m.working_set_bytes.unwrap().value, 6_000);
         assert_eq!(m.available_bytes.unwrap().value, 44_000);
         assert_eq!(m.rss_bytes.unwrap().value, 3_000);
-        st.memory.usage.limit = u64::MAX & !0xfff;
+        st.memory.usage.limit = !0xfff;
         assert!(memory(&st, 7).available_bytes.is_none());
     }
 
