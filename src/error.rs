@@ -26,11 +26,81 @@ pub enum Error {
     Overlay(#[from] crate::overlay::OverlayError),
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
+    /// An error from the single-threaded child that did the work for a multithreaded
+    /// caller (see `process::isolate`): its chain, errno and kind, as text.
+    #[error(transparent)]
+    Remote(#[from] Remote),
+}
+
+/// What kind of failure an error is, for callers that map errors onto their own codes (a
+/// CRI server onto gRPC's); kept when the error crosses a process boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ErrorKind {
+    /// The container or pod does not exist.
+    NotFound,
+    /// A container or pod of that id exists already.
+    AlreadyExists,
+    /// The request or config is wrong (the message names the field).
+    InvalidInput,
+    /// The object is in a state that does not allow the operation.
+    WrongState,
+    /// Anything else: a failure of the system or of the container's setup.
+    Other,
+}
+
+/// An error that happened in another process (see [`Error::Remote`]).
+#[derive(Debug)]
+pub struct Remote {
+    pub kind: ErrorKind,
+    pub error: crate::process::RemoteError,
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error.message)
+    }
+}
+
+impl std::error::Error for Remote {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.cause.as_deref().map(|c| c as _)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The kind of failure (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use crate::container::ContainerError as C;
+        use crate::pod::PodError as P;
+        match self {
+            Error::Spec(_) => ErrorKind::InvalidInput,
+            Error::Container(C::NotExist { .. }) | Error::Pod(P::NotExist { .. }) => {
+                ErrorKind::NotFound
+            }
+            Error::Container(C::Exists { .. }) | Error::Pod(P::Exists { .. }) => {
+                ErrorKind::AlreadyExists
+            }
+            Error::Container(C::InvalidId { .. })
+            | Error::Pod(P::BadShare(_) | P::BadSysctl { .. } | P::ReservedId { .. }) => {
+                ErrorKind::InvalidInput
+            }
+            Error::Container(
+                C::NotRunning
+                | C::ExecStopped
+                | C::ExecPaused
+                | C::NotPaused
+                | C::AlreadyRunning
+                | C::StartStopped
+                | C::NotStopped { .. },
+            )
+            | Error::Pod(P::NotRunning { .. } | P::HasContainers { .. }) => ErrorKind::WrongState,
+            Error::Remote(r) => r.kind,
+            _ => ErrorKind::Other,
+        }
+    }
+
     /// The errno at the bottom of the cause chain, if the failure came from a syscall.
     pub fn errno(&self) -> Option<i32> {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);

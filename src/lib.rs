@@ -29,7 +29,7 @@ pub mod spec;
 pub mod time;
 
 pub use container::{Container, CreateOptions, Runtime, Status};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use pod::{Pod, PodOptions};
 
 /// The OCI runtime-spec version capsa implements.

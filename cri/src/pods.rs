@@ -18,14 +18,16 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
 }
 
-/// capsa's error, with its whole cause chain, as a gRPC status of the right kind.
+/// capsa's error, with its whole cause chain, as a gRPC status of its kind.
 fn capsa_status(what: &str, e: &capsa::Error) -> Status {
     let chain = crate::cni::error_chain(e);
-    match e {
-        capsa::Error::Pod(capsa::pod::PodError::BadSysctl { .. }) => {
-            Status::invalid_argument(format!("{what}: config.linux.sysctls: {chain}"))
-        }
-        _ => Status::internal(format!("{what}: {chain}")),
+    let message = format!("{what}: {chain}");
+    match e.kind() {
+        capsa::ErrorKind::NotFound => Status::not_found(message),
+        capsa::ErrorKind::AlreadyExists => Status::already_exists(message),
+        capsa::ErrorKind::InvalidInput => Status::invalid_argument(message),
+        capsa::ErrorKind::WrongState => Status::failed_precondition(message),
+        capsa::ErrorKind::Other => Status::internal(message),
     }
 }
 

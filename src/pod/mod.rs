@@ -254,9 +254,18 @@ impl Runtime {
 
     /// Creates pod `id`: its cgroup and its infra process, which holds the new shared
     /// namespaces. On any failure nothing is left (process, cgroup or state).
+    ///
+    /// Safe from a multithreaded caller: the clone then happens in a single-threaded child
+    /// (see `process::isolate`).
     pub fn create_pod(&self, id: &str, opts: &PodOptions) -> crate::Result<Pod> {
-        let dir = self.pod_dir(id)?;
+        self.pod_dir(id)?;
         check_sysctls(opts)?;
+        crate::process::isolate::single_threaded(|| self.create_pod_here(id, opts).map(|_| ()))?;
+        self.load_pod(id)
+    }
+
+    fn create_pod_here(&self, id: &str, opts: &PodOptions) -> crate::Result<Pod> {
+        let dir = self.pod_dir(id)?;
         std::fs::create_dir_all(self.pods_dir()).map_err(|source| PodError::State {
             path: self.pods_dir(),
             source,

@@ -8,6 +8,7 @@ pub mod clone;
 mod common;
 mod exec;
 mod init;
+pub(crate) mod isolate;
 mod seccomp_listener;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
@@ -81,6 +82,10 @@ pub enum ProcessError {
     Nul { field: String, value: String },
     #[error("marking descriptors close-on-exec before execve")]
     Cloexec(#[source] std::io::Error),
+    #[error("running the clone chain in a single-threaded child")]
+    Isolate(#[source] std::io::Error),
+    #[error("the single-threaded child died without a result ({status})")]
+    IsolatedChild { status: String },
     #[error("passing the seccomp notification fd to {}", path.display())]
     SeccompListener {
         path: PathBuf,
