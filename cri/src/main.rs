@@ -7,7 +7,21 @@ use std::path::PathBuf;
 
 /// A Kubernetes CRI v1 server (RuntimeService and ImageService) on top of capsa.
 #[derive(Parser, Debug)]
-#[command(name = "capsa-cri", version)]
+#[command(
+    name = "capsa-cri",
+    version,
+    after_long_help = "\
+kubelet connects with --container-runtime-endpoint unix:///run/capsa/cri.sock and the cgroupfs
+cgroup driver. Pod sandboxes are capsa pods (the infra process is capsa-pause, next to this
+program); their networks come from the first CNI config of --cni-conf-dir.
+
+The configuration file (TOML) takes the same settings as the flags: listen, state_dir,
+runtime_root, cni_conf_dir, cni_plugin_dirs, stream_address, pause_binary, log_level,
+log_format, and [registry] mirrors and insecure. Unknown keys are refused.
+
+SIGTERM and SIGINT stop serving (calls in flight get 2 seconds) and remove the socket; pods
+and containers keep running, and a daemon started again finds them from its state dir."
+)]
 struct Args {
     /// The configuration file (TOML); flags override what it says.
     #[arg(long, value_name = "FILE")]
@@ -110,5 +124,32 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("capsa-cri: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// man/capsa-cri.8 is generated from the flags; regenerate with
+    /// `CAPSA_UPDATE_MAN=1 cargo test -p capsa-cri --bin capsa-cri man_page`.
+    #[test]
+    fn man_page() {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(super::Args::command())
+            .section("8")
+            .manual("capsa manual")
+            .render(&mut out)
+            .expect("rendering to a Vec cannot fail");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/capsa-cri.8");
+        if std::env::var_os("CAPSA_UPDATE_MAN").is_some() {
+            std::fs::write(&path, &out).expect("writing the man page");
+            return;
+        }
+        assert!(
+            std::fs::read(&path).unwrap_or_default() == out,
+            "man/capsa-cri.8 is out of date with the flags; run \
+             CAPSA_UPDATE_MAN=1 cargo test -p capsa-cri --bin capsa-cri man_page"
+        );
     }
 }
