@@ -247,3 +247,25 @@ fn list_shows_containers_in_table_json_and_quiet_forms() {
     w.ok(&["delete", &a, &c]);
     assert_eq!(w.ok(&["list", "-q"]), "");
 }
+
+#[test]
+fn annotations_of_any_size_reach_init_in_the_state() {
+    // runc takes a 300 KB annotation; a datagram of the sync channel held 208 KiB at most.
+    let mut w = World::new();
+    for size in [300_000usize, 1 << 20] {
+        let mut b = w.bundle(&["true"]);
+        let seen = b.dir.join("state-seen");
+        // createContainer hooks run in init, with the state init received on stdin.
+        let hook = format!("cat > {}", seen.display());
+        b.set(|c| {
+            c["annotations"] = serde_json::json!({ "big": "x".repeat(size) });
+            c["hooks"] = serde_json::json!({ "createContainer": [
+                { "path": "/bin/sh", "args": ["sh", "-c", hook], "env": ["PATH=/usr/bin:/bin"] }
+            ]});
+        });
+        w.run_ok(&b);
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+        assert_eq!(state["annotations"]["big"].as_str().unwrap().len(), size);
+    }
+}
