@@ -37,6 +37,9 @@ pub enum ContainerError {
     NotExist { id: String },
     #[error("container not running")]
     NotRunning,
+    /// `events` of a stopped container: there is nothing to report on (runc's words).
+    #[error("container with id {id} is not running")]
+    NoEvents { id: String },
     #[error("the container's init was OOM-killed while setting up: linux.resources.memory.limit ({limit}) is too low")]
     SetupOomKilled {
         limit: i64,
