@@ -269,3 +269,66 @@ fn annotations_of_any_size_reach_init_in_the_state() {
         assert_eq!(state["annotations"]["big"].as_str().unwrap().len(), size);
     }
 }
+
+#[test]
+fn a_run_stopped_by_a_signal_while_setting_up_removes_everything() {
+    // A hook that never ends holds the setup; SIGTERM (or SIGINT) to `capsa run` cannot be
+    // forwarded to an init that is not yet the container's process: the run gives up, kills
+    // what it started, deletes the container and exits 128+N.
+    use nix::sys::signal::Signal;
+    let mut w = World::new();
+    for (kind, signal) in [
+        ("createRuntime", Signal::SIGTERM),
+        ("createContainer", Signal::SIGINT),
+        ("startContainer", Signal::SIGTERM),
+    ] {
+        let mut b = w.bundle(&["true"]);
+        // The hook says it is running on a fifo, then sleeps. startContainer hooks run
+        // after pivot_root, where the bundle's rootfs/tmp is /tmp.
+        let fifo = b.rootfs().join("tmp/hook-running");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let seen = if kind == "startContainer" {
+            "/tmp/hook-running".to_string()
+        } else {
+            fifo.display().to_string()
+        };
+        // Its host pid: the redirection is opened by the shell itself, and until pivot_root
+        // /proc is the host's.
+        let hook = format!("read pid rest < /proc/self/stat; echo $pid > {seen}; exec sleep 30");
+        b.set(|c| {
+            c["hooks"] = serde_json::json!({ kind: [
+                { "path": "/bin/sh", "args": ["sh", "-c", hook], "env": ["PATH=/usr/bin:/bin"] }
+            ]});
+        });
+        let id = w.id("setupsig");
+        let mut run = w
+            .cmd()
+            .args(["run", "--bundle", b.dir_str(), &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hook_pid: i32 = std::fs::read_to_string(&fifo)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), signal).unwrap();
+        let status = run.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + signal as i32), "{kind}: {status}");
+        // A hook the runtime ran is its child, killed and reaped; one init ran died with its
+        // pid namespace. (The startContainer one, in the container's own /proc, is checked
+        // as a process rooted in the bundle when the World ends.)
+        if kind != "startContainer" {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{hook_pid}")).exists(),
+                "{kind} hook {hook_pid} left"
+            );
+        }
+        assert!(
+            w.fails(&["state", &id]).contains("does not exist"),
+            "{kind}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! [`Runtime`] is a state root (default /run/capsa) holding one directory per container:
 //! `state.json` (written atomically) and, between create and start, `exec.fifo`.
 
+mod abort;
 mod create;
 mod events;
 mod exec;
@@ -113,6 +114,8 @@ pub enum ContainerError {
     UnknownSignal(String),
     #[error("waiting for the container process")]
     Wait(#[source] std::io::Error),
+    #[error("watching for signals during the setup")]
+    SetupWatch(#[source] std::io::Error),
     #[error("pid file {}", path.display())]
     PidFile {
         path: PathBuf,
