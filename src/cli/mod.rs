@@ -29,6 +29,7 @@ mod start;
 mod state;
 mod update;
 
+use capsa::container::ContainerError;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -268,6 +269,12 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             logger.fatal(&format!("{e:#}"));
+            // A create undone on SIGTERM (or ^C) ends as that signal would have ended it.
+            if let Some(capsa::Error::Container(ContainerError::Interrupted { signal })) =
+                e.downcast_ref::<capsa::Error>()
+            {
+                out::die_of(*signal);
+            }
             // exec's own status is the process's; a failure of capsa itself is 255, as runc.
             if matches!(command, Command::Exec(_)) {
                 255

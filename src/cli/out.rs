@@ -5,6 +5,7 @@
 //! come in the middle of a create, where dying would leave a half-made container: one that
 //! cannot be written is dropped.
 
+use nix::sys::signal::Signal;
 use std::io::Write;
 
 /// Writes one line to stdout. A reader that has gone away ends capsa quietly, by SIGPIPE
@@ -12,7 +13,7 @@ use std::io::Write;
 pub fn line(args: std::fmt::Arguments) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{args}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => die_of_sigpipe(),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => die_of(Signal::SIGPIPE),
         Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
         Ok(()) => Ok(()),
     }
@@ -23,15 +24,16 @@ pub fn error_line(args: std::fmt::Arguments) {
     let _ = writeln!(std::io::stderr().lock(), "{args}");
 }
 
-/// Ends capsa as the default action of SIGPIPE would.
-fn die_of_sigpipe() -> ! {
-    use nix::sys::signal::{raise, signal, SigHandler, SigSet, Signal};
+/// Ends capsa as the default action of `sig` would (SIGPIPE, or a terminating signal that
+/// interrupted a create once it has been undone).
+pub fn die_of(sig: Signal) -> ! {
+    use nix::sys::signal::{raise, signal, SigHandler, SigSet};
     // SAFETY: SIG_DFL runs no code of ours in signal context.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-    let mut pipe = SigSet::empty();
-    pipe.add(Signal::SIGPIPE);
-    let _ = pipe.thread_unblock();
-    let _ = raise(Signal::SIGPIPE);
+    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    let mut set = SigSet::empty();
+    set.add(sig);
+    let _ = set.thread_unblock();
+    let _ = raise(sig);
     // Not reached: the signal is fatal now. The status a shell would show, in case.
-    std::process::exit(128 + libc::SIGPIPE)
+    std::process::exit(128 + sig as i32)
 }

@@ -10,8 +10,12 @@
 //! what was made and returns 128+N, the status the caller would have seen had the container
 //! died of the signal. Any other signal stays pending, to be forwarded once the container's
 //! process runs (as runc does).
+//!
+//! `create` and `run --detach` ([`abortable`]) give up the same way, with
+//! [`ContainerError::Interrupted`] once everything is undone: killed in the middle by the
+//! signal's default action, they left init's cgroups, the state directory and the hooks.
 
-use super::ContainerError;
+use super::{Container, ContainerError};
 use crate::process::clone::pidfd_open;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -27,6 +31,40 @@ const ABORTING: [Signal; 4] = [
     Signal::SIGQUIT,
 ];
 
+fn aborting_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in ABORTING {
+        set.add(sig);
+    }
+    set
+}
+
+/// Runs `setup` (a create, or a create and start) with the terminating signals blocked in
+/// this thread and watched. If one comes, `setup`'s children are killed, the container it
+/// made (if it got that far) is deleted, and the result is [`ContainerError::Interrupted`].
+/// The mask is restored afterwards: a second such signal, held meanwhile, then ends us.
+pub(super) fn abortable(
+    setup: impl FnOnce() -> crate::Result<Container>,
+) -> crate::Result<Container> {
+    let old = aborting_set()
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(|e| ContainerError::SetupWatch(e.into()))?;
+    let result = SetupWatch::start().and_then(|watch| {
+        let made = setup();
+        match watch.finish() {
+            None => made,
+            Some(signal) => {
+                if let Ok(c) = made {
+                    let _ = c.delete(true);
+                }
+                Err(ContainerError::Interrupted { signal }.into())
+            }
+        }
+    });
+    let _ = old.thread_set_mask();
+    result
+}
+
 /// How often the children are killed again once aborting: a child the setup starts after
 /// the first round (the next hook of a list) is gone within this time.
 const AGAIN_MS: u16 = 10;
@@ -41,11 +79,7 @@ pub(super) struct SetupWatch {
 
 impl SetupWatch {
     pub(super) fn start() -> crate::Result<Self> {
-        let mut set = SigSet::empty();
-        for sig in ABORTING {
-            set.add(sig);
-        }
-        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+        let sfd = SignalFd::with_flags(&aborting_set(), SfdFlags::SFD_CLOEXEC)
             .map_err(|e| ContainerError::SetupWatch(e.into()))?;
         let (stopped, stop) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ContainerError::SetupWatch(e.into()))?;

@@ -116,6 +116,9 @@ pub enum ContainerError {
     Wait(#[source] std::io::Error),
     #[error("watching for signals during the setup")]
     SetupWatch(#[source] std::io::Error),
+    /// A terminating signal came while the container was set up: it was undone.
+    #[error("interrupted by {signal} while setting up: the container was removed")]
+    Interrupted { signal: nix::sys::signal::Signal },
     #[error("pid file {}", path.display())]
     PidFile {
         path: PathBuf,

@@ -1,7 +1,7 @@
 //! `run`: create and start, then (in the foreground) wait for the container's init while
 //! forwarding signals to it, and delete it; capsa's exit status is the container's.
 
-use super::abort::SetupWatch;
+use super::abort::{self, SetupWatch};
 use super::relay;
 use super::{ContainerError, CreateOptions, Runtime};
 use crate::console::ConsoleError;
@@ -81,11 +81,16 @@ impl Runtime {
     /// the container's exit status (128+N for a signal) after deleting it.
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> crate::Result<i32> {
         if detach {
-            let c = self.create(id, opts)?;
-            if let Err(e) = c.start() {
-                let _ = c.delete(true);
-                return Err(e);
-            }
+            abort::abortable(|| {
+                let c = self.create(id, opts)?;
+                match c.start() {
+                    Ok(()) => Ok(c),
+                    Err(e) => {
+                        let _ = c.delete(true);
+                        Err(e)
+                    }
+                }
+            })?;
             return Ok(0);
         }
         // Block before the clone so no signal (and no SIGCHLD) is lost; init unblocks its own.
