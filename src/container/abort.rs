@@ -83,10 +83,22 @@ impl SetupWatch {
             .map_err(|e| ContainerError::SetupWatch(e.into()))?;
         let (stopped, stop) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ContainerError::SetupWatch(e.into()))?;
+        // The setup clones init without fork's atfork handlers: the thread must be parked in
+        // poll, holding no lock (malloc's among them) that init would inherit taken, before
+        // the setup begins.
+        let parked = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let ready = parked.clone();
         let thread = std::thread::Builder::new()
             .name("setup-watch".into())
-            .spawn(move || watch(sfd, stopped))
+            .spawn(move || {
+                ready.wait();
+                let aborted = watch(sfd, stopped);
+                // Freed here, once the setup is over, not while it may be cloning.
+                drop(ready);
+                aborted
+            })
             .map_err(ContainerError::SetupWatch)?;
+        parked.wait();
         Ok(SetupWatch {
             stop: Some(stop),
             thread: Some(thread),
