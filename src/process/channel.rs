@@ -111,7 +111,7 @@ const LAST: u8 = 0;
 /// misbehaving peer can make the runtime allocate.
 const MAX_MESSAGE: usize = 256 << 20;
 /// The longest text of one level of an error's chain sent across (longer is cut, marked).
-pub const ERROR_TEXT_MAX: usize = 4096;
+pub(crate) const ERROR_TEXT_MAX: usize = 4096;
 /// The deepest error chain sent across.
 const ERROR_DEPTH_MAX: usize = 16;
 
@@ -130,7 +130,7 @@ fn chunk_size(fd: BorrowedFd) -> usize {
 /// `err` as a RemoteError small enough to always be sent: each level's text cut to
 /// [`ERROR_TEXT_MAX`] bytes (on a character boundary, marked), at most [`ERROR_DEPTH_MAX`]
 /// levels.
-pub fn bounded_error(err: &(dyn std::error::Error + 'static)) -> RemoteError {
+pub(crate) fn bounded_error(err: &(dyn std::error::Error + 'static)) -> RemoteError {
     fn cut(mut e: RemoteError, depth: usize) -> RemoteError {
         if e.message.len() > ERROR_TEXT_MAX {
             let mut end = ERROR_TEXT_MAX;
