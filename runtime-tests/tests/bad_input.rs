@@ -306,3 +306,20 @@ fn an_argument_with_a_nul_byte_is_named() {
     let err = create_fails(&mut w, &b);
     assert!(err.contains("process.args[1] holds a NUL byte"), "{err}");
 }
+
+#[test]
+fn an_init_error_longer_than_the_channel_still_arrives() {
+    // 70000 additional gids: setgroups fails (EINVAL, over NGROUPS_MAX), and the error names
+    // every one of them, about 470 KB of text: it arrives, cut, with its cause.
+    let mut w = World::new();
+    let mut b = w.bundle(&["true"]);
+    b.set(|c| c["process"]["user"]["additionalGids"] = json!((1..=70000).collect::<Vec<u32>>()));
+    let err = create_fails(&mut w, &b);
+    assert!(
+        err.contains("setting additional gids [1, 2, 3")
+            && err.contains("truncated")
+            && err.contains("Invalid argument"),
+        "{err}"
+    );
+    assert!(err.len() < 16 * 1024, "{} bytes", err.len());
+}

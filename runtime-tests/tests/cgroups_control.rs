@@ -201,3 +201,27 @@ fn bad_resource_values_fail_the_create_and_leave_nothing() {
         );
     }
 }
+
+#[test]
+fn events_of_a_stopped_container_is_an_error_as_in_runc() {
+    let mut w = World::new();
+    let b = w.bundle(&["true"]);
+    let id = w.id("evstop");
+    let pid = w.create(&id, &b);
+    // A created container has statistics already.
+    let ev: serde_json::Value = serde_json::from_str(&w.ok(&["events", "--stats", &id])).unwrap();
+    assert_eq!(ev["type"], "stats");
+    w.ok(&["start", &id]);
+    wait_exit(pid);
+    reap(pid);
+    assert_eq!(w.status(&id), "stopped");
+    for args in [vec!["events", "--stats", &id], vec!["events", &id]] {
+        let err = w.fails(&args);
+        assert!(
+            err.contains(&format!("container with id {id} is not running")),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    w.ok(&["delete", &id]);
+}

@@ -107,3 +107,45 @@ fn a_relative_pid_file_is_relative_to_the_callers_directory() {
     w.ok(&["delete", &id]);
     wait_exit(pid);
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_capsa_quietly_by_sigpipe_as_runc() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let id = w.id("pipe");
+    let pid = w.create(&id, &b);
+    for args in [
+        vec!["list"],
+        vec!["list", "-q"],
+        vec!["state", &id],
+        vec!["ps", &id],
+        vec!["ps", "--format", "json", &id],
+        vec!["events", "--stats", &id],
+        vec!["events", "--interval", "50ms", &id],
+        vec!["features"],
+        vec!["--version"],
+    ] {
+        // A pipe whose read end is closed before capsa writes a byte: every write is EPIPE.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = w
+            .cmd()
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "capsa {args:?}: {}; stderr: {stderr}",
+            out.status
+        );
+        assert_eq!(stderr, "", "capsa {args:?}");
+    }
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+}

@@ -247,3 +247,123 @@ fn list_shows_containers_in_table_json_and_quiet_forms() {
     w.ok(&["delete", &a, &c]);
     assert_eq!(w.ok(&["list", "-q"]), "");
 }
+
+#[test]
+fn annotations_of_any_size_reach_init_in_the_state() {
+    // runc takes a 300 KB annotation; a datagram of the sync channel held 208 KiB at most.
+    let mut w = World::new();
+    for size in [300_000usize, 1 << 20] {
+        let mut b = w.bundle(&["true"]);
+        let seen = b.dir.join("state-seen");
+        // createContainer hooks run in init, with the state init received on stdin.
+        let hook = format!("cat > {}", seen.display());
+        b.set(|c| {
+            c["annotations"] = serde_json::json!({ "big": "x".repeat(size) });
+            c["hooks"] = serde_json::json!({ "createContainer": [
+                { "path": "/bin/sh", "args": ["sh", "-c", hook], "env": ["PATH=/usr/bin:/bin"] }
+            ]});
+        });
+        w.run_ok(&b);
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+        assert_eq!(state["annotations"]["big"].as_str().unwrap().len(), size);
+    }
+}
+
+/// Starts `capsa ARGS --bundle B ID` with a `kind` hook that never ends, sends it `signal`
+/// once the hook runs, and checks that everything was undone; returns how capsa ended.
+fn interrupted_in_a_hook(
+    w: &mut World,
+    args: &[&str],
+    kind: &str,
+    signal: nix::sys::signal::Signal,
+) -> std::process::ExitStatus {
+    let mut b = w.bundle(&["true"]);
+    // The hook says it is running on a fifo, then sleeps. startContainer hooks run after
+    // pivot_root, where the bundle's rootfs/tmp is /tmp.
+    let fifo = b.rootfs().join("tmp/hook-running");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let seen = if kind == "startContainer" {
+        "/tmp/hook-running".to_string()
+    } else {
+        fifo.display().to_string()
+    };
+    // Its host pid: the redirection is opened by the shell itself, and until pivot_root
+    // /proc is the host's.
+    let hook = format!("read pid rest < /proc/self/stat; echo $pid > {seen}; exec sleep 30");
+    b.set(|c| {
+        c["hooks"] = serde_json::json!({ kind: [
+            { "path": "/bin/sh", "args": ["sh", "-c", hook], "env": ["PATH=/usr/bin:/bin"] }
+        ]});
+    });
+    let id = w.id("setupsig");
+    let mut capsa = w
+        .cmd()
+        .args(args)
+        .args(["--bundle", b.dir_str(), &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hook_pid: i32 = std::fs::read_to_string(&fifo)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(capsa.id() as i32), signal).unwrap();
+    let status = capsa.wait().unwrap();
+    // A hook the runtime ran is its child, killed and reaped; one init ran died with its pid
+    // namespace. (The startContainer one, in the container's own /proc, is checked as a
+    // process rooted in the bundle when the World ends.)
+    if kind != "startContainer" {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{hook_pid}")).exists(),
+            "{args:?} {kind}: hook {hook_pid} left"
+        );
+    }
+    assert!(
+        w.fails(&["state", &id]).contains("does not exist"),
+        "{args:?} {kind}"
+    );
+    status
+}
+
+#[test]
+fn a_run_stopped_by_a_signal_while_setting_up_removes_everything() {
+    // A hook that never ends holds the setup; SIGTERM (or SIGINT) to `capsa run` cannot be
+    // forwarded to an init that is not yet the container's process: the run gives up, kills
+    // what it started, deletes the container and exits 128+N.
+    use nix::sys::signal::Signal;
+    let mut w = World::new();
+    for (kind, signal) in [
+        ("createRuntime", Signal::SIGTERM),
+        ("createContainer", Signal::SIGINT),
+        ("startContainer", Signal::SIGTERM),
+    ] {
+        let status = interrupted_in_a_hook(&mut w, &["run"], kind, signal);
+        assert_eq!(status.code(), Some(128 + signal as i32), "{kind}: {status}");
+    }
+}
+
+#[test]
+fn create_and_run_detach_stopped_by_a_signal_while_setting_up_remove_everything() {
+    // Killed half-way by SIGTERM's default action, they left the cgroups, the state
+    // directory and the hook behind; now they undo the setup, then die of the signal.
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    let mut w = World::new();
+    for (args, kind) in [
+        (&["create"][..], "createRuntime"),
+        (&["create"][..], "createContainer"),
+        (&["run", "--detach"][..], "prestart"),
+        (&["run", "--detach"][..], "startContainer"),
+    ] {
+        let status = interrupted_in_a_hook(&mut w, args, kind, Signal::SIGTERM);
+        assert_eq!(
+            status.signal(),
+            Some(Signal::SIGTERM as i32),
+            "{args:?} {kind}: {status}"
+        );
+    }
+}

@@ -54,6 +54,6 @@ impl CreateFlags {
 }
 
 pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
-    runtime.create(&args.id, &args.opts.to_options()?)?;
+    runtime.create_abortable(&args.id, &args.opts.to_options()?)?;
     Ok(0)
 }

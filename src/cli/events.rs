@@ -40,12 +40,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let container = runtime.load(&args.id)?;
     if args.stats {
-        println!("{}", serde_json::to_string(&container.stats_event()?)?);
+        outln!("{}", serde_json::to_string(&container.stats_event()?)?)?;
         return Ok(0);
     }
     container.watch(args.interval, &mut |event| {
         if let Ok(line) = serde_json::to_string(event) {
-            println!("{line}");
+            // A reader gone away ends capsa in outln!; another write error is ignored, as
+            // runc's fmt.Println ignores it.
+            let _ = outln!("{line}");
         }
     })?;
     Ok(0)

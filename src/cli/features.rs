@@ -44,6 +44,6 @@ pub fn features_json() -> serde_json::Value {
 }
 
 pub fn run(_args: &Args) -> anyhow::Result<i32> {
-    println!("{}", serde_json::to_string_pretty(&features_json())?);
+    outln!("{}", serde_json::to_string_pretty(&features_json())?)?;
     Ok(0)
 }

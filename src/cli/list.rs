@@ -45,7 +45,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let containers = runtime.list()?;
     if args.quiet {
         for c in &containers {
-            println!("{}", c.id());
+            outln!("{}", c.id())?;
         }
         return Ok(0);
     }
@@ -58,7 +58,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
         })
         .collect();
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string(&states)?),
+        Format::Json => outln!("{}", serde_json::to_string(&states)?)?,
         Format::Table => {
             let rows: Vec<[String; 6]> = states
                 .iter()
@@ -86,7 +86,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
                     .zip(widths)
                     .map(|(c, w)| format!("{c:<w$}"))
                     .collect();
-                println!("{}", line.join("   ").trim_end());
+                outln!("{}", line.join("   ").trim_end())?;
             }
         }
     }

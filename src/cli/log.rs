@@ -65,7 +65,7 @@ impl Logger {
                     let _ = writeln!(f, "{line}");
                 }
             }
-            None => eprintln!("{line}"),
+            None => super::out::error_line(format_args!("{line}")),
         }
     }
 
@@ -74,7 +74,7 @@ impl Logger {
     pub fn fatal(&self, msg: &str) {
         self.write("error", msg);
         if self.file.is_some() {
-            eprintln!("{msg}");
+            super::out::error_line(format_args!("{msg}"));
         }
     }
 }

@@ -1,5 +1,12 @@
 //! Command-line parsing (clap) and dispatch. One file per command; no logic of its own.
 
+/// `println!` for a command's output, returning `anyhow::Result<()>`: see [`out::line`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
 mod create;
 mod delete;
 mod events;
@@ -10,6 +17,7 @@ mod list;
 mod log;
 #[cfg(test)]
 mod man;
+mod out;
 mod pause;
 mod pod;
 mod ps;
@@ -21,6 +29,7 @@ mod start;
 mod state;
 mod update;
 
+use capsa::container::ContainerError;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -85,10 +94,10 @@ pub enum Command {
     Pod(pod::Args),
 }
 
-fn print_version() {
-    println!("capsa version {}", env!("CARGO_PKG_VERSION"));
-    println!("commit: {}", env!("CAPSA_COMMIT"));
-    println!("spec: {}", capsa::OCI_VERSION);
+fn print_version() -> anyhow::Result<()> {
+    outln!("capsa version {}", env!("CARGO_PKG_VERSION"))?;
+    outln!("commit: {}", env!("CAPSA_COMMIT"))?;
+    outln!("spec: {}", capsa::OCI_VERSION)
 }
 
 /// runc's rule: root's state lives in /run; an unprivileged user's in $XDG_RUNTIME_DIR
@@ -223,13 +232,14 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    if cli.options.version {
-        print_version();
-        return 0;
-    }
-    let Some(command) = &cli.command else {
-        print_version();
-        return 0;
+    let Some(command) = cli.command.as_ref().filter(|_| !cli.options.version) else {
+        return match print_version() {
+            Ok(()) => 0,
+            Err(e) => {
+                out::error_line(format_args!("{e:#}"));
+                1
+            }
+        };
     };
     if let Some(e) = sealing.filter(|_| {
         matches!(
@@ -240,7 +250,7 @@ pub fn main() -> i32 {
         let message = format!("{:#}", anyhow::Error::from(e));
         match log::init(&cli.options) {
             Ok(l) => l.fatal(&message),
-            Err(_) => eprintln!("{message}"),
+            Err(_) => out::error_line(format_args!("{message}")),
         }
         return if matches!(command, Command::Exec(_)) {
             255
@@ -251,7 +261,7 @@ pub fn main() -> i32 {
     let logger = match log::init(&cli.options) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{e:#}");
+            out::error_line(format_args!("{e:#}"));
             return 1;
         }
     };
@@ -259,6 +269,12 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             logger.fatal(&format!("{e:#}"));
+            // A create undone on SIGTERM (or ^C) ends as that signal would have ended it.
+            if let Some(capsa::Error::Container(ContainerError::Interrupted { signal })) =
+                e.downcast_ref::<capsa::Error>()
+            {
+                out::die_of(*signal);
+            }
             // exec's own status is the process's; a failure of capsa itself is 255, as runc.
             if matches!(command, Command::Exec(_)) {
                 255

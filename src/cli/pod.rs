@@ -106,13 +106,16 @@ fn list(runtime: &capsa::Runtime, json: bool) -> anyhow::Result<()> {
         }));
     }
     if json {
-        println!("{}", serde_json::Value::Array(rows));
+        outln!("{}", serde_json::Value::Array(rows))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<20} {:<8} {:<8} {:<31} CONTAINERS",
-        "ID", "PID", "STATUS", "CREATED"
-    );
+        "ID",
+        "PID",
+        "STATUS",
+        "CREATED"
+    )?;
     for r in rows {
         let containers: Vec<&str> = r["containers"]
             .as_array()
@@ -120,14 +123,14 @@ fn list(runtime: &capsa::Runtime, json: bool) -> anyhow::Result<()> {
             .flatten()
             .filter_map(|c| c.as_str())
             .collect();
-        println!(
+        outln!(
             "{:<20} {:<8} {:<8} {:<31} {}",
             r["id"].as_str().unwrap_or(""),
             r["pid"],
             r["status"].as_str().unwrap_or(""),
             r["created"].as_str().unwrap_or(""),
             containers.join(",")
-        );
+        )?;
     }
     Ok(())
 }

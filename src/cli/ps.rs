@@ -23,7 +23,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
         .map(|p| p.as_raw())
         .collect();
     if args.format == "json" {
-        println!("{}", serde_json::to_string(&pids)?);
+        outln!("{}", serde_json::to_string(&pids)?)?;
         return Ok(0);
     }
     // As runc: run ps(1) and keep the header and the rows whose PID column is ours.
@@ -49,14 +49,14 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
         .split_whitespace()
         .position(|h| h == "PID")
         .context("ps output has no PID column")?;
-    println!("{header}");
+    outln!("{header}")?;
     for line in lines {
         let pid = line
             .split_whitespace()
             .nth(column)
             .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
-            println!("{line}");
+            outln!("{line}")?;
         }
     }
     Ok(0)

@@ -56,10 +56,12 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     match &args.command {
         RootfsCommand::Unpack { layer, dir, digest } => {
             let s = overlay::unpack(layer, dir, digest.as_deref())?;
-            println!(
+            outln!(
                 "{} entries, {} whiteouts, {} opaque directories",
-                s.entries, s.whiteouts, s.opaque_dirs
-            );
+                s.entries,
+                s.whiteouts,
+                s.opaque_dirs
+            )?;
         }
         RootfsCommand::Mount {
             lower,
@@ -74,10 +76,12 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         RootfsCommand::Umount { target } => overlay::unmount(target)?,
         RootfsCommand::Diff { upper, out } => {
             let s = overlay::diff(upper, out)?;
-            println!(
+            outln!(
                 "{} entries, {} whiteouts, {} opaque directories",
-                s.entries, s.whiteouts, s.opaque_dirs
-            );
+                s.entries,
+                s.whiteouts,
+                s.opaque_dirs
+            )?;
         }
     }
     Ok(0)

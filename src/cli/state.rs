@@ -9,6 +9,6 @@ pub struct Args {
 
 pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let state = runtime.load(&args.id)?.oci_state();
-    println!("{}", serde_json::to_string_pretty(&state)?);
+    outln!("{}", serde_json::to_string_pretty(&state)?)?;
     Ok(0)
 }

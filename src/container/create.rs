@@ -158,6 +158,13 @@ impl Runtime {
         self.create_with_console(id, opts, None)
     }
 
+    /// As `create`, for a process that a terminating signal (SIGTERM, SIGINT, SIGHUP,
+    /// SIGQUIT) would otherwise end half-way: one that comes during the create undoes it
+    /// instead, and the error is [`ContainerError::Interrupted`] (see `abort`).
+    pub fn create_abortable(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
+        super::abort::abortable(|| self.create(id, opts))
+    }
+
     /// As `create`; `own_console` is a console socket of the caller's own (`run` in the
     /// foreground acting as the console), used when the process wants a terminal and no
     /// `--console-socket` was given.

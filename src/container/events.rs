@@ -19,7 +19,24 @@ pub struct Event {
 }
 
 impl Container {
+    fn no_events(&self) -> crate::Error {
+        ContainerError::NoEvents {
+            id: self.id().to_string(),
+        }
+        .into()
+    }
+
+    /// The statistics of a created, running or paused container; a stopped one has none.
     pub fn stats_event(&self) -> crate::Result<Event> {
+        if self.live_pid().is_none() {
+            return Err(self.no_events());
+        }
+        self.stats_now()
+    }
+
+    /// Statistics without the liveness check: `watch` knows init was alive when it began,
+    /// and reports its exit itself.
+    fn stats_now(&self) -> crate::Result<Event> {
         Ok(Event {
             kind: "stats",
             id: self.id().to_string(),
@@ -32,7 +49,7 @@ impl Container {
     /// inotify on the cgroup's OOM counter file, not by polling.
     pub fn watch(&self, interval: Duration, emit: &mut dyn FnMut(&Event)) -> crate::Result<()> {
         let Some(pid) = self.live_pid() else {
-            return Err(ContainerError::NotRunning.into());
+            return Err(self.no_events());
         };
         let cg = self.cgroup()?;
         let pidfd = pidfd_open(Pid::from_raw(pid.as_raw())).map_err(ContainerError::Wait)?;
@@ -41,7 +58,7 @@ impl Container {
         let mut next = Instant::now();
         loop {
             if Instant::now() >= next {
-                emit(&self.stats_event()?);
+                emit(&self.stats_now()?);
                 next += interval;
             }
             let wait = next.saturating_duration_since(Instant::now());

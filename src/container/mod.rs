@@ -3,6 +3,7 @@
 //! [`Runtime`] is a state root (default /run/capsa) holding one directory per container:
 //! `state.json` (written atomically) and, between create and start, `exec.fifo`.
 
+mod abort;
 mod create;
 mod events;
 mod exec;
@@ -38,6 +39,9 @@ pub enum ContainerError {
     NotExist { id: String },
     #[error("container not running")]
     NotRunning,
+    /// `events` of a stopped container: there is nothing to report on (runc's words).
+    #[error("container with id {id} is not running")]
+    NoEvents { id: String },
     #[error("the container's init was OOM-killed while setting up: linux.resources.memory.limit ({limit}) is too low")]
     SetupOomKilled {
         limit: i64,
@@ -111,6 +115,11 @@ pub enum ContainerError {
     UnknownSignal(String),
     #[error("waiting for the container process")]
     Wait(#[source] std::io::Error),
+    #[error("watching for signals during the setup")]
+    SetupWatch(#[source] std::io::Error),
+    /// A terminating signal came while the container was set up: it was undone.
+    #[error("interrupted by {signal} while setting up: the container was removed")]
+    Interrupted { signal: nix::sys::signal::Signal },
     #[error("pid file {}", path.display())]
     PidFile {
         path: PathBuf,

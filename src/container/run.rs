@@ -1,6 +1,7 @@
 //! `run`: create and start, then (in the foreground) wait for the container's init while
 //! forwarding signals to it, and delete it; capsa's exit status is the container's.
 
+use super::abort::{self, SetupWatch};
 use super::relay;
 use super::{ContainerError, CreateOptions, Runtime};
 use crate::console::ConsoleError;
@@ -58,6 +59,11 @@ pub(super) fn forward_until_exit(
     }
 }
 
+/// The status of a process killed by `sig`.
+fn killed_by(sig: Signal) -> i32 {
+    128 + sig as i32
+}
+
 fn reap(pid: Pid) -> crate::Result<Option<i32>> {
     match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => Ok(None),
@@ -75,11 +81,16 @@ impl Runtime {
     /// the container's exit status (128+N for a signal) after deleting it.
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> crate::Result<i32> {
         if detach {
-            let c = self.create(id, opts)?;
-            if let Err(e) = c.start() {
-                let _ = c.delete(true);
-                return Err(e);
-            }
+            abort::abortable(|| {
+                let c = self.create(id, opts)?;
+                match c.start() {
+                    Ok(()) => Ok(c),
+                    Err(e) => {
+                        let _ = c.delete(true);
+                        Err(e)
+                    }
+                }
+            })?;
             return Ok(0);
         }
         // Block before the clone so no signal (and no SIGCHLD) is lost; init unblocks its own.
@@ -97,7 +108,12 @@ impl Runtime {
                 }
                 Some(_) => (None, None),
             };
-            let c = self.create_with_console(id, opts, theirs)?;
+            let watch = SetupWatch::start()?;
+            let c = match self.create_with_console(id, opts, theirs) {
+                Ok(c) => c,
+                // The create cleaned up after itself.
+                Err(e) => return watch.finish().map_or(Err(e), |sig| Ok(killed_by(sig))),
+            };
             let terminal = c
                 .stored()
                 .process
@@ -106,18 +122,27 @@ impl Runtime {
                 .unwrap_or(false);
             let console = match ours.filter(|_| terminal).map(|s| Console::attach(&s)) {
                 Some(Err(e)) => {
+                    let aborted = watch.finish();
                     let _ = c.delete(true);
-                    return Err(e.into());
+                    return aborted.map_or(Err(e.into()), |sig| Ok(killed_by(sig)));
                 }
                 Some(Ok(console)) => Some(console),
                 None => None,
             };
             let pid = Pid::from_raw(c.stored().pid);
             let master = console.as_ref().map(|c| c.master.as_fd());
-            let outcome = c
-                .start()
-                .and_then(|()| forward_until_exit(pid, &set, master));
+            let started = c.start();
+            // The watch ends before delete: its poststop hooks are not to be killed.
+            let aborted = watch.finish();
+            let outcome = match aborted {
+                Some(sig) => Ok(killed_by(sig)),
+                None => started.and_then(|()| forward_until_exit(pid, &set, master)),
+            };
             let deleted = c.delete(true);
+            if aborted.is_some() {
+                // Killed, and waited for by delete: reap it, as forward_until_exit would.
+                let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            }
             drop(console); // waits for the copy to drain, then restores the terminal
             let code = outcome?;
             deleted?;

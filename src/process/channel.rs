@@ -21,17 +21,23 @@
 //!  write state.json, exit                                                      block on exec.fifo
 //!  (any step may instead receive Error{cause chain, errno} and fail the create)
 //! ```
-//! Messages are JSON over a SOCK_SEQPACKET socketpair: one datagram per message, and the
-//! peer's exit shows up as end-of-file instead of a hang.
+//! Messages are JSON over a SOCK_SEQPACKET socketpair, so the peer's exit shows up as
+//! end-of-file instead of a hang. A datagram is limited by the socket's send buffer (about
+//! 208 KiB by default) and a spec is not: annotations of any size reach init in the state
+//! JSON, so a message goes as a run of chunks, each a datagram with a one-byte header
+//! (`MORE` or `LAST`). An Error is cut to [`ERROR_TEXT_MAX`] per level of its chain, so that
+//! it fits in the sender's socket buffer and is delivered even while the runtime is itself
+//! blocked sending (init failing before it has read Proceed): the runtime, seeing the peer
+//! gone, reads the Error that is waiting for it.
 
 use super::{ProcessError, RemoteError};
 use nix::sys::socket::{
-    recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
-    MsgFlags, SockFlag, SockType,
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
 };
 use serde::{Deserialize, Serialize};
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -94,7 +100,57 @@ pub fn pair() -> Result<(Channel, Channel), ProcessError> {
     Ok((end(a), end(b)))
 }
 
-const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest chunk; a smaller one when the socket's send buffer is smaller (a datagram
+/// over `sk_sndbuf - 32` bytes fails with EMSGSIZE).
+const CHUNK: usize = 32 * 1024;
+/// Header byte of a chunk: more chunks of the same message follow.
+const MORE: u8 = 1;
+/// Header byte of a message's last (or only) chunk.
+const LAST: u8 = 0;
+/// The largest message accepted: far above any plausible spec, a bound on what a
+/// misbehaving peer can make the runtime allocate.
+const MAX_MESSAGE: usize = 256 << 20;
+/// The longest text of one level of an error's chain sent across (longer is cut, marked).
+pub(crate) const ERROR_TEXT_MAX: usize = 4096;
+/// The deepest error chain sent across.
+const ERROR_DEPTH_MAX: usize = 16;
+
+fn io_err(e: nix::errno::Errno) -> ProcessError {
+    ProcessError::Channel(e.into())
+}
+
+/// The chunk size for sending on `fd`: at most [`CHUNK`], and at most half the send buffer
+/// (which getsockopt reports doubled, as the kernel keeps it).
+fn chunk_size(fd: BorrowedFd) -> usize {
+    use nix::sys::socket::{getsockopt, sockopt::SndBuf};
+    let sndbuf = getsockopt(&fd, SndBuf).unwrap_or(CHUNK * 4);
+    (sndbuf / 4).clamp(1024, CHUNK)
+}
+
+/// `err` as a RemoteError small enough to always be sent: each level's text cut to
+/// [`ERROR_TEXT_MAX`] bytes (on a character boundary, marked), at most [`ERROR_DEPTH_MAX`]
+/// levels.
+pub(crate) fn bounded_error(err: &(dyn std::error::Error + 'static)) -> RemoteError {
+    fn cut(mut e: RemoteError, depth: usize) -> RemoteError {
+        if e.message.len() > ERROR_TEXT_MAX {
+            let mut end = ERROR_TEXT_MAX;
+            while !e.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let dropped = e.message.len() - end;
+            e.message.truncate(end);
+            e.message
+                .push_str(&format!("... [truncated: {dropped} more bytes]"));
+        }
+        e.cause = match e.cause {
+            Some(_) if depth + 1 >= ERROR_DEPTH_MAX => None,
+            Some(c) => Some(Box::new(cut(*c, depth + 1))),
+            None => None,
+        };
+        e
+    }
+    cut(RemoteError::from_error(err), 0)
+}
 
 impl Channel {
     pub fn raw_fd(&self) -> i32 {
@@ -102,24 +158,53 @@ impl Channel {
     }
 
     pub fn send(&self, msg: &Message) -> Result<(), ProcessError> {
-        let bytes = serde_json::to_vec(msg).map_err(ProcessError::Encode)?;
-        send(self.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
-            .map_err(|e| ProcessError::Channel(e.into()))?;
-        Ok(())
+        self.send_chunks(msg, None)
     }
 
     /// Sends `msg` with `fd` attached.
     pub fn send_with_fd(&self, msg: &Message, fd: BorrowedFd) -> Result<(), ProcessError> {
+        self.send_chunks(msg, Some(fd))
+    }
+
+    /// Sends `msg` as chunks, `fd` (if any) with the first. If the peer has gone, the Error
+    /// it may have sent before going is the failure to report, not the broken pipe.
+    fn send_chunks(&self, msg: &Message, fd: Option<BorrowedFd>) -> Result<(), ProcessError> {
         let bytes = serde_json::to_vec(msg).map_err(ProcessError::Encode)?;
-        let fds = [fd.as_raw_fd()];
-        sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| ProcessError::Channel(e.into()))?;
+        let size = chunk_size(self.fd.as_fd());
+        let mut pieces = bytes.chunks(size).peekable();
+        let mut first = true;
+        // An empty message still goes as one (empty) last chunk.
+        let empty: &[u8] = &[];
+        while let Some(piece) = pieces.next().or(first.then_some(empty)) {
+            let header = [if pieces.peek().is_some() { MORE } else { LAST }];
+            let fds = fd.filter(|_| first).map(|f| [f.as_raw_fd()]);
+            let cmsgs: Vec<ControlMessage> = fds
+                .as_ref()
+                .map(|f| ControlMessage::ScmRights(f))
+                .into_iter()
+                .collect();
+            let iov = [IoSlice::new(&header), IoSlice::new(piece)];
+            loop {
+                match sendmsg::<()>(
+                    self.fd.as_raw_fd(),
+                    &iov,
+                    &cmsgs,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                ) {
+                    Ok(_) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e @ (nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET)) => {
+                        return Err(match self.recv() {
+                            Ok(Some(Message::Error(remote))) => ProcessError::Init(remote),
+                            _ => io_err(e),
+                        })
+                    }
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            first = false;
+        }
         Ok(())
     }
 
@@ -128,11 +213,12 @@ impl Channel {
         self.received.borrow_mut().take()
     }
 
-    /// The next message; `None` when the peer has gone away.
-    pub fn recv(&self) -> Result<Option<Message>, ProcessError> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
+    /// One chunk into `buf` (appended); returns its header, or `None` at end-of-file.
+    fn recv_chunk(&self, buf: &mut Vec<u8>) -> Result<Option<u8>, ProcessError> {
+        let mut header = [0u8; 1];
+        let mut piece = vec![0u8; CHUNK];
+        loop {
+            let mut iov = [IoSliceMut::new(&mut header), IoSliceMut::new(&mut piece)];
             let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
             match recvmsg::<()>(
                 self.fd.as_raw_fd(),
@@ -141,7 +227,7 @@ impl Channel {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
-                    for c in msg.cmsgs().map_err(|e| ProcessError::Channel(e.into()))? {
+                    for c in msg.cmsgs().map_err(io_err)? {
                         if let ControlMessageOwned::ScmRights(fds) = c {
                             for fd in fds {
                                 // SAFETY: the kernel installed this descriptor for us.
@@ -150,16 +236,37 @@ impl Channel {
                             }
                         }
                     }
-                    break msg.bytes;
+                    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+                        return Err(io_err(nix::errno::Errno::EMSGSIZE));
+                    }
+                    let n = msg.bytes;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    if buf.len() + n - 1 > MAX_MESSAGE {
+                        return Err(io_err(nix::errno::Errno::EMSGSIZE));
+                    }
+                    buf.extend_from_slice(&piece[..n - 1]);
+                    return Ok(Some(header[0]));
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(ProcessError::Channel(e.into())),
+                Err(e) => return Err(io_err(e)),
             }
-        };
-        if n == 0 {
-            return Ok(None);
         }
-        serde_json::from_slice(&buf[..n])
+    }
+
+    /// The next message; `None` when the peer has gone away.
+    pub fn recv(&self) -> Result<Option<Message>, ProcessError> {
+        let mut buf = Vec::new();
+        loop {
+            match self.recv_chunk(&mut buf)? {
+                // The peer went away, possibly in the middle of a message.
+                None => return Ok(None),
+                Some(MORE) => continue,
+                Some(_) => break,
+            }
+        }
+        serde_json::from_slice(&buf)
             .map(Some)
             .map_err(ProcessError::Decode)
     }
@@ -229,6 +336,47 @@ impl Channel {
 
     pub fn error(&self, err: &(dyn std::error::Error + 'static)) {
         // Best effort: if the runtime is gone there is nobody left to tell.
-        let _ = self.send(&Message::Error(RemoteError::from_error(err)));
+        let _ = self.send(&Message::Error(bounded_error(err)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_larger_than_the_socket_buffer_arrives_whole() {
+        let (a, b) = pair().unwrap();
+        let state = "x".repeat(3 << 20);
+        let sent = state.clone();
+        let t = std::thread::spawn(move || a.proceed(sent).unwrap());
+        assert_eq!(b.wait_for_proceed().unwrap(), state);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn an_error_sent_before_the_peer_left_is_what_a_failed_send_reports() {
+        let (rt, init) = pair().unwrap();
+        let io = std::io::Error::from_raw_os_error(libc::EINVAL);
+        init.error(&io);
+        drop(init);
+        // Larger than the socket buffer: the send fails part-way with EPIPE.
+        match rt.proceed("y".repeat(1 << 20)) {
+            Err(ProcessError::Init(e)) => assert_eq!(e.errno, Some(libc::EINVAL)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_is_cut_to_a_size_that_always_fits() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("setting additional gids {0}")]
+        struct Long(String, #[source] std::io::Error);
+        let long = Long("é".repeat(100_000), std::io::Error::from_raw_os_error(22));
+        let e = bounded_error(&long);
+        assert!(e.message.len() < ERROR_TEXT_MAX + 64, "{}", e.message.len());
+        assert!(e.message.starts_with("setting additional gids é"));
+        assert!(e.message.ends_with("[truncated: 195928 more bytes]"), "{e}");
+        assert_eq!(e.cause.unwrap().errno, Some(22));
     }
 }
