@@ -154,15 +154,23 @@ pub(super) fn cloexec_inherited(preserve_fds: u32) -> crate::Result<()> {
 
 impl Runtime {
     /// Creates container `id` from `opts.bundle`: on return its init is waiting for `start`.
+    ///
+    /// Safe from a multithreaded caller: the clone chain then runs in a single-threaded child
+    /// (see `process::isolate`), and init is re-parented once that child exits.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
-        self.create_with_console(id, opts, None)
+        crate::process::isolate::single_threaded(|| {
+            self.create_with_console(id, opts, None).map(|_| ())
+        })?;
+        self.load(id)
     }
 
     /// As `create`, for a process that a terminating signal (SIGTERM, SIGINT, SIGHUP,
     /// SIGQUIT) would otherwise end half-way: one that comes during the create undoes it
     /// instead, and the error is [`ContainerError::Interrupted`] (see `abort`).
     pub fn create_abortable(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
-        super::abort::abortable(|| self.create(id, opts))
+        // The watcher thread of `abortable` is parked in poll(2) when the clone happens: it
+        // holds no lock, so the create runs here rather than in a forked child.
+        super::abort::abortable(|| self.create_with_console(id, opts, None))
     }
 
     /// As `create`; `own_console` is a console socket of the caller's own (`run` in the

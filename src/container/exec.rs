@@ -48,8 +48,12 @@ impl Container {
     }
 
     /// Starts `process` in the container and returns its host pid; it runs on its own.
+    /// Safe from a multithreaded caller, as [`Runtime::create`](crate::Runtime::create) is.
     pub fn exec_detached(&self, process: &Process, opts: &ExecOptions) -> crate::Result<Pid> {
-        Ok(self.spawn_exec(process, opts)?.disarm())
+        let pid = crate::process::isolate::single_threaded(|| {
+            Ok(self.spawn_exec(process, opts)?.disarm().as_raw())
+        })?;
+        Ok(Pid::from_raw(pid))
     }
 
     /// Runs `process` in the container, forwarding signals to it, and returns its exit status

@@ -82,7 +82,7 @@ impl Runtime {
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> crate::Result<i32> {
         if detach {
             abort::abortable(|| {
-                let c = self.create(id, opts)?;
+                let c = self.create_with_console(id, opts, None)?;
                 match c.start() {
                     Ok(()) => Ok(c),
                     Err(e) => {
