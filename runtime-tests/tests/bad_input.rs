@@ -297,3 +297,47 @@ fn terminal_and_console_socket_must_agree() {
     ]);
     assert!(err.contains("process.terminal is false"), "{err}");
 }
+
+#[test]
+fn a_rootfs_reached_through_a_symlink_is_refused() {
+    let mut w = World::new();
+    let b = w.bundle(&["true"]);
+    // The link points at a directory holding only a shell: if it were followed, create would
+    // make dev/, proc/, sys/ (and device nodes) in it.
+    let elsewhere = b.dir.join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("bin")).unwrap();
+    std::fs::copy(b.rootfs().join("bin/busybox"), elsewhere.join("bin/sh")).unwrap();
+    let listing = |d: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&elsewhere);
+    let real_rootfs = b.dir.join("real-rootfs");
+    std::fs::rename(b.rootfs(), &real_rootfs).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, b.rootfs()).unwrap();
+    let err = create_fails(&mut w, &b);
+    assert!(
+        err.contains("root.path") && err.contains("symlink") && err.contains("rootfs"),
+        "{err}"
+    );
+    assert_eq!(
+        listing(&elsewhere),
+        before,
+        "create wrote into the link's target"
+    );
+
+    // The bundle itself may be reached through a link (runc chdirs into it): only what
+    // root.path names below it is checked.
+    std::fs::remove_file(b.rootfs()).unwrap();
+    std::fs::rename(&real_rootfs, b.rootfs()).unwrap();
+    let link = b.dir.with_extension("link");
+    std::os::unix::fs::symlink(&b.dir, &link).unwrap();
+    let id = w.id("linked-bundle");
+    let out = w.capsa(&["run", "--bundle", link.to_str().unwrap(), &id]);
+    let _ = std::fs::remove_file(&link);
+    succeeded(out, format_args!("run through a linked bundle"));
+}
