@@ -280,3 +280,88 @@ fn a_masked_path_that_is_a_symlink_to_a_host_path_masks_nothing_on_the_host() {
     assert!(!mounts.contains(secret.to_str().unwrap()));
     assert!(Path::new(&secret).join("file").exists());
 }
+
+/// Plants `.NAME.<pid>` -> `victim` in `dir` for the next `count` pids: the temporary name a
+/// runtime that writes `NAME` by a pid-suffixed temp file would use.
+/// Returns the last pid used before and pid_max.
+fn plant_temp_symlinks(dir: &Path, names: &[&str], victim: &Path, count: i32) -> (i32, i32) {
+    let read = |f: &str| -> i32 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+    let (last, max) = (
+        read("/proc/sys/kernel/ns_last_pid"),
+        read("/proc/sys/kernel/pid_max"),
+    );
+    for i in 1..=count {
+        let pid = (last + i) % max;
+        for name in names {
+            let _ = std::os::unix::fs::symlink(victim, dir.join(format!(".{name}.{pid}")));
+        }
+    }
+    (last, max)
+}
+
+#[test]
+fn a_pid_file_directory_with_planted_symlinks_cannot_redirect_the_write() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let d = host_dir(&mut w, "pidfiles");
+    let victim = d.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    const RANGE: i32 = 3000;
+    let (first, pid_max) = plant_temp_symlinks(&d, &["init.pid", "exec.pid"], &victim, RANGE);
+    let id = w.id("pidfile");
+    let init_pid = d.join("init.pid");
+    w.ok(&[
+        "create",
+        "--bundle",
+        b.dir_str(),
+        "--pid-file",
+        init_pid.to_str().unwrap(),
+        &id,
+    ]);
+    let pid = read_pid_file(&init_pid);
+    w.pids.push(pid);
+    let exec_pid = d.join("exec.pid");
+    w.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id,
+        "sleep",
+        "100",
+    ]);
+    let last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The exec'd process is re-parented to us: reap it before anything can fail, or a
+    // cleanup's delete --force would wait on a pid namespace that cannot empty.
+    let exec = read_pid_file(&exec_pid);
+    kill_and_reap(exec);
+    assert!(
+        (last - first).rem_euclid(pid_max) < RANGE,
+        "more than {RANGE} pids went by: capsa's own pids may not have been planted"
+    );
+
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    for f in [&init_pid, &exec_pid] {
+        assert!(
+            std::fs::symlink_metadata(f).unwrap().is_file(),
+            "{}",
+            f.display()
+        );
+    }
+    assert_eq!(w.state(&id)["pid"], json!(pid));
+    let stray: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_type().unwrap().is_symlink())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["victim", "init.pid", "exec.pid"].contains(&n.as_str()))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+    reap(pid);
+}
