@@ -365,3 +365,127 @@ fn a_pid_file_directory_with_planted_symlinks_cannot_redirect_the_write() {
     wait_exit(pid);
     reap(pid);
 }
+
+/// `capsa ARGS` under a hard time limit: (exit code, stdout, stderr); -1 when it was killed.
+fn capsa_within(w: &World, secs: u32, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", &secs.to_string(), BIN, "--root"])
+        .arg(&w.root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_image_passwd_that_is_endless_or_blocks_fails_with_its_name() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["sh", "-c", "echo HOME=$HOME"]);
+    // init is charged to the container: reading /dev/zero whole once ran it into the OOM
+    // killer at this limit.
+    b.set(|c| c["linux"]["resources"]["memory"] = json!({"limit": 64 << 20}));
+    let passwd = b.rootfs().join("etc/passwd");
+    let good = std::fs::read(&passwd).unwrap();
+    let sparse = |first_line: &[u8]| {
+        let _ = std::fs::remove_file(&passwd);
+        std::fs::write(&passwd, first_line).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&passwd)
+            .unwrap();
+        f.set_len(300 << 20).unwrap();
+    };
+    let cases: [(&str, &dyn Fn(), &str); 3] = [
+        (
+            "a link to /dev/zero",
+            &|| {
+                std::fs::remove_file(&passwd).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap();
+            },
+            "/etc/passwd is a character device, not a regular file",
+        ),
+        (
+            "a FIFO",
+            &|| {
+                std::fs::remove_file(&passwd).unwrap();
+                nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .unwrap();
+            },
+            "/etc/passwd is a FIFO, not a regular file",
+        ),
+        (
+            "300 MB of zeros",
+            &|| sparse(b""),
+            "/etc/passwd has a line longer than 65536 bytes",
+        ),
+    ];
+    for (what, make, expected) in cases {
+        make();
+        let id = w.id("passwd");
+        let started = Instant::now();
+        let (code, out, err) = capsa_within(&w, 30, &["run", "--bundle", b.dir_str(), &id]);
+        assert!(
+            code > 0,
+            "{what}: exit {code}, stdout {out:?} stderr {err:?}"
+        );
+        assert!(
+            err.contains("reading the container's /etc/passwd for the HOME of uid 0")
+                && err.contains(expected),
+            "{what}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        assert!(w.fails(&["state", &id]).contains("does not exist"));
+    }
+
+    // A huge file whose first line is the user's: read up to that line only.
+    sparse(b"root:x:0:0:root:/root:/bin/sh\n");
+    let id = w.id("passwd");
+    let (code, out, err) = capsa_within(&w, 30, &["run", "--bundle", b.dir_str(), &id]);
+    assert_eq!((code, out.as_str()), (0, "HOME=/root\n"), "{err}");
+    std::fs::remove_file(&passwd).unwrap();
+    std::fs::write(&passwd, &good).unwrap();
+}
+
+#[test]
+fn exec_reads_home_from_passwd_and_refuses_a_fifo_there() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let id = w.id("passwd-exec");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    let home = |user: &str| {
+        capsa_within(
+            &w,
+            30,
+            &["exec", "--user", user, &id, "sh", "-c", "echo $HOME"],
+        )
+    };
+    assert_eq!(home("1000").1, "/home/tester\n");
+    assert_eq!(home("4242").1, "/\n");
+    let passwd = b.rootfs().join("etc/passwd");
+    std::fs::remove_file(&passwd).unwrap();
+    nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (code, out, err) = home("1000");
+    // Stop the container first: an exec stuck on the FIFO (when capsa is killed) is
+    // re-parented to us, and the pid namespace empties only once we reap it.
+    w.ok(&["kill", "--all", &id, "KILL"]);
+    wait_until("the container's processes to exit", || {
+        reap_all();
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    w.ok(&["delete", &id]);
+    assert!(code > 0, "exit {code}, stdout {out:?}");
+    assert!(
+        err.contains("uid 1000") && err.contains("/etc/passwd is a FIFO, not a regular file"),
+        "{err}"
+    );
+}
