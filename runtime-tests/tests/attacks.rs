@@ -554,3 +554,212 @@ fn cve_2025_52881_mounts_over_proc_entries_are_refused() {
     assert_eq!(w.run_ok(&b), "host-content\n");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "host-content\n");
 }
+
+/// Plants `.NAME.<pid>` -> `victim` in `dir` for the next `count` pids: the temporary name a
+/// runtime that writes `NAME` by a pid-suffixed temp file would use.
+/// Returns the last pid used before and pid_max.
+fn plant_temp_symlinks(dir: &Path, names: &[&str], victim: &Path, count: i32) -> (i32, i32) {
+    let read = |f: &str| -> i32 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+    let (last, max) = (
+        read("/proc/sys/kernel/ns_last_pid"),
+        read("/proc/sys/kernel/pid_max"),
+    );
+    for i in 1..=count {
+        let pid = (last + i) % max;
+        for name in names {
+            let _ = std::os::unix::fs::symlink(victim, dir.join(format!(".{name}.{pid}")));
+        }
+    }
+    (last, max)
+}
+
+#[test]
+fn a_pid_file_directory_with_planted_symlinks_cannot_redirect_the_write() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let d = host_dir(&mut w, "pidfiles");
+    let victim = d.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    const RANGE: i32 = 3000;
+    let (first, pid_max) = plant_temp_symlinks(&d, &["init.pid", "exec.pid"], &victim, RANGE);
+    let id = w.id("pidfile");
+    let init_pid = d.join("init.pid");
+    w.ok(&[
+        "create",
+        "--bundle",
+        b.dir_str(),
+        "--pid-file",
+        init_pid.to_str().unwrap(),
+        &id,
+    ]);
+    let pid = read_pid_file(&init_pid);
+    w.pids.push(pid);
+    let exec_pid = d.join("exec.pid");
+    w.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id,
+        "sleep",
+        "100",
+    ]);
+    let last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The exec'd process is re-parented to us: reap it before anything can fail, or a
+    // cleanup's delete --force would wait on a pid namespace that cannot empty.
+    let exec = read_pid_file(&exec_pid);
+    kill_and_reap(exec);
+    assert!(
+        (last - first).rem_euclid(pid_max) < RANGE,
+        "more than {RANGE} pids went by: capsa's own pids may not have been planted"
+    );
+
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    for f in [&init_pid, &exec_pid] {
+        assert!(
+            std::fs::symlink_metadata(f).unwrap().is_file(),
+            "{}",
+            f.display()
+        );
+    }
+    assert_eq!(w.state(&id)["pid"], json!(pid));
+    let stray: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_type().unwrap().is_symlink())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["victim", "init.pid", "exec.pid"].contains(&n.as_str()))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    w.ok(&["delete", "--force", &id]);
+    wait_exit(pid);
+    reap(pid);
+}
+
+/// `capsa ARGS` under a hard time limit: (exit code, stdout, stderr); -1 when it was killed.
+fn capsa_within(w: &World, secs: u32, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", &secs.to_string(), BIN, "--root"])
+        .arg(&w.root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_image_passwd_that_is_endless_or_blocks_fails_with_its_name() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["sh", "-c", "echo HOME=$HOME"]);
+    // init is charged to the container: reading /dev/zero whole once ran it into the OOM
+    // killer at this limit.
+    b.set(|c| c["linux"]["resources"]["memory"] = json!({"limit": 64 << 20}));
+    let passwd = b.rootfs().join("etc/passwd");
+    let good = std::fs::read(&passwd).unwrap();
+    let sparse = |first_line: &[u8]| {
+        let _ = std::fs::remove_file(&passwd);
+        std::fs::write(&passwd, first_line).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&passwd)
+            .unwrap();
+        f.set_len(300 << 20).unwrap();
+    };
+    let cases: [(&str, &dyn Fn(), &str); 3] = [
+        (
+            "a link to /dev/zero",
+            &|| {
+                std::fs::remove_file(&passwd).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap();
+            },
+            "/etc/passwd is a character device, not a regular file",
+        ),
+        (
+            "a FIFO",
+            &|| {
+                std::fs::remove_file(&passwd).unwrap();
+                nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .unwrap();
+            },
+            "/etc/passwd is a FIFO, not a regular file",
+        ),
+        (
+            "300 MB of zeros",
+            &|| sparse(b""),
+            "/etc/passwd has a line longer than 65536 bytes",
+        ),
+    ];
+    for (what, make, expected) in cases {
+        make();
+        let id = w.id("passwd");
+        let started = Instant::now();
+        let (code, out, err) = capsa_within(&w, 30, &["run", "--bundle", b.dir_str(), &id]);
+        assert!(
+            code > 0,
+            "{what}: exit {code}, stdout {out:?} stderr {err:?}"
+        );
+        assert!(
+            err.contains("reading the container's /etc/passwd for the HOME of uid 0")
+                && err.contains(expected),
+            "{what}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        assert!(w.fails(&["state", &id]).contains("does not exist"));
+    }
+
+    // A huge file whose first line is the user's: read up to that line only.
+    sparse(b"root:x:0:0:root:/root:/bin/sh\n");
+    let id = w.id("passwd");
+    let (code, out, err) = capsa_within(&w, 30, &["run", "--bundle", b.dir_str(), &id]);
+    assert_eq!((code, out.as_str()), (0, "HOME=/root\n"), "{err}");
+    std::fs::remove_file(&passwd).unwrap();
+    std::fs::write(&passwd, &good).unwrap();
+}
+
+#[test]
+fn exec_reads_home_from_passwd_and_refuses_a_fifo_there() {
+    let mut w = World::new();
+    let b = w.bundle(&["sleep", "100"]);
+    let id = w.id("passwd-exec");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    let home = |user: &str| {
+        capsa_within(
+            &w,
+            30,
+            &["exec", "--user", user, &id, "sh", "-c", "echo $HOME"],
+        )
+    };
+    assert_eq!(home("1000").1, "/home/tester\n");
+    assert_eq!(home("4242").1, "/\n");
+    let passwd = b.rootfs().join("etc/passwd");
+    std::fs::remove_file(&passwd).unwrap();
+    nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (code, out, err) = home("1000");
+    // Stop the container first: an exec stuck on the FIFO (when capsa is killed) is
+    // re-parented to us, and the pid namespace empties only once we reap it.
+    w.ok(&["kill", "--all", &id, "KILL"]);
+    wait_until("the container's processes to exit", || {
+        reap_all();
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    w.ok(&["delete", &id]);
+    assert!(code > 0, "exit {code}, stdout {out:?}");
+    assert!(
+        err.contains("uid 1000") && err.contains("/etc/passwd is a FIFO, not a regular file"),
+        "{err}"
+    );
+}

@@ -323,3 +323,84 @@ fn an_init_error_longer_than_the_channel_still_arrives() {
     );
     assert!(err.len() < 16 * 1024, "{} bytes", err.len());
 }
+
+#[test]
+fn a_rootfs_reached_through_a_symlink_is_refused() {
+    let mut w = World::new();
+    let b = w.bundle(&["true"]);
+    // The link points at a directory holding only a shell: if it were followed, create would
+    // make dev/, proc/, sys/ (and device nodes) in it.
+    let elsewhere = b.dir.join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("bin")).unwrap();
+    std::fs::copy(b.rootfs().join("bin/busybox"), elsewhere.join("bin/sh")).unwrap();
+    let listing = |d: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&elsewhere);
+    let real_rootfs = b.dir.join("real-rootfs");
+    std::fs::rename(b.rootfs(), &real_rootfs).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, b.rootfs()).unwrap();
+    let err = create_fails(&mut w, &b);
+    assert!(
+        err.contains("root.path") && err.contains("symlink") && err.contains("rootfs"),
+        "{err}"
+    );
+    assert_eq!(
+        listing(&elsewhere),
+        before,
+        "create wrote into the link's target"
+    );
+
+    // The bundle itself may be reached through a link (runc chdirs into it): only what
+    // root.path names below it is checked.
+    std::fs::remove_file(b.rootfs()).unwrap();
+    std::fs::rename(&real_rootfs, b.rootfs()).unwrap();
+    let link = b.dir.with_extension("link");
+    std::os::unix::fs::symlink(&b.dir, &link).unwrap();
+    let id = w.id("linked-bundle");
+    let out = w.capsa(&["run", "--bundle", link.to_str().unwrap(), &id]);
+    let _ = std::fs::remove_file(&link);
+    succeeded(out, format_args!("run through a linked bundle"));
+}
+
+#[test]
+fn a_device_path_holding_a_file_of_the_image_is_refused_and_the_file_kept() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["true"]);
+    // No tmpfs on /dev: the image's own /dev is where nodes are made.
+    b.set(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/dev");
+        c["linux"]["devices"] =
+            json!([{"path": "/dev/mydev", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}]);
+    });
+    let dev = b.rootfs().join("dev");
+
+    // Nothing in the way: the nodes are made in the image's /dev; a second run finds the
+    // same nodes there and keeps them.
+    for _ in 0..2 {
+        w.run_ok(&b);
+    }
+    let meta = std::fs::metadata(dev.join("mydev")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(meta.file_type().is_char_device() && meta.rdev() == nix::sys::stat::makedev(1, 3));
+
+    for (name, spec_entry) in [("mydev", "/dev/mydev"), ("ptmx", "/dev/ptmx")] {
+        let path = dev.join(name);
+        std::fs::remove_file(&path).ok();
+        std::fs::write(&path, "image data").unwrap();
+        let err = create_fails(&mut w, &b);
+        assert!(
+            err.contains(&format!("creating device {spec_entry}"))
+                && err.contains("the rootfs holds a regular file there"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "image data");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

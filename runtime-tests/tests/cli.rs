@@ -27,6 +27,13 @@ fn spec_writes_a_config_and_refuses_to_overwrite_it() {
     let err = w.fails(&["spec", "--bundle", dir.to_str().unwrap()]);
     assert!(err.contains("exists"), "{err}");
     std::fs::remove_file(dir.join("config.json")).unwrap();
+    // A dangling link planted at config.json is not followed to create its target.
+    let target = dir.join("planted-target");
+    std::os::unix::fs::symlink(&target, dir.join("config.json")).unwrap();
+    let err = w.fails(&["spec", "--bundle", dir.to_str().unwrap()]);
+    assert!(err.contains("exists"), "{err}");
+    assert!(!target.exists(), "the link was followed");
+    std::fs::remove_file(dir.join("config.json")).unwrap();
     w.ok(&["spec", "--rootless", "-b", dir.to_str().unwrap()]);
     let c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();

@@ -1,6 +1,8 @@
 //! `capsa spec`: write a default config.json.
 
 use anyhow::Context;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// Write a default config.json into the bundle directory
@@ -16,9 +18,6 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let path = args.bundle.join("config.json");
-    if path.exists() {
-        anyhow::bail!("File {} exists. Remove it first", path.display());
-    }
     let ids = args.rootless.then(|| {
         (
             nix::unistd::geteuid().as_raw(),
@@ -28,6 +27,21 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let spec = capsa::spec::default_spec(ids);
     let mut text = serde_json::to_string_pretty(&spec)?;
     text.push('\n');
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    // Created new, never through a symlink: a dangling link planted at config.json would
+    // otherwise have us create whatever file it names (an exists() check follows it too).
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            anyhow::bail!("File {} exists. Remove it first", path.display())
+        }
+        other => other.with_context(|| format!("creating {}", path.display()))?,
+    };
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(0)
 }

@@ -106,28 +106,63 @@ pub fn live_start_time(pid: i32) -> Option<u64> {
 /// Writes `bytes` to a temporary file beside `path` and renames it over: readers see the old
 /// or the new content, never a truncated file. No fsync: state lives on a tmpfs (/run) and
 /// does not outlive a reboot anyway; the rename is what readers need (runc does the same).
+///
+/// The temporary file is created with O_EXCL|O_NOFOLLOW under an unpredictable name: whoever
+/// can write the directory (a pid file's, say) cannot plant a symlink there that makes us
+/// truncate and write a file of their choice, and a name they took is skipped, not reused.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    })();
+    let mut tmp = PathBuf::new();
+    for _ in 0..TEMP_ATTEMPTS {
+        tmp = dir.join(format!(".{name}.{}.{:x}", std::process::id(), random_u64()));
+        match write_new(&tmp, path, bytes, mode) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            other => return other,
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("temporary file {} exists", tmp.display()),
+    ))
+}
+
+const TEMP_ATTEMPTS: usize = 16;
+
+/// Creates `tmp` (never an existing file, never through a symlink), writes it and renames it
+/// to `path`; removes it on failure. AlreadyExists when `tmp` is taken.
+fn write_new(tmp: &Path, path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)?;
+    let result = f.write_all(bytes).and_then(|()| std::fs::rename(tmp, path));
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     result
+}
+
+/// 64 random bits from getrandom(2), or the clock if that fails: uniqueness, not secrecy, is
+/// what the temporary name needs (O_EXCL makes a guessed name harmless).
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most buf.len() bytes into our buffer.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+    if n == buf.len() as isize {
+        u64::from_ne_bytes(buf)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+    }
 }
 
 impl StoredState {
@@ -208,6 +243,66 @@ mod tests {
             "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
         assert_eq!(parse_proc_stat(line), Some(('S', 987654)));
         assert_eq!(parse_proc_stat("garbage"), None);
+    }
+
+    /// A directory of its own under the system's temp dir, removed at the end.
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "capsa-state-{tag}-{}-{:x}",
+            std::process::id(),
+            random_u64()
+        ));
+        std::fs::create_dir(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_planted_symlink_at_the_temporary_name_is_not_followed() {
+        let d = temp_dir("symlink");
+        let victim = d.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let pid_file = d.join("init.pid");
+        // The name the old code used, and a fixed name handed to write_new directly.
+        let old_name = d.join(format!(".init.pid.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+        let fixed = d.join(".init.pid.fixed");
+        std::os::unix::fs::symlink(&victim, &fixed).unwrap();
+
+        let err = write_new(&fixed, &pid_file, b"42", 0o644).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert!(std::fs::symlink_metadata(&fixed).unwrap().is_symlink());
+        write_atomic(&pid_file, b"4242", 0o644).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "4242");
+        assert!(!std::fs::symlink_metadata(&pid_file).unwrap().is_symlink());
+        let mut left: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let old = old_name.file_name().unwrap().to_string_lossy().into_owned();
+        let mut expected = vec![
+            ".init.pid.fixed".to_string(),
+            "init.pid".into(),
+            "victim".into(),
+            old,
+        ];
+        expected.sort();
+        assert_eq!(left, expected, "a temporary file was left behind");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_taken_temporary_name_is_never_written() {
+        let d = temp_dir("taken");
+        let tmp = d.join(".state.json.taken");
+        std::fs::write(&tmp, "someone else's").unwrap();
+        let err = write_new(&tmp, &d.join("state.json"), b"{}", 0o600).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "someone else's");
+        assert!(!d.join("state.json").exists());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading the container's /etc/passwd for the HOME of uid {uid}")]
+    Passwd {
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("current working directory is outside of the container root ({cwd})")]
     CwdOutside { cwd: String },
     #[error("opening exec fifo")]

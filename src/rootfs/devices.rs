@@ -6,10 +6,10 @@ use super::RootfsError;
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::sys::stat::{fchmodat, fstatat, makedev, mknodat, FchmodatFlags, FileStat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 /// The nodes every container gets (as runc and crun create them): path, major, minor.
@@ -56,6 +56,35 @@ fn device_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
     }
 }
 
+/// lstat of `name` in `dir`; None when nothing is there.
+fn existing(dir: BorrowedFd, name: &std::ffi::OsStr) -> std::io::Result<Option<FileStat>> {
+    match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `st` is already the node asked for: same type and, for devices, same numbers.
+fn is_node(st: &FileStat, kind: SFlag, dev: libc::dev_t) -> bool {
+    let same_kind = st.st_mode & libc::S_IFMT == kind.bits();
+    same_kind && (kind == SFlag::S_IFIFO || st.st_rdev == dev)
+}
+
+/// "a regular file", "a directory", ... for a mode, in errors.
+fn describe(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFCHR => "another character device",
+        libc::S_IFBLK => "another block device",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        _ => "a file of unknown type",
+    }
+}
+
 fn make_node(
     proc: &ProcRoot,
     root: BorrowedFd,
@@ -70,11 +99,21 @@ fn make_node(
         .file_name()
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
         .map_err(device_err(&node.path))?;
-    match nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(err(e.into())),
-    }
     let dev = makedev(node.major, node.minor);
+    // Without a tmpfs on /dev, the image's own files are here: never unlink one (its data
+    // would be gone from the image for good). The node we would make is kept as it is (as
+    // runc keeps whatever exists); anything else is refused, where runc silently keeps it
+    // and the container runs without the device it asked for.
+    match existing(parent.as_fd(), name).map_err(device_err(&node.path))? {
+        None => {}
+        Some(st) if is_node(&st, node.kind, dev) => return Ok(()),
+        Some(st) => {
+            return Err(RootfsError::DeviceInTheWay {
+                path: node.path.clone(),
+                what: describe(st.st_mode),
+            })
+        }
+    }
     let mode = Mode::from_bits_truncate(node.mode);
     match mknodat(Some(parent.as_raw_fd()), name, node.kind, mode, dev) {
         Ok(()) => {}
@@ -127,9 +166,20 @@ fn symlink(root: BorrowedFd, target: &str, link: &str, replace: bool) -> Result<
     let parent = resolve::mkdir_all(root, Path::new("/dev"), 0o755).map_err(device_err(link))?;
     let name = link.file_name().unwrap_or_default();
     if replace {
-        match nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(device_err(link)(e.into())),
+        // A link or a device node holds no data: replaced, as runc does. A file of the
+        // image is not removed.
+        match existing(parent.as_fd(), name).map_err(device_err(link))? {
+            None => {}
+            Some(st) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFLNK | libc::S_IFCHR) => {
+                nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| device_err(link)(e.into()))?;
+            }
+            Some(st) => {
+                return Err(RootfsError::DeviceInTheWay {
+                    path: link.to_path_buf(),
+                    what: describe(st.st_mode),
+                })
+            }
         }
     }
     match nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), name) {
@@ -178,4 +228,25 @@ pub(super) fn create_all(
     resolve::mkdir_all(root, Path::new("/dev/shm"), 0o1777)
         .map_err(device_err(Path::new("/dev/shm")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_node_counts_as_already_made() {
+        // SAFETY: an all-zero stat is a valid value to fill in.
+        let mut st: FileStat = unsafe { std::mem::zeroed() };
+        st.st_mode = libc::S_IFCHR | 0o666;
+        st.st_rdev = makedev(1, 3);
+        assert!(is_node(&st, SFlag::S_IFCHR, makedev(1, 3)));
+        assert!(!is_node(&st, SFlag::S_IFCHR, makedev(1, 5)));
+        assert!(!is_node(&st, SFlag::S_IFBLK, makedev(1, 3)));
+        st.st_mode = libc::S_IFREG | 0o644;
+        assert!(!is_node(&st, SFlag::S_IFCHR, makedev(1, 3)));
+        assert_eq!(describe(st.st_mode), "a regular file");
+        st.st_mode = libc::S_IFIFO | 0o644;
+        assert!(is_node(&st, SFlag::S_IFIFO, 0));
+    }
 }

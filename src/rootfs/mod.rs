@@ -69,6 +69,11 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "creating device {}: the rootfs holds {what} there, which is kept; mount a tmpfs on /dev",
+        path.display()
+    )]
+    DeviceInTheWay { path: PathBuf, what: &'static str },
     #[error("{step} into {}", rootfs.display())]
     Enter {
         step: &'static str,

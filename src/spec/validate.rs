@@ -5,7 +5,7 @@ use crate::namespaces::NamespacePlan;
 use crate::rootfs::options;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, Spec};
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 fn check(cond: bool, field: impl Into<String>, reason: impl Into<String>) -> Result<(), SpecError> {
     if cond {
@@ -59,11 +59,48 @@ fn has_ns(namespaces: &[oci_spec::runtime::LinuxNamespace], t: LinuxNamespaceTyp
     namespaces.iter().any(|n| n.typ() == t)
 }
 
+/// `path` with `.` and `..` resolved lexically, as Go's filepath.Clean does.
+fn lexically_clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Refuses a rootfs reached through a symlink (runc: "invalid rootfs: not an absolute path,
+/// or a symlink"): the runtime would follow it and create dev/, proc/, sys/ and device nodes
+/// in whatever directory the link names. The bundle itself may be reached through one (it is
+/// resolved first, as runc's chdir into it does); root.path below it may not.
+fn check_no_symlink(root: &Path) -> Result<(), SpecError> {
+    let real = std::fs::canonicalize(root).map_err(|source| SpecError::Path {
+        field: "root.path".into(),
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let clean = lexically_clean(root);
+    check(
+        real == clean,
+        "root.path",
+        format!(
+            "{} is a symlink or goes through one (to {}); refusing to follow it, as runc does",
+            clean.display(),
+            real.display()
+        ),
+    )
+}
+
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
     check(!spec.version().is_empty(), "ociVersion", "missing")?;
     let root = rootfs_path(spec, bundle)?;
     match std::fs::metadata(&root) {
-        Ok(m) if m.is_dir() => {}
+        Ok(m) if m.is_dir() => check_no_symlink(&root)?,
         Ok(_) => {
             return Err(SpecError::invalid(
                 "root.path",
