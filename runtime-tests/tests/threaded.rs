@@ -77,9 +77,9 @@ fn containers_from_a_busy_tokio_runtime_never_hang() {
                         n = n
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
-                        kept.push(vec![n as u8; (n >> 40) as usize % 65536 + 1]);
+                        kept.push(vec![n as u8; (n >> 40) % 65536 + 1]);
                         if kept.len() > 64 {
-                            kept.swap_remove((n >> 20) as usize % kept.len());
+                            kept.swap_remove((n >> 20) % kept.len());
                         }
                     }
                     tokio::task::yield_now().await;
