@@ -1,5 +1,6 @@
 //! start, kill, delete.
 
+use super::claim;
 use super::lock::DirLock;
 use super::state::{self, Status, StoredState};
 use super::{Container, ContainerError};
@@ -92,17 +93,24 @@ impl Container {
     /// Takes the container's lock and re-reads its state: another command may have changed
     /// or deleted it while we waited.
     fn locked(&self) -> crate::Result<(DirLock, Container)> {
-        let lock = DirLock::acquire(&self.dir).map_err(|_| ContainerError::NotExist {
-            id: self.state.id.clone(),
-        })?;
-        let state = StoredState::load(&self.dir, &self.state.id)?;
-        Ok((
-            lock,
-            Container {
+        let id = &self.state.id;
+        let lock =
+            DirLock::acquire(&self.dir).map_err(|_| ContainerError::NotExist { id: id.clone() })?;
+        let c = match StoredState::load(&self.dir, id) {
+            Ok(state) => Container {
                 dir: self.dir.clone(),
                 state,
+                damaged: false,
             },
-        ))
+            // Damaged when loaded, and still: salvage again (a delete may have removed it).
+            Err(ContainerError::NotExist { .. } | ContainerError::CorruptState { .. })
+                if self.damaged && self.dir.is_dir() =>
+            {
+                Container::salvaged(self.dir.clone(), id)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((lock, c))
     }
 
     /// `start`: lets init past exec.fifo, waits until it has exec'd the container process
@@ -210,7 +218,7 @@ impl Container {
         let init = c.live_pid();
         let cg = c.cgroup()?;
         let status = c.status_given(init.is_some(), || cg.is_frozen());
-        if matches!(status, Status::Running | Status::Paused) && !force {
+        if matches!(status, Status::Running | Status::Paused | Status::Unknown) && !force {
             return Err(ContainerError::NotStopped {
                 id: c.state.id.clone(),
                 status,
@@ -224,18 +232,26 @@ impl Container {
             }
             process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
         }
-        kill_all_and_wait(&cg)?;
-        cg.remove()?;
-        let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
-        if c.state.cgroup_path.parent() == Some(default_parent) {
-            cg.at(default_parent).remove_if_unused();
+        // The cgroup is ours unless another container holds the claim on its path (then
+        // this one never made it: a create killed before claiming, or one of an older
+        // capsa): its processes are not ours to kill.
+        let root = c.dir.parent().unwrap_or(std::path::Path::new("/"));
+        let cgroup_path = &c.state.cgroup_path;
+        if !claim::owned_by_other(root, cgroup_path, &c.state.id) {
+            kill_all_and_wait(&cg)?;
+            cg.remove()?;
+            let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
+            if cgroup_path.parent() == Some(default_parent) {
+                cg.at(default_parent).remove_if_unused();
+            }
+            claim::release(root, cgroup_path, &c.state.id);
         }
         let poststop = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref());
         if let Err(e) = hooks::run_all("poststop", poststop, &c.hook_state(Status::Stopped)) {
             // As runc: a failing poststop hook is reported, the delete still completes.
             log::warn!("{e}");
         }
-        std::fs::remove_dir_all(&c.dir).map_err(|source| ContainerError::StateDir {
+        state::remove_state_dir(&c.dir).map_err(|source| ContainerError::StateDir {
             path: c.dir.clone(),
             source,
         })?;
