@@ -251,8 +251,16 @@ impl Container {
             // As runc: a failing poststop hook is reported, the delete still completes.
             log::warn!("{e}");
         }
-        state::remove_state_dir(&c.dir).map_err(|source| ContainerError::StateDir {
-            path: c.dir.clone(),
+        // Out of sight first, as `@<id>.<pid>` ('@' is in no id): `list` and `state` never see
+        // a half-removed directory, and what a delete killed here leaves, the next `delete
+        // --force` of the id sweeps.
+        let tomb = root.join(format!("@{}.{}", c.state.id, std::process::id()));
+        let dir = match std::fs::rename(&c.dir, &tomb) {
+            Ok(()) => &tomb,
+            Err(_) => &c.dir,
+        };
+        state::remove_state_dir(dir).map_err(|source| ContainerError::StateDir {
+            path: dir.clone(),
             source,
         })?;
         Ok(())
