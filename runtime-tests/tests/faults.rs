@@ -54,6 +54,28 @@ fn killed_after(w: &World, args: &[&str], delay: Duration) {
     let _ = child.wait();
 }
 
+/// Runs `args`, SIGKILLing it if it has not finished within `limit`: whether it finished.
+fn finishes_within(w: &World, args: &[&str], limit: Duration) -> bool {
+    let mut child = cmd(w, args).spawn().unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+fn status_of(w: &World, id: &str) -> Option<String> {
+    let out = capsa(w, &["state", id]);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["status"].as_str().map(str::to_string))
+}
+
 /// xorshift64*: the delays need to be spread, not unpredictable.
 struct Rng(u64);
 
@@ -194,6 +216,7 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     let started = Instant::now();
     let mut ids: Vec<(Kind, String)> = Vec::new();
     let mut orphans = Vec::new();
+    let mut stuck_starts = Vec::new();
     let mut exec_target: Option<String> = None;
     for round in 0..rounds * 4 {
         let kind = [Kind::Create, Kind::Start, Kind::Exec, Kind::Delete][round % 4];
@@ -207,10 +230,7 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
                 );
                 // Unless create handed init over (the container is created), init must die
                 // with it: nothing may run that no state can name.
-                let out = capsa(&w, &["state", &id]);
-                let status = serde_json::from_slice::<Value>(&out.stdout)
-                    .ok()
-                    .and_then(|v| v["status"].as_str().map(str::to_string));
+                let status = status_of(&w, &id);
                 if status.as_deref() != Some("created") && !wait_empty(&id, Duration::from_secs(2))
                 {
                     orphans.push(format!("{id} ({status:?}): {:?}", processes_of(&id)));
@@ -221,6 +241,12 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
                 let id = w.id("fs");
                 timed(&w, &["create", "--bundle", &bundle, &id]);
                 killed_after(&w, &["start", &id], rng.within(t_start));
+                // Still "created" must mean not started yet: a second start then works.
+                if status_of(&w, &id).as_deref() == Some("created")
+                    && !finishes_within(&w, &["start", &id], Duration::from_secs(5))
+                {
+                    stuck_starts.push(id.clone());
+                }
                 ids.push((kind, id));
             }
             Kind::Exec => {
@@ -282,11 +308,13 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     let stray = processes_mentioning(w.root.to_str().unwrap());
     eprintln!(
         "faults: {} iterations ({rounds} per command) in {iterations:?}; {} containers; \
-         inits outliving a killed create: {}; containers left behind after delete --force: \
+         inits outliving a killed create: {}; containers reading \"created\" after a killed \
+         start whose next start hung: {}; containers left behind after delete --force: \
          {} (create {}, start {}, exec {}, delete {}); failed deletes: {}",
         rounds * 4,
         ids.len(),
         orphans.len(),
+        stuck_starts.len(),
         left.len(),
         by_kind[0],
         by_kind[1],
@@ -297,6 +325,10 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     assert!(
         orphans.is_empty(),
         "inits outlived their create: {orphans:#?}"
+    );
+    assert!(
+        stuck_starts.is_empty(),
+        "started, yet still \"created\": {stuck_starts:?}"
     );
     assert!(
         failed_deletes.is_empty(),

@@ -22,7 +22,7 @@ pub use id::validate as validate_id;
 pub(crate) use lock::DirLock;
 pub use ops::{parse_signal, KillSignal};
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
-pub(crate) use state::{live_start_time, write_atomic};
+pub(crate) use state::{live_start_time, write_atomic, INIT_COMM};
 
 use crate::cgroups;
 use nix::unistd::Pid;
@@ -319,7 +319,11 @@ impl Container {
         if self.damaged {
             return Status::Unknown;
         }
-        let fifo = alive && self.dir.join(state::EXEC_FIFO).exists();
+        // Created: init waits on exec.fifo, so the fifo is there and init has not been
+        // executed yet (a start killed after letting init go leaves the fifo behind).
+        let fifo = alive
+            && self.dir.join(state::EXEC_FIFO).exists()
+            && state::not_executed(self.state.pid);
         derive_status(alive, fifo, alive && !fifo && frozen())
     }
 

@@ -133,6 +133,10 @@ impl Container {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&fifo_path)
             .map_err(fifo_err)?;
+        // Opening it has let init go: the fifo goes now, so a start killed from here on
+        // leaves a container that reads as running (which it is), not one still "created"
+        // whose next start would wait on a fifo nobody writes.
+        std::fs::remove_file(&fifo_path).map_err(fifo_err)?;
         let pid = Pid::from_raw(c.state.pid);
         let pidfd = pidfd_open(pid).map_err(fifo_err)?;
         let mut started = false;
@@ -174,7 +178,6 @@ impl Container {
                 .into());
             }
         }
-        std::fs::remove_file(&fifo_path).map_err(fifo_err)?;
         let state = c.hook_state(Status::Running);
         let poststart = c.state.hooks.as_ref().and_then(|h| h.poststart().as_ref());
         if let Err(e) = hooks::run_all("poststart", poststart, &state) {

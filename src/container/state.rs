@@ -107,6 +107,16 @@ pub fn live_start_time(pid: i32) -> Option<u64> {
     }
 }
 
+/// The command name container init carries until it executes the container process.
+pub const INIT_COMM: &str = "capsa";
+
+/// Whether `pid` (a live init) has not executed the container process yet: its command
+/// name is still init's own, which execve replaces.
+pub fn not_executed(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim_end_matches('\n') == INIT_COMM)
+}
+
 /// Writes `bytes` to a temporary file beside `path` and renames it over: readers see the old
 /// or the new content, never a truncated file. No fsync: state lives on a tmpfs (/run) and
 /// does not outlive a reboot anyway; the rename is what readers need (runc does the same).

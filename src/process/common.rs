@@ -55,6 +55,15 @@ pub(super) fn die_with_parent(on: bool) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
 }
 
+/// Sets our command name (/proc/self/comm, at most 15 bytes).
+pub(super) fn set_name(name: &str) {
+    let Ok(name) = CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 /// Closes every descriptor the runtime had open (its state-dir lock among them) except
 /// stdio, the preserved range, and those listed.
 pub(super) fn close_inherited(min: i32, keep: &[i32]) {

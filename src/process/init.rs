@@ -42,6 +42,8 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     // Until `create` hands us over, we die with it: a create killed half way must not leave
     // an init blocked on exec.fifo forever with nobody to start or delete it.
     common::die_with_parent(true);
+    // Named as `state` expects a waiting init to be (whatever the binary's file was called).
+    common::set_name(crate::container::INIT_COMM);
     // Into the container's cgroup before anything is charged; the handles close below.
     join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();
