@@ -202,13 +202,20 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     );
     let mut rng = Rng(seed);
 
-    // How long each command takes here: the kills land within that time.
-    let probe = w.id("probe");
-    let t_create = timed(&w, &["create", "--bundle", &bundle, &probe]);
-    let t_start = timed(&w, &["start", &probe]);
-    let t_exec = timed(&w, &["exec", &probe, "true"]);
-    let t_delete = timed(&w, &["delete", "--force", &probe]);
+    // How long each command takes here (the median of three): the kills land within it.
+    let mut probes = [[Duration::ZERO; 3]; 4];
+    for i in 0..3 {
+        let probe = w.id("probe");
+        probes[0][i] = timed(&w, &["create", "--bundle", &bundle, &probe]);
+        probes[1][i] = timed(&w, &["start", &probe]);
+        probes[2][i] = timed(&w, &["exec", &probe, "true"]);
+        probes[3][i] = timed(&w, &["delete", "--force", &probe]);
+    }
     reap_all();
+    let [t_create, t_start, t_exec, t_delete] = probes.map(|mut t| {
+        t.sort();
+        t[1]
+    });
     eprintln!(
         "faults: create {t_create:?}, start {t_start:?}, exec {t_exec:?}, delete --force {t_delete:?}"
     );
