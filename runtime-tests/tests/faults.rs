@@ -203,13 +203,13 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     let mut rng = Rng(seed);
 
     // How long each command takes here (the median of three): the kills land within it.
-    let mut probes = [[Duration::ZERO; 3]; 4];
-    for i in 0..3 {
+    let mut probes: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..3 {
         let probe = w.id("probe");
-        probes[0][i] = timed(&w, &["create", "--bundle", &bundle, &probe]);
-        probes[1][i] = timed(&w, &["start", &probe]);
-        probes[2][i] = timed(&w, &["exec", &probe, "true"]);
-        probes[3][i] = timed(&w, &["delete", "--force", &probe]);
+        probes[0].push(timed(&w, &["create", "--bundle", &bundle, &probe]));
+        probes[1].push(timed(&w, &["start", &probe]));
+        probes[2].push(timed(&w, &["exec", &probe, "true"]));
+        probes[3].push(timed(&w, &["delete", "--force", &probe]));
     }
     reap_all();
     let [t_create, t_start, t_exec, t_delete] = probes.map(|mut t| {
@@ -350,7 +350,7 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     assert!(stray.is_empty(), "capsa processes left: {stray:?}");
 }
 
-/// A running container whose state.json is cut short, garbage, or gone: `list` shows it
+/// A running (or paused) container whose state.json is cut short, garbage, or gone: `list` shows it
 /// (status unknown), `state` and a plain `delete` refuse it with a clear error, and
 /// `delete --force` removes it, its processes and its cgroup.
 #[test]
@@ -359,20 +359,28 @@ fn a_damaged_state_file_is_listed_and_deleted_by_force() {
     let mut w = World::new();
     let b = w.bundle(&["sleep", "1000"]);
     type Damage = fn(&Path);
-    let damages: [(&str, Damage); 3] = [
-        ("cut short", |p| {
-            let text = std::fs::read(p).unwrap();
-            std::fs::write(p, &text[..text.len() / 2]).unwrap();
-        }),
-        ("garbage", |p| {
-            std::fs::write(p, b"\x00\xffnot json").unwrap()
-        }),
-        ("gone", |p| std::fs::remove_file(p).unwrap()),
+    let cut_short: Damage = |p| {
+        let text = std::fs::read(p).unwrap();
+        std::fs::write(p, &text[..text.len() / 2]).unwrap();
+    };
+    let damages: [(&str, Damage, bool); 4] = [
+        ("cut short", cut_short, false),
+        (
+            "garbage",
+            |p| std::fs::write(p, b"\x00\xffnot json").unwrap(),
+            false,
+        ),
+        ("gone", |p| std::fs::remove_file(p).unwrap(), false),
+        // Frozen: delete --force must thaw what it cannot know is paused.
+        ("cut short, paused", cut_short, true),
     ];
-    for (what, damage) in damages {
+    for (what, damage, paused) in damages {
         let id = w.id("dmg");
         let pid = w.create(&id, &b);
         w.ok(&["start", &id]);
+        if paused {
+            w.ok(&["pause", &id]);
+        }
         damage(&w.root.join(&id).join("state.json"));
 
         let list: Value = serde_json::from_str(&w.ok(&["list", "--format", "json"])).unwrap();

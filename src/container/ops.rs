@@ -230,7 +230,8 @@ impl Container {
         }
         if let Some(pid) = init {
             send(pid, KillSignal::KILL)?;
-            if status == Status::Paused {
+            // A frozen init cannot act on SIGKILL (a damaged state cannot say it is paused).
+            if status == Status::Paused || (status == Status::Unknown && cg.is_frozen()) {
                 cg.thaw()?;
             }
             process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
