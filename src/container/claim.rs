@@ -90,6 +90,10 @@ pub(crate) fn release(root: &Path, cgroup: &Path, id: &str) {
 /// Removes claims that name `id` while it has no state directory: what a create killed
 /// between claiming and placing its state leaves.
 pub(crate) fn sweep(root: &Path, id: &str) {
+    // Under the root's lock: a create claims and places its directory in one step.
+    let Ok(_root) = super::lock::DirLock::acquire(root) else {
+        return;
+    };
     if root.join(id).exists() {
         return;
     }

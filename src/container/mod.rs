@@ -177,9 +177,9 @@ impl Runtime {
     }
 
     /// Deletes container `id` (see [`Container::delete`]). With `force`, a container whose
-    /// state file is damaged or missing is removed too (killing by its cgroup), and what a
-    /// create killed before its state directory appeared left under the id is swept; a
-    /// container that does not exist is not an error.
+    /// state file is damaged or missing is removed too (killing by its cgroup), and a
+    /// container that does not exist is not an error. What a create killed before its state
+    /// directory appeared left under the id is swept.
     pub fn remove(&self, id: &str, force: bool) -> crate::Result<()> {
         let container = match self.load(id) {
             Ok(c) => c,
@@ -196,12 +196,13 @@ impl Runtime {
             Err(e) => return Err(e),
         };
         match container.delete(force) {
-            Err(crate::Error::Container(ContainerError::NotExist { .. })) if force => {
-                create::sweep_stale(&self.root, id);
-                Ok(())
-            }
-            other => other,
+            Ok(()) => {}
+            Err(crate::Error::Container(ContainerError::NotExist { .. })) if force => {}
+            Err(e) => return Err(e),
         }
+        // A create of the same id killed earlier may have left its temporary directory.
+        create::sweep_stale(&self.root, id);
+        Ok(())
     }
 
     /// Every container under the root, sorted by id. One whose state file cannot be read is
