@@ -14,11 +14,8 @@ pub struct Args {
 pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let mut failed = None;
     for id in &args.ids {
-        let result = runtime.load(id).and_then(|c| c.delete(args.force));
-        match result {
+        match runtime.remove(id, args.force) {
             Ok(()) => {}
-            Err(capsa::Error::Container(capsa::container::ContainerError::NotExist { .. }))
-                if args.force => {}
             Err(e) => {
                 if args.ids.len() > 1 {
                     log::error!("{:#}", anyhow::Error::from(e));

@@ -1,6 +1,7 @@
 //! `create`: validate, make the state directory and cgroup, clone init, record the state.
 //! Every resource is held by a guard until the end, so a failure at any step leaves nothing.
 
+use super::claim;
 use super::lock::DirLock;
 use super::state::{self, HookState, Status, StoredState};
 use super::{Container, ContainerError, Runtime};
@@ -85,6 +86,10 @@ struct CreateHooks<'a> {
     bundle: &'a Path,
     annotations: &'a HashMap<String, String>,
     spec: &'a Spec,
+    /// The state directory and its record, completed with init's pid once it is known.
+    dir: &'a Path,
+    record: &'a mut StoredState,
+    pid_file: Option<&'a Path>,
 }
 
 impl SpawnHooks for CreateHooks<'_> {
@@ -98,6 +103,22 @@ impl SpawnHooks for CreateHooks<'_> {
             annotations: self.annotations,
         }
         .to_json()
+    }
+
+    fn spawned(&mut self, pid: Pid) -> crate::Result<()> {
+        // Recorded before init does anything: a create killed from here on leaves a state
+        // that `delete --force` finds init by (the cgroup may not hold it yet).
+        self.record.pid = pid.as_raw();
+        self.record.pid_start_time = state::live_start_time(pid.as_raw()).unwrap_or(0);
+        self.record.save(self.dir)?;
+        Ok(())
+    }
+
+    fn ready(&mut self, pid: Pid) -> crate::Result<()> {
+        if let Some(p) = self.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        Ok(())
     }
 
     fn create_runtime(&mut self, state: &str) -> crate::Result<()> {
@@ -218,31 +239,37 @@ impl Runtime {
             cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
         let mut cgroup = Manager::new(&cgroup_path)?;
 
-        std::fs::create_dir_all(&self.root).map_err(|source| ContainerError::StateDir {
-            path: self.root.clone(),
-            source,
-        })?;
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(ContainerError::Exists { id: id.to_string() }.into())
-            }
-            Err(source) => return Err(ContainerError::StateDir { path: dir, source }.into()),
-        }
-        let mut dir_guard = DirGuard::new(dir.clone());
-        let _lock = DirLock::acquire(&dir)?;
-        if cgroup.exists() && !cgroup.procs()?.is_empty() {
-            return Err(ContainerError::Exists { id: id.to_string() }.into());
-        }
         let resources = linux
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        // The first record: everything but init's pid, which comes right after the clone.
+        let mut stored = StoredState {
+            oci_version: crate::OCI_VERSION.to_string(),
+            id: id.to_string(),
+            pid: 0,
+            pid_start_time: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: crate::time::now_rfc3339_nanos(),
+            annotations: annotations.clone(),
+            cgroup_path: cgroup_path.clone(),
+            hooks: spec.hooks().clone(),
+            shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
+            process: spec.process().clone(),
+            pod: opts.pod.clone(),
+            seccomp: linux.and_then(|l| l.seccomp().clone()),
+            no_cgroup: false,
+        };
+        let (mut dir_guard, _lock, mut claim) = self.place_state_dir(id, &dir, &stored, &cgroup)?;
         if let Err(e) = cgroup.create() {
             // Rootless, with no cgroup delegated to us and no limits asked for: run without
             // one (runc does the same); limits would need a delegated cgroupsPath.
             if !nix::unistd::geteuid().is_root() && cgroups::resources::is_empty(&resources) {
                 log::debug!("rootless container without a cgroup: {e}");
                 cgroup = Manager::None(cgroup_path.clone());
+                stored.no_cgroup = true;
+                stored.save(&dir)?;
             } else {
                 return Err(e.into());
             }
@@ -290,7 +317,6 @@ impl Runtime {
             .into();
 
         cloexec_inherited(opts.preserve_fds)?;
-        let annotations = spec.annotations().clone().unwrap_or_default();
         let cfg = InitConfig {
             id,
             spec: &spec,
@@ -309,6 +335,9 @@ impl Runtime {
             bundle: &bundle,
             annotations: &annotations,
             spec: &spec,
+            dir: &dir,
+            record: &mut stored,
+            pid_file: opts.pid_file.as_deref(),
         };
         let init = process::spawn(&cfg, &mut hooks).map_err(|e| {
             // An init killed while setting up in a cgroup whose OOM counter moved ran out of
@@ -328,33 +357,98 @@ impl Runtime {
                 e
             }
         })?;
-        let pid = init.pid();
-        let stored = StoredState {
-            oci_version: crate::OCI_VERSION.to_string(),
-            id: id.to_string(),
-            pid: pid.as_raw(),
-            pid_start_time: state::live_start_time(pid.as_raw()).unwrap_or(0),
-            bundle: bundle.clone(),
-            rootfs,
-            created: crate::time::now_rfc3339_nanos(),
-            annotations,
-            cgroup_path,
-            hooks: spec.hooks().clone(),
-            shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
-            process: spec.process().clone(),
-            pod: opts.pod.clone(),
-            seccomp: linux.and_then(|l| l.seccomp().clone()),
-            no_cgroup: matches!(cgroup, Manager::None(_)),
-        };
-        stored.save(&dir)?;
-        if let Some(p) = &opts.pid_file {
-            write_pid_file(p, pid)?;
-        }
         init.disarm();
         cgroup_guard.disarm();
+        claim.disarm();
         dir_guard.disarm();
-        Ok(Container { dir, state: stored })
+        Ok(Container {
+            dir,
+            state: stored,
+            damaged: false,
+        })
     }
+
+    /// Makes the state directory of `id` appear with its first record already in it, and
+    /// claims the cgroup, as one step under the root's lock: a create killed at any point
+    /// leaves either nothing under the id (a stale temporary directory and claim, swept by
+    /// `delete --force`) or a record `delete --force` removes, and no two containers share a
+    /// cgroup. The directory is made and locked as `@<id>.<pid>` ('@' is not allowed in
+    /// ids) and renamed into place; its lock goes with it.
+    fn place_state_dir(
+        &self,
+        id: &str,
+        dir: &Path,
+        stored: &StoredState,
+        cgroup: &Manager,
+    ) -> crate::Result<(DirGuard, DirLock, claim::Claim)> {
+        let state_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ContainerError::StateDir { path, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(state_err(&self.root))?;
+        if dir.exists() {
+            return Err(ContainerError::Exists { id: id.to_string() }.into());
+        }
+        let tmp = self.root.join(format!("@{id}.{}", std::process::id()));
+        // One left by a killed process that had our pid.
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(state_err(&tmp))?;
+        let mut guard = DirGuard::new(tmp.clone());
+        let lock = DirLock::acquire(&tmp)?;
+        stored.save(&tmp)?;
+        let _root = DirLock::acquire(&self.root)?;
+        if dir.exists() {
+            return Err(ContainerError::Exists { id: id.to_string() }.into());
+        }
+        if cgroup.exists() && !cgroup.procs()?.is_empty() {
+            return Err(ContainerError::CgroupInUse {
+                path: stored.cgroup_path.clone(),
+                by: "processes that are not this container's".into(),
+            }
+            .into());
+        }
+        let claim = claim::claim(&self.root, &stored.cgroup_path, id)?;
+        match nix::fcntl::renameat2(
+            None,
+            &tmp,
+            None,
+            dir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EEXIST | nix::errno::Errno::ENOTEMPTY) => {
+                return Err(ContainerError::Exists { id: id.to_string() }.into())
+            }
+            Err(e) => return Err(state_err(dir)(e.into()).into()),
+        }
+        guard = {
+            guard.disarm();
+            DirGuard::new(dir.to_path_buf())
+        };
+        Ok((guard, lock, claim))
+    }
+}
+
+/// Sweeps what a create of `id` killed before its state directory appeared left: its
+/// temporary directory (no longer locked by a live create) and its cgroup claim.
+pub(super) fn sweep_stale(root: &Path, id: &str) {
+    let prefix = format!("@{id}.");
+    for name in super::entry_names(root).unwrap_or_default() {
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let path = root.join(&name);
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    claim::sweep(root, id);
 }
 
 use std::os::unix::fs::OpenOptionsExt;

@@ -4,6 +4,7 @@
 //! `state.json` (written atomically) and, between create and start, `exec.fifo`.
 
 mod abort;
+mod claim;
 mod create;
 mod events;
 mod exec;
@@ -23,6 +24,7 @@ pub(crate) use lock::DirLock;
 pub use ops::{parse_signal, KillSignal};
 pub(crate) use state::live_start_time;
 pub use state::write_atomic;
+pub(crate) use state::INIT_COMM;
 pub use state::{derive_status, HookState, OciState, Status, StoredState};
 
 use crate::cgroups;
@@ -35,6 +37,8 @@ pub enum ContainerError {
     InvalidId { id: String },
     #[error("container with id {id} already exists")]
     Exists { id: String },
+    #[error("linux.cgroupsPath {}: the cgroup is already in use by {by}", path.display())]
+    CgroupInUse { path: PathBuf, by: String },
     #[error("container {id} does not exist")]
     NotExist { id: String },
     #[error("container not running")]
@@ -143,6 +147,9 @@ pub struct Runtime {
 pub struct Container {
     dir: PathBuf,
     state: StoredState,
+    /// Loaded from a damaged state file (or none): only the pid, its start time and the
+    /// cgroup could be salvaged. Its status is unknown and only `delete --force` acts on it.
+    damaged: bool,
 }
 
 impl Runtime {
@@ -163,17 +170,67 @@ impl Runtime {
     pub fn load(&self, id: &str) -> crate::Result<Container> {
         let dir = self.dir(id)?;
         let state = StoredState::load(&dir, id)?;
-        Ok(Container { dir, state })
+        Ok(Container {
+            dir,
+            state,
+            damaged: false,
+        })
     }
 
-    /// Every container under the root, sorted by id. Directories without a readable state
-    /// (one being created right now) are skipped.
+    /// Container `id` whose state file is damaged or missing, from what can be salvaged
+    /// (see [`Container::is_damaged`]); "does not exist" when there is no state directory.
+    pub fn salvage(&self, id: &str) -> crate::Result<Container> {
+        let dir = self.dir(id)?;
+        if !dir.is_dir() {
+            return Err(ContainerError::NotExist { id: id.to_string() }.into());
+        }
+        Ok(Container::salvaged(dir, id))
+    }
+
+    /// Deletes container `id` (see [`Container::delete`]). With `force`, a container whose
+    /// state file is damaged or missing is removed too (killing by its cgroup), and a
+    /// container that does not exist is not an error. What a create killed before its state
+    /// directory appeared left under the id is swept.
+    pub fn remove(&self, id: &str, force: bool) -> crate::Result<()> {
+        let container = match self.load(id) {
+            Ok(c) => c,
+            Err(crate::Error::Container(
+                ContainerError::NotExist { .. } | ContainerError::CorruptState { .. },
+            )) if force => match self.salvage(id) {
+                Ok(c) => c,
+                Err(crate::Error::Container(ContainerError::NotExist { .. })) => {
+                    create::sweep_stale(&self.root, id);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        match container.delete(force) {
+            Ok(()) => {}
+            Err(crate::Error::Container(ContainerError::NotExist { .. })) if force => {}
+            Err(e) => return Err(e),
+        }
+        // A create of the same id killed earlier may have left its temporary directory.
+        create::sweep_stale(&self.root, id);
+        Ok(())
+    }
+
+    /// Every container under the root, sorted by id. One whose state file cannot be read is
+    /// listed too, with an unknown status: hiding it would hide processes and a cgroup.
     pub fn list(&self) -> crate::Result<Vec<Container>> {
         let names = entry_names(&self.root).map_err(|source| ContainerError::StateDir {
             path: self.root.clone(),
             source,
         })?;
-        Ok(names.iter().filter_map(|n| self.load(n).ok()).collect())
+        Ok(names
+            .iter()
+            .filter(|n| n.as_str() != crate::pod::PODS_DIR && validate_id(n).is_ok())
+            .filter_map(|n| match self.load(n) {
+                Ok(c) => Some(c),
+                Err(_) => self.salvage(n).ok(),
+            })
+            .collect())
     }
 }
 
@@ -192,6 +249,46 @@ pub(crate) fn entry_names(dir: &Path) -> std::io::Result<Vec<String>> {
 }
 
 impl Container {
+    /// A container from its state directory's damaged (or missing) state file.
+    fn salvaged(dir: PathBuf, id: &str) -> Container {
+        let found = std::fs::read(dir.join(state::STATE_FILE))
+            .map(|t| state::salvage(&t))
+            .unwrap_or_default();
+        let cgroup_path = claim::cgroup_of(&dir, id)
+            .unwrap_or_else(|| PathBuf::from(cgroups::DEFAULT_PARENT).join(id));
+        // A pid without its start time could be anyone's by now: only the pair is trusted.
+        let (pid, pid_start_time) = match (found.pid, found.pid_start_time) {
+            (Some(p), Some(t)) => (p, t),
+            _ => (0, 0),
+        };
+        Container {
+            state: StoredState {
+                oci_version: String::new(),
+                id: id.to_string(),
+                pid,
+                pid_start_time,
+                bundle: PathBuf::new(),
+                rootfs: PathBuf::new(),
+                created: String::new(),
+                annotations: Default::default(),
+                cgroup_path,
+                hooks: None,
+                shared_pid_ns: false,
+                process: None,
+                seccomp: None,
+                no_cgroup: false,
+                pod: None,
+            },
+            dir,
+            damaged: true,
+        }
+    }
+
+    /// Whether the state file was damaged or missing (see [`Runtime::salvage`]).
+    pub fn is_damaged(&self) -> bool {
+        self.damaged
+    }
+
     pub fn id(&self) -> &str {
         &self.state.id
     }
@@ -219,6 +316,9 @@ impl Container {
 
     /// The status, derived from the facts now.
     pub fn status(&self) -> Status {
+        if self.damaged {
+            return Status::Unknown;
+        }
         let alive = self.live_pid().is_some();
         self.status_given(alive, || {
             self.cgroup().map(|c| c.is_frozen()).unwrap_or(false)
@@ -228,7 +328,14 @@ impl Container {
     /// The status once it is known whether init lives; `frozen` is asked only when it
     /// decides (a caller that holds the cgroup already answers from it).
     pub(crate) fn status_given(&self, alive: bool, frozen: impl FnOnce() -> bool) -> Status {
-        let fifo = alive && self.dir.join(state::EXEC_FIFO).exists();
+        if self.damaged {
+            return Status::Unknown;
+        }
+        // Created: init waits on exec.fifo, so the fifo is there and init has not been
+        // executed yet (a start killed after letting init go leaves the fifo behind).
+        let fifo = alive
+            && self.dir.join(state::EXEC_FIFO).exists()
+            && state::not_executed(self.state.pid);
         derive_status(alive, fifo, alive && !fifo && frozen())
     }
 

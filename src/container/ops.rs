@@ -1,5 +1,6 @@
 //! start, kill, delete.
 
+use super::claim;
 use super::lock::DirLock;
 use super::state::{self, Status, StoredState};
 use super::{Container, ContainerError};
@@ -106,15 +107,23 @@ impl Container {
     /// Takes the container's lock and re-reads its state: another command may have changed
     /// or deleted it while we waited.
     fn locked(&self) -> crate::Result<(DirLock, Container)> {
-        let lock = DirLock::acquire(&self.dir).map_err(|e| not_exist_if_gone(e, &self.state.id))?;
-        let state = StoredState::load(&self.dir, &self.state.id)?;
-        Ok((
-            lock,
-            Container {
+        let id = &self.state.id;
+        let lock = DirLock::acquire(&self.dir).map_err(|e| not_exist_if_gone(e, id))?;
+        let c = match StoredState::load(&self.dir, id) {
+            Ok(state) => Container {
                 dir: self.dir.clone(),
                 state,
+                damaged: false,
             },
-        ))
+            // Damaged when loaded, and still: salvage again (a delete may have removed it).
+            Err(ContainerError::NotExist { .. } | ContainerError::CorruptState { .. })
+                if self.damaged && self.dir.is_dir() =>
+            {
+                Container::salvaged(self.dir.clone(), id)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((lock, c))
     }
 
     /// `start`: lets init past exec.fifo, waits until it has exec'd the container process
@@ -137,6 +146,10 @@ impl Container {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&fifo_path)
             .map_err(fifo_err)?;
+        // Opening it has let init go: the fifo goes now, so a start killed from here on
+        // leaves a container that reads as running (which it is), not one still "created"
+        // whose next start would wait on a fifo nobody writes.
+        std::fs::remove_file(&fifo_path).map_err(fifo_err)?;
         let pid = Pid::from_raw(c.state.pid);
         let pidfd = pidfd_open(pid).map_err(fifo_err)?;
         let mut started = false;
@@ -178,7 +191,6 @@ impl Container {
                 .into());
             }
         }
-        std::fs::remove_file(&fifo_path).map_err(fifo_err)?;
         let state = c.hook_state(Status::Running);
         let poststart = c.state.hooks.as_ref().and_then(|h| h.poststart().as_ref());
         if let Err(e) = hooks::run_all("poststart", poststart, &state) {
@@ -222,7 +234,7 @@ impl Container {
         let init = c.live_pid();
         let cg = c.cgroup()?;
         let status = c.status_given(init.is_some(), || cg.is_frozen());
-        if matches!(status, Status::Running | Status::Paused) && !force {
+        if matches!(status, Status::Running | Status::Paused | Status::Unknown) && !force {
             return Err(ContainerError::NotStopped {
                 id: c.state.id.clone(),
                 status,
@@ -231,24 +243,41 @@ impl Container {
         }
         if let Some(pid) = init {
             send(pid, KillSignal::KILL)?;
-            if status == Status::Paused {
+            // A frozen init cannot act on SIGKILL (a damaged state cannot say it is paused).
+            if status == Status::Paused || (status == Status::Unknown && cg.is_frozen()) {
                 cg.thaw()?;
             }
             process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
         }
-        kill_all_and_wait(&cg)?;
-        cg.remove()?;
-        let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
-        if c.state.cgroup_path.parent() == Some(default_parent) {
-            cg.at(default_parent).remove_if_unused();
+        // The cgroup is ours unless another container holds the claim on its path (then
+        // this one never made it: a create killed before claiming, or one of an older
+        // capsa): its processes are not ours to kill.
+        let root = c.dir.parent().unwrap_or(std::path::Path::new("/"));
+        let cgroup_path = &c.state.cgroup_path;
+        if !claim::owned_by_other(root, cgroup_path, &c.state.id) {
+            kill_all_and_wait(&cg)?;
+            cg.remove()?;
+            let default_parent = std::path::Path::new(crate::cgroups::DEFAULT_PARENT);
+            if cgroup_path.parent() == Some(default_parent) {
+                cg.at(default_parent).remove_if_unused();
+            }
+            claim::release(root, cgroup_path, &c.state.id);
         }
         let poststop = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref());
         if let Err(e) = hooks::run_all("poststop", poststop, &c.hook_state(Status::Stopped)) {
             // As runc: a failing poststop hook is reported, the delete still completes.
             log::warn!("{e}");
         }
-        std::fs::remove_dir_all(&c.dir).map_err(|source| ContainerError::StateDir {
-            path: c.dir.clone(),
+        // Out of sight first, as `@<id>.<pid>` ('@' is in no id): `list` and `state` never see
+        // a half-removed directory, and what a delete killed here leaves, the next `delete
+        // --force` of the id sweeps.
+        let tomb = root.join(format!("@{}.{}", c.state.id, std::process::id()));
+        let dir = match std::fs::rename(&c.dir, &tomb) {
+            Ok(()) => &tomb,
+            Err(_) => &c.dir,
+        };
+        state::remove_state_dir(dir).map_err(|source| ContainerError::StateDir {
+            path: dir.clone(),
             source,
         })?;
         Ok(())

@@ -55,6 +55,9 @@ pub enum Status {
     Running,
     Paused,
     Stopped,
+    /// The state file is unreadable: nothing about the container can be trusted but its
+    /// name. `list` shows it; `delete --force` removes it.
+    Unknown,
 }
 
 impl std::fmt::Display for Status {
@@ -65,6 +68,7 @@ impl std::fmt::Display for Status {
             Status::Running => "running",
             Status::Paused => "paused",
             Status::Stopped => "stopped",
+            Status::Unknown => "unknown",
         })
     }
 }
@@ -101,6 +105,16 @@ pub fn live_start_time(pid: i32) -> Option<u64> {
         ('Z', _) | ('X', _) => None,
         (_, start) => Some(start),
     }
+}
+
+/// The command name container init carries until it executes the container process.
+pub const INIT_COMM: &str = "capsa";
+
+/// Whether `pid` (a live init) has not executed the container process yet: its command
+/// name is still init's own, which execve replaces.
+pub fn not_executed(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim_end_matches('\n') == INIT_COMM)
 }
 
 /// Writes `bytes` to a temporary file beside `path` and renames it over: readers see the old
@@ -187,6 +201,91 @@ impl StoredState {
         })?;
         write_atomic(&path, &bytes, 0o600)
             .map_err(|source| ContainerError::WriteState { path, source })
+    }
+}
+
+/// What can still be read from a damaged state file (one cut short, or not JSON at all):
+/// enough for `delete --force` to find the container's processes and cgroup.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Salvaged {
+    pub pid: Option<i32>,
+    pub pid_start_time: Option<u64>,
+    pub cgroup_path: Option<PathBuf>,
+}
+
+/// The pid, its start time and the cgroup path from the text of a state file, as far as
+/// they are there: by field when it parses as JSON, else by looking for each key (a file cut
+/// short keeps the fields before the cut; serde writes them in declaration order).
+pub fn salvage(text: &[u8]) -> Salvaged {
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(text) {
+        return Salvaged {
+            pid: m
+                .get("pid")
+                .and_then(|v| v.as_i64())
+                .and_then(|n| i32::try_from(n).ok()),
+            pid_start_time: m.get("pidStartTime").and_then(|v| v.as_u64()),
+            cgroup_path: m
+                .get("cgroupPath")
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from),
+        };
+    }
+    let text = String::from_utf8_lossy(text);
+    let raw = |key: &str| -> Option<String> {
+        let pat = format!("\"{key}\":");
+        let at = text.find(&pat)? + pat.len();
+        Some(text[at..].trim_start().to_string())
+    };
+    let number = |key: &str| -> Option<String> {
+        let v = raw(key)?;
+        let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+        // A number cut short is not the number: it must be followed by something.
+        (!digits.is_empty() && v.len() > digits.len()).then_some(digits)
+    };
+    let string = |key: &str| -> Option<String> {
+        let v = raw(key)?;
+        let body = v.strip_prefix('"')?;
+        let end = body.find('"')?;
+        let s = &body[..end];
+        (!s.contains('\\')).then(|| s.to_string())
+    };
+    Salvaged {
+        pid: number("pid").and_then(|n| n.parse().ok()),
+        pid_start_time: number("pidStartTime").and_then(|n| n.parse().ok()),
+        cgroup_path: string("cgroupPath").map(PathBuf::from),
+    }
+}
+
+/// Removes a container's state directory with state.json last: a delete killed half way
+/// leaves a state file naming the cgroup, so the next `delete --force` can finish.
+pub fn remove_state_dir(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name() == STATE_FILE {
+            continue;
+        }
+        let result = if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    match std::fs::remove_file(dir.join(STATE_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -303,6 +402,38 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "someone else's");
         assert!(!d.join("state.json").exists());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn salvages_what_a_damaged_state_file_still_says() {
+        let full = br#"{"ociVersion":"1.2.0","id":"c","pid":42,"pidStartTime":7,"bundle":"/b","rootfs":"/r","created":"x","annotations":{},"cgroupPath":"/capsa/c","hooks":null}"#;
+        let want = Salvaged {
+            pid: Some(42),
+            pid_start_time: Some(7),
+            cgroup_path: Some(PathBuf::from("/capsa/c")),
+        };
+        assert_eq!(salvage(full), want);
+        // Cut short after the cgroup path: still all three.
+        let cut = &full[..full.len() - 14];
+        assert_eq!(salvage(cut), want);
+        // Cut inside the start time: that one is not trusted.
+        let cut = br#"{"ociVersion":"1.2.0","id":"c","pid":42,"pidStartTime":7"#;
+        assert_eq!(
+            salvage(cut),
+            Salvaged {
+                pid: Some(42),
+                ..Default::default()
+            }
+        );
+        // Valid JSON of the wrong shape, and garbage.
+        assert_eq!(
+            salvage(br#"{"pid":"x","cgroupPath":"/a"}"#),
+            Salvaged {
+                cgroup_path: Some(PathBuf::from("/a")),
+                ..Default::default()
+            }
+        );
+        assert_eq!(salvage(b"\x00\xff garbage"), Salvaged::default());
     }
 
     #[test]

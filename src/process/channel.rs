@@ -3,7 +3,8 @@
 //! ```text
 //!  runtime (capsa create)                 stage (only to join namespaces)     init
 //!  ----------------------                 -------------------------------     ----
-//!  clone ------------------------------------------------------------------->  (born)
+//!  clone ------------------------------------------------------------------->  (born) parent-death
+//!                                                                              signal: SIGKILL
 //!       or fork ---------------------------> setns... clone(CLONE_PARENT) -->  (born)
 //!  <------------------------------------- InitPid{pid}, exit
 //!  write uid/gid maps, oom_score_adj,
@@ -18,7 +19,11 @@
 //!  connect listenerPath, send state + fd
 //!  SeccompFdSent ----------------------------------------------------------->
 //!  <------------------------------------------------------------------------  Ready
-//!  write state.json, exit                                                      block on exec.fifo
+//!  --pid-file
+//!  HandOver ---------------------------------------------------------------->  parent-death
+//!                                                                              signal cleared
+//!  <------------------------------------------------------------------------  HandedOver
+//!  exit                                                                        block on exec.fifo
 //!  (any step may instead receive Error{cause chain, errno} and fail the create)
 //! ```
 //! Messages are JSON over a SOCK_SEQPACKET socketpair, so the peer's exit shows up as
@@ -51,8 +56,13 @@ pub enum Message {
     RunCreateRuntimeHooks,
     /// runtime -> init: those hooks succeeded.
     HooksDone,
-    /// init -> runtime: everything is set up; init now waits on exec.fifo.
+    /// init -> runtime: everything is set up.
     Ready,
+    /// runtime -> init: the state is recorded; init is on its own from now on (it no longer
+    /// dies with the runtime) and waits on exec.fifo.
+    HandOver,
+    /// init -> runtime: the parent-death signal is cleared; the runtime may exit.
+    HandedOver,
     /// init or exec -> runtime, with the seccomp user-notification fd attached (SCM_RIGHTS):
     /// hand it to linux.seccomp.listenerPath.
     SeccompFd,
@@ -70,6 +80,8 @@ impl Message {
             Message::RunCreateRuntimeHooks => "RunCreateRuntimeHooks",
             Message::HooksDone => "HooksDone",
             Message::Ready => "Ready",
+            Message::HandOver => "HandOver",
+            Message::HandedOver => "HandedOver",
             Message::SeccompFd => "SeccompFd",
             Message::SeccompFdSent => "SeccompFdSent",
             Message::Error(_) => "Error",
@@ -323,6 +335,26 @@ impl Channel {
 
     pub fn ready(&self) -> Result<(), ProcessError> {
         self.send(&Message::Ready)
+    }
+
+    /// Runtime side: hands init over and waits until it has let go of its parent.
+    pub fn hand_over(&self) -> Result<(), ProcessError> {
+        self.send(&Message::HandOver)?;
+        match self.expect("HandedOver")? {
+            Message::HandedOver => Ok(()),
+            m => Err(Self::unexpected("HandedOver", &m)),
+        }
+    }
+
+    /// Init side: waits to be handed over, runs `let_go`, and says so.
+    pub fn wait_for_hand_over(&self, let_go: impl FnOnce()) -> Result<(), ProcessError> {
+        match self.expect("HandOver")? {
+            Message::HandOver => {
+                let_go();
+                self.send(&Message::HandedOver)
+            }
+            m => Err(Self::unexpected("HandOver", &m)),
+        }
     }
 
     /// Hands the seccomp notification fd to the runtime and waits until it is passed on.

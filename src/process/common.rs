@@ -44,6 +44,26 @@ pub(crate) fn reset_signals() {
     }
 }
 
+/// With `on`, the kernel SIGKILLs us when the runtime that cloned us exits; off once the
+/// runtime has handed us over. A runtime killed before this is set is seen on the channel
+/// instead: its end closes, and init's next send or receive fails, so the window is closed
+/// without comparing getppid() (which reads 0 in a new pid namespace). The setting is
+/// cleared by the kernel on a change of credentials, so it is set again after them.
+pub(super) fn die_with_parent(on: bool) {
+    let sig = if on { libc::SIGKILL } else { 0 };
+    // SAFETY: PR_SET_PDEATHSIG only sets a flag of our own process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Sets our command name (/proc/self/comm, at most 15 bytes).
+pub(super) fn set_name(name: &str) {
+    let Ok(name) = CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 /// Closes every descriptor the runtime had open (its state-dir lock among them) except
 /// stdio, the preserved range, and those listed.
 pub(super) fn close_inherited(min: i32, keep: &[i32]) {

@@ -1,6 +1,6 @@
 //! The container's init: everything from the clone to execve, in the order of the design:
 //! mounts -> hooks -> pivot_root -> hostname -> sysctls/readonly/masked -> no_new_privs ->
-//! user/caps -> cwd -> READY -> exec.fifo -> startContainer hooks -> close fds -> execve.
+//! user/caps -> cwd -> READY -> handed over -> exec.fifo -> startContainer hooks -> close fds -> execve.
 
 use super::channel::Channel;
 use super::{clone, common, InitConfig, ProcessError};
@@ -39,6 +39,11 @@ pub(super) fn run(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> 
 }
 
 fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Result<Ready> {
+    // Until `create` hands us over, we die with it: a create killed half way must not leave
+    // an init blocked on exec.fifo forever with nobody to start or delete it.
+    common::die_with_parent(true);
+    // Named as `state` expects a waiting init to be (whatever the binary's file was called).
+    common::set_name(crate::container::INIT_COMM);
     // Into the container's cgroup before anything is charged; the handles close below.
     join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();
@@ -60,6 +65,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
         // Become the namespace's root now that the maps exist: until then our host uid is
         // unmapped there, and files we create would fail with EOVERFLOW.
         security::set_identity(0, 0, &[])?;
+        common::die_with_parent(true);
     }
     if cfg.plan.unshare_cgroup {
         namespaces::unshare_kind(LinuxNamespaceType::Cgroup)?;
@@ -109,7 +115,10 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     rootfs::finalize(cfg.spec)?;
     let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     let exec = common::prepare(&process, seccomp, chan)?;
+    // Again: changing credentials (in prepare) cleared it.
+    common::die_with_parent(true);
     chan.ready()?;
+    chan.wait_for_hand_over(|| common::die_with_parent(false))?;
     Ok(Ready {
         exec,
         proc_fd_dir,

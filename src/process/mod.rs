@@ -157,6 +157,10 @@ pub trait SpawnHooks {
     fn state_json(&mut self, pid: Pid) -> String;
     /// prestart + createRuntime hooks, in the runtime's namespaces.
     fn create_runtime(&mut self, state: &str) -> crate::Result<()>;
+    /// Init exists (its pid is known) and has done nothing yet: record it.
+    fn spawned(&mut self, pid: Pid) -> crate::Result<()>;
+    /// Init is Ready; once this returns, init is handed over and outlives the runtime.
+    fn ready(&mut self, pid: Pid) -> crate::Result<()>;
 }
 
 /// Clones with `flags` into `cgroup`. On v2 the child is born there (CLONE_INTO_CGROUP); on v1
@@ -232,8 +236,9 @@ pub(crate) fn finish_stage(
 }
 
 /// Clones init (through a stage when namespaces are joined), sets it up from the outside
-/// (id maps, oom_score_adj, cgroup), and drives the channel until init is Ready.
-/// The returned guard owns init: dropping it kills it.
+/// (id maps, oom_score_adj, cgroup), drives the channel until init is Ready, and hands it
+/// over: until then init dies with the runtime (its parent-death signal), so a runtime
+/// killed half way leaves no init behind. The returned guard owns init: dropping it kills it.
 pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<ChildGuard> {
     let (rt, child) = channel::pair()?;
     let join = cfg.cgroup.self_join()?;
@@ -264,7 +269,12 @@ pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<Chil
     };
     drop(child);
     drop(join);
-    match drive(cfg, &rt, &init, placed, hooks) {
+    let driven = hooks
+        .spawned(init.pid())
+        .and_then(|()| drive(cfg, &rt, &init, placed, hooks))
+        .and_then(|()| hooks.ready(init.pid()))
+        .and_then(|()| Ok(rt.hand_over()?));
+    match driven {
         Ok(()) => Ok(init),
         Err(crate::Error::Process(ProcessError::PeerExited { expected })) => {
             let status = init.wait().map(|s| describe_status(&s)).unwrap_or_default();
