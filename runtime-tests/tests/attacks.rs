@@ -460,7 +460,8 @@ fn cve_2025_52565_a_planted_dev_pts_symlink_never_becomes_the_terminal() {
         &id,
         "sh",
         "-c",
-        "umount /dev/pts/ptmx && rm /dev/pts/ptmx && mknod -m 666 /dev/pts/ptmx c 5 2",
+        // Lazily: the master of the exec above may still be open through this mount.
+        "umount -l /dev/pts/ptmx && rm /dev/pts/ptmx && mknod -m 666 /dev/pts/ptmx c 5 2",
     ]);
     let (out, _) = exec_in_terminal(&mut w, &id, "true");
     assert!(!out.status.success());
