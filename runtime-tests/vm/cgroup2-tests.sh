@@ -19,13 +19,15 @@ bash "$repo/rootfs-fixtures/busybox-rootfs.sh" $S/rootfs >/dev/null || { result 
 bundle() {
     local b=$S/bundles/$1
     mkdir -p "$b"
-    ln -sfn $S/rootfs "$b/rootfs"
     rm -f "$b/config.json"
     capsa spec --bundle "$b"
-    python3 - "$b/config.json" "$2" <<'PY'
+    # Every bundle shares the one rootfs by its absolute path (a symlinked root.path is
+    # refused, as runc refuses it).
+    python3 - "$b/config.json" "$2" "$S/rootfs" <<'PY'
 import json, sys
 path, edit = sys.argv[1], sys.argv[2]
 c = json.load(open(path))
+c["root"]["path"] = sys.argv[3]
 c["process"]["terminal"] = False
 exec(edit)
 json.dump(c, open(path, "w"))
