@@ -346,14 +346,53 @@ impl Channel {
         }
     }
 
-    /// Init side: waits to be handed over, runs `let_go`, and says so.
+    /// Init side: waits to be handed over, runs `let_go`, and says so. This exchange comes
+    /// after a noNewPrivileges seccomp filter is loaded, so it uses only read(2) and
+    /// write(2), which a profile that lets the container's shell run allows (recvmsg and
+    /// sendmsg it may deny: containerd's and podman's defaults allow them, a strict
+    /// allowlist need not).
     pub fn wait_for_hand_over(&self, let_go: impl FnOnce()) -> Result<(), ProcessError> {
-        match self.expect("HandOver")? {
-            Message::HandOver => {
+        match self.recv_plain()? {
+            None => Err(ProcessError::PeerExited {
+                expected: "HandOver",
+            }),
+            Some(Message::HandOver) => {
                 let_go();
-                self.send(&Message::HandedOver)
+                self.send_plain(&Message::HandedOver)
             }
-            m => Err(Self::unexpected("HandOver", &m)),
+            Some(m) => Err(Self::unexpected("HandOver", &m)),
+        }
+    }
+
+    /// A message of one chunk, sent with write(2) (no descriptor).
+    fn send_plain(&self, msg: &Message) -> Result<(), ProcessError> {
+        let mut bytes = vec![LAST];
+        bytes.extend(serde_json::to_vec(msg).map_err(ProcessError::Encode)?);
+        loop {
+            match nix::unistd::write(self.fd.as_fd(), &bytes) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+
+    /// A message of one chunk, received with read(2) (a seqpacket read is one datagram).
+    fn recv_plain(&self) -> Result<Option<Message>, ProcessError> {
+        let mut buf = vec![0u8; CHUNK + 1];
+        let n = loop {
+            match nix::unistd::read(self.fd.as_raw_fd(), &mut buf) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io_err(e)),
+            }
+        };
+        match (n, buf.first()) {
+            (0, _) => Ok(None),
+            (_, Some(&LAST)) => serde_json::from_slice(&buf[1..n])
+                .map(Some)
+                .map_err(ProcessError::Decode),
+            _ => Err(io_err(nix::errno::Errno::EMSGSIZE)),
         }
     }
 
