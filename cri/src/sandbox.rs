@@ -247,11 +247,20 @@ pub fn pin_netns(pid: i32, path: &Path) -> std::io::Result<()> {
 
 /// Undoes [`pin_netns`]; an absent pin is fine.
 pub fn unpin_netns(path: &Path) -> std::io::Result<()> {
+    unmount_and_remove(path, |p| std::fs::remove_file(p))
+}
+
+/// Detaches what is mounted at `path` and removes it with `remove`; nothing mounted, or
+/// nothing there at all, is fine (teardown is repeated by design).
+fn unmount_and_remove(
+    path: &Path,
+    remove: fn(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
-    match std::fs::remove_file(path) {
+    match remove(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -274,15 +283,7 @@ pub fn mount_shm(path: &Path) -> std::io::Result<()> {
 
 /// Undoes [`mount_shm`]; an absent one is fine.
 pub fn unmount_shm(path: &Path) -> std::io::Result<()> {
-    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(e.into()),
-    }
-    match std::fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    unmount_and_remove(path, |p| std::fs::remove_dir(p))
 }
 
 use std::os::unix::fs::OpenOptionsExt;

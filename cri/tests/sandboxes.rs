@@ -160,10 +160,7 @@ fn uid() -> String {
 #[tokio::test]
 async fn a_pod_runs_is_listed_stops_and_is_removed_as_kubelet_repeats_it() {
     for kind in KINDS {
-        let netns = Netns::new();
-        let server = Server::start_in(kind, Some(&netns)).await;
-        write_cni_config(&server, "10-test.conflist", &network(&server, "bridge"));
-        let mut c = server.clients().await;
+        let (netns, server, mut c) = networked(kind, "bridge").await;
         let uid = uid();
         let config = pod_config("web", &uid);
         let before = std::time::SystemTime::now()
@@ -300,10 +297,26 @@ async fn a_pod_runs_is_listed_stops_and_is_removed_as_kubelet_repeats_it() {
                     .unwrap_or(true),
             "{kind:?}: the infra process {pid} is still running"
         );
-        assert_pod_cgroups_gone(&uid);
-        if kind == Kind::Capsa {
-            assert_capsa_clean(&server);
-        }
+        assert_clean(kind, &server, &uid);
+    }
+}
+
+/// A server of `kind` in a network namespace of its own with the test network (its bridge
+/// plugin `plugin`), and its clients.
+async fn networked(kind: Kind, plugin: &str) -> (Netns, Server, Clients) {
+    let netns = Netns::new();
+    let server = Server::start_in(kind, Some(&netns)).await;
+    write_cni_config(&server, "10-test.conflist", &network(&server, plugin));
+    let c = server.clients().await;
+    (netns, server, c)
+}
+
+/// Nothing of pod `uid` is left: no cgroup, and for capsa-cri no pod state, netns pin or
+/// shm mount either.
+fn assert_clean(kind: Kind, server: &Server, uid: &str) {
+    assert_pod_cgroups_gone(uid);
+    if kind == Kind::Capsa {
+        assert_capsa_clean(server);
     }
 }
 
@@ -323,10 +336,7 @@ fn assert_capsa_clean(server: &Server) {
 #[tokio::test]
 async fn sysctls_dns_and_host_network() {
     for kind in KINDS {
-        let netns = Netns::new();
-        let server = Server::start_in(kind, Some(&netns)).await;
-        write_cni_config(&server, "10-test.conflist", &network(&server, "bridge"));
-        let mut c = server.clients().await;
+        let (_netns, server, mut c) = networked(kind, "bridge").await;
         let uid = uid();
         let mut config = pod_config("sysctl", &uid);
         let linux = config.linux.as_mut().unwrap();
@@ -407,10 +417,7 @@ async fn sysctls_dns_and_host_network() {
         );
         stop(&mut c, &id).await;
         remove(&mut c, &id).await;
-        assert_pod_cgroups_gone(&uid);
-        if kind == Kind::Capsa {
-            assert_capsa_clean(&server);
-        }
+        assert_clean(kind, &server, &uid);
     }
 }
 
@@ -459,14 +466,7 @@ async fn after_failed_run(kind: Kind, server: &Server, c: &mut Clients) {
 #[tokio::test]
 async fn a_failing_plugin_fails_the_pod_with_its_message_and_leaves_nothing() {
     for kind in KINDS {
-        let netns = Netns::new();
-        let server = Server::start_in(kind, Some(&netns)).await;
-        write_cni_config(
-            &server,
-            "10-test.conflist",
-            &network(&server, "capsa-no-such-plugin"),
-        );
-        let mut c = server.clients().await;
+        let (_netns, server, mut c) = networked(kind, "capsa-no-such-plugin").await;
         let uid = uid();
         let e = run_pod(&mut c, &pod_config("broken", &uid))
             .await
@@ -486,10 +486,7 @@ async fn a_failing_plugin_fails_the_pod_with_its_message_and_leaves_nothing() {
         );
         after_failed_run(kind, &server, &mut c).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_pod_cgroups_gone(&uid);
-        if kind == Kind::Capsa {
-            assert_capsa_clean(&server);
-        }
+        assert_clean(kind, &server, &uid);
     }
 }
 
@@ -527,10 +524,7 @@ async fn bad_requests_are_refused_naming_the_field() {
 #[tokio::test]
 async fn pods_outlive_a_killed_daemon_and_are_found_again() {
     for kind in KINDS {
-        let netns = Netns::new();
-        let mut server = Server::start_in(kind, Some(&netns)).await;
-        write_cni_config(&server, "10-test.conflist", &network(&server, "bridge"));
-        let mut c = server.clients().await;
+        let (_netns, mut server, mut c) = networked(kind, "bridge").await;
         let uid = uid();
         let config = pod_config("survivor", &uid);
         let id = run_pod(&mut c, &config)
@@ -561,10 +555,7 @@ async fn pods_outlive_a_killed_daemon_and_are_found_again() {
         );
         stop(&mut c, &id).await;
         remove(&mut c, &id).await;
-        assert_pod_cgroups_gone(&uid);
-        if kind == Kind::Capsa {
-            assert_capsa_clean(&server);
-        }
+        assert_clean(kind, &server, &uid);
     }
 }
 
@@ -579,10 +570,7 @@ fn enter_netns(path: &str) {
 #[tokio::test]
 async fn port_mappings_reach_the_pod_and_stats_measure_it() {
     for kind in KINDS {
-        let netns = Netns::new();
-        let server = Server::start_in(kind, Some(&netns)).await;
-        write_cni_config(&server, "10-test.conflist", &network(&server, "bridge"));
-        let mut c = server.clients().await;
+        let (netns, server, mut c) = networked(kind, "bridge").await;
         let uid = uid();
         let mut config = pod_config("ports", &uid);
         config.port_mappings.push(k8s_cri::v1::PortMapping {
@@ -682,9 +670,6 @@ async fn port_mappings_reach_the_pod_and_stats_measure_it() {
             !rules.contains("18080"),
             "{kind:?}: port rules left:\n{rules}"
         );
-        assert_pod_cgroups_gone(&uid);
-        if kind == Kind::Capsa {
-            assert_capsa_clean(&server);
-        }
+        assert_clean(kind, &server, &uid);
     }
 }
