@@ -73,11 +73,7 @@ capsa = ["{BIN}"]
         args.extend_from_slice(flags);
         args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
         let out = self.output(&args);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(&out)
     }
 
     fn state(&self, name: &str) -> String {

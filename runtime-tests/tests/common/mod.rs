@@ -190,11 +190,7 @@ impl World {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(&out)
     }
 
     /// `capsa run` that must exit 0; returns stdout.
@@ -317,6 +313,16 @@ pub fn kill_and_reap(pid: i32) {
 
 /// Reaps a process that was re-parented to us (we are a subreaper) if it has exited; a live
 /// one is left for the leak check to report.
+/// A finished command as the tests compare it: (exit code or -1 for a signal, stdout,
+/// stderr).
+pub fn outcome(out: &Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn reap(pid: i32) {
     let _ = nix::sys::wait::waitpid(
         nix::unistd::Pid::from_raw(pid),
