@@ -5,18 +5,24 @@
 //! deliberate and written down where the test branches on [`Kind`].
 #![allow(dead_code)]
 
+pub mod images;
+pub mod registry;
+pub use images::*;
+pub use registry::*;
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub const CAPSA_CRI: &str = env!("CARGO_BIN_EXE_capsa-cri");
-/// The image containerd runs as each sandbox's pause container: capsa-pause alone, imported
-/// into containerd's k8s.io namespace before its first RunPodSandbox.
+/// The image containerd runs as each sandbox's pause container: capsa-pause alone
+/// ([`Fixture::Pause`]), pulled from the server's registry through its docker.io mirror.
 pub const PAUSE_IMAGE: &str = "docker.io/library/capsa-pause:test";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -80,6 +86,8 @@ pub struct Server {
     pub cni_conf_dir: PathBuf,
     /// The network namespace the server (and so its CNI plugins) runs in.
     pub netns: Option<PathBuf>,
+    /// The registry its docker.io pulls go to (its only one: nothing reaches out).
+    pub registry: Arc<Registry>,
     child: Option<Child>,
 }
 
@@ -91,66 +99,49 @@ impl Server {
     }
 
     /// Starts a server inside the network namespace at `netns` (see [`Netns`]): pod
-    /// networks, bridges and NAT rules then live there, never in the machine's own.
+    /// networks, bridges and NAT rules then live there, never in the machine's own. A
+    /// registry of its own starts there too.
     pub async fn start_in(kind: Kind, netns: Option<&Netns>) -> Server {
+        Self::start_with(kind, netns, Arc::new(Registry::start(netns))).await
+    }
+
+    /// Starts a server whose pulls of `docker.io/…` (and of `registry.addr()/…`) go to
+    /// `registry`, over plain HTTP, which must have been started in the same `netns`: two
+    /// servers held against each other on the same images. containerd's sandbox image is
+    /// pushed there first.
+    pub async fn start_with(kind: Kind, netns: Option<&Netns>, registry: Arc<Registry>) -> Server {
         let dir = scratch(match kind {
             Kind::Capsa => "capsa",
             Kind::Containerd => "ctrd",
         });
         let cni_conf_dir = dir.join("net.d");
         std::fs::create_dir_all(&cni_conf_dir).unwrap();
+        if kind == Kind::Containerd {
+            registry.push(Fixture::Pause, PAUSE_IMAGE.trim_start_matches("docker.io/"));
+        }
         let mut s = Server {
             kind,
             socket: dir.join("cri.sock"),
             dir,
             cni_conf_dir,
             netns: netns.map(|n| n.path.clone()),
+            registry,
             child: None,
         };
+        s.write_config();
         s.spawn();
         s.wait_ready().await;
-        if kind == Kind::Containerd {
-            s.import_pause_image();
-        }
         s
-    }
-
-    fn import_pause_image(&self) {
-        let tar = pause_image();
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["-n", "k8s.io", "image", "import"])
-            .arg(&tar)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctr image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     /// The command line that starts this server (without spawning it).
     pub fn command(&self) -> Command {
-        let mut c = self.bare_command();
-        if let Some(netns) = &self.netns {
-            let mut n = Command::new("nsenter");
-            n.arg(format!("--net={}", netns.display()))
-                .arg("--")
-                .arg(c.get_program())
-                .args(c.get_args());
-            c = n;
-        }
-        c
-    }
-
-    fn bare_command(&self) -> Command {
+        let mut c;
         match self.kind {
             Kind::Capsa => {
-                let mut c = Command::new(CAPSA_CRI);
+                c = Command::new(CAPSA_CRI);
                 c.arg("--config")
-                    .arg(self.dir.join("none.toml"))
+                    .arg(self.dir.join("cri.toml"))
                     .arg("--listen")
                     .arg(&self.socket)
                     .arg("--state-dir")
@@ -160,12 +151,39 @@ impl Server {
                     .arg("--cni-conf-dir")
                     .arg(&self.cni_conf_dir)
                     .args(["--cni-plugin-dir", "/usr/lib/cni", "--log-level", "debug"]);
-                if !self.dir.join("none.toml").exists() {
-                    std::fs::write(self.dir.join("none.toml"), "").unwrap();
-                }
-                c
             }
             Kind::Containerd => {
+                c = Command::new("containerd");
+                c.arg("--config").arg(self.dir.join("config.toml"));
+            }
+        }
+        with_netns(self.netns.as_deref(), c)
+    }
+
+    /// The server's configuration file: the registry is docker.io's mirror, and is reached
+    /// over plain HTTP (as itself too).
+    fn write_config(&self) {
+        let registry = self.registry.addr();
+        let url = self.registry.url();
+        match self.kind {
+            Kind::Capsa => {
+                let config = format!(
+                    "[registry]\ninsecure = [\"{registry}\"]\n[registry.mirrors]\n\"docker.io\" = [\"{url}\"]\n"
+                );
+                std::fs::write(self.dir.join("cri.toml"), config).unwrap();
+            }
+            Kind::Containerd => {
+                // containerd 1.6's hosts.toml directory. The registry is both the mirror and
+                // the server, so that a pull never falls back to the real docker.io (1.6
+                // refuses a file without a host table).
+                let hosts = format!(
+                    "server = \"{url}\"\n[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+                );
+                for host in ["docker.io", registry] {
+                    let d = self.dir.join("certs.d").join(host);
+                    std::fs::create_dir_all(&d).unwrap();
+                    std::fs::write(d.join("hosts.toml"), &hosts).unwrap();
+                }
                 let d = self.dir.display();
                 let config = format!(
                     r#"version = 2
@@ -187,15 +205,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{net}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
 "#,
                     sock = self.socket.display(),
                     net = self.cni_conf_dir.display(),
                     pause = PAUSE_IMAGE,
                 );
                 std::fs::write(self.dir.join("config.toml"), config).unwrap();
-                let mut c = Command::new("containerd");
-                c.arg("--config").arg(self.dir.join("config.toml"));
-                c
             }
         }
     }
@@ -342,12 +359,9 @@ impl Netns {
 
     /// Runs `cmd` inside this namespace (nsenter --net): its output, asserting success.
     pub fn run(&self, cmd: &[&str]) -> String {
-        run_ok(
-            Command::new("nsenter")
-                .arg(format!("--net={}", self.path.display()))
-                .arg("--")
-                .args(cmd),
-        )
+        let mut c = Command::new(cmd[0]);
+        c.args(&cmd[1..]);
+        run_ok(&mut with_netns(Some(&self.path), c))
     }
 }
 
@@ -370,43 +384,28 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The pause image as an OCI archive, built once per test binary (under a lock, since test
-/// binaries run in parallel) from the capsa-pause next to capsa-cri.
-pub fn pause_image() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = PathBuf::from("/tmp/capsa-cri-tests/images");
-            std::fs::create_dir_all(&dir).unwrap();
-            let lock = std::fs::File::create(dir.join("lock")).unwrap();
-            let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| e)
-                .unwrap();
-            let tar = dir.join("capsa-pause.tar");
-            let pause = Path::new(CAPSA_CRI).with_file_name("capsa-pause");
-            let fresh = std::fs::metadata(&tar)
-                .and_then(|t| Ok(t.modified()? >= std::fs::metadata(&pause)?.modified()?))
-                .unwrap_or(false);
-            if !fresh {
-                let rootfs = dir.join("pause-rootfs");
-                let _ = std::fs::remove_dir_all(&rootfs);
-                std::fs::create_dir_all(&rootfs).unwrap();
-                std::fs::copy(&pause, rootfs.join("pause")).unwrap();
-                let script =
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-fixtures/oci-image.sh");
-                let tmp = dir.join("capsa-pause.tar.tmp");
-                run_ok(
-                    Command::new("bash")
-                        .arg(script)
-                        .arg(&rootfs)
-                        .arg(&tmp)
-                        .arg(PAUSE_IMAGE)
-                        .arg(r#"{"Entrypoint":["/pause"]}"#),
-                );
-                std::fs::rename(&tmp, &tar).unwrap();
-                std::fs::remove_dir_all(&rootfs).unwrap();
-            }
-            tar
+/// `cmd` run inside the network namespace at `netns` (through nsenter), or as it is.
+pub fn with_netns(netns: Option<&Path>, cmd: Command) -> Command {
+    let Some(netns) = netns else { return cmd };
+    let mut n = Command::new("nsenter");
+    n.arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    n
+}
+
+/// Runs `f` on a thread of its own inside the network namespace at `netns` (setns moves
+/// only the calling thread), or on this one without.
+pub fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> T {
+    let Some(netns) = netns else { return f() };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(netns).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
         })
-        .clone()
+        .join()
+        .unwrap()
+    })
 }
