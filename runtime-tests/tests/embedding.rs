@@ -19,6 +19,16 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     (r.into(), w.into())
 }
 
+/// /dev/null as a file descriptor.
+fn null() -> OwnedFd {
+    std::fs::File::open("/dev/null").unwrap().into()
+}
+
+/// Stdio that is all /dev/null.
+fn null_stdio() -> StdioFds {
+    StdioFds::new(null(), null(), null())
+}
+
 fn read_all(mut f: std::fs::File) -> String {
     let mut s = String::new();
     f.read_to_string(&mut s).unwrap();
@@ -154,9 +164,8 @@ fn a_threaded_subreaper_reads_the_output_and_gets_the_signal_that_killed_init() 
     let id = w.id("killed");
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let null: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
     let opts = CreateOptions {
-        stdio: Some(StdioFds::new(null, out_w, err_w)),
+        stdio: Some(StdioFds::new(null(), out_w, err_w)),
         ..CreateOptions::new(&b.dir)
     };
     let runtime = Runtime::new(&w.root);
@@ -184,9 +193,8 @@ fn wait_from_a_process_that_is_not_inits_parent_says_so() {
     let mut w = World::new();
     let b = w.bundle(&["sh", "-c", "exit 3"]);
     let id = w.id("notchild");
-    let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
     let opts = CreateOptions {
-        stdio: Some(StdioFds::new(null(), null(), null())),
+        stdio: Some(null_stdio()),
         ..CreateOptions::new(&b.dir)
     };
     let runtime = Runtime::new(&w.root);
@@ -215,9 +223,8 @@ fn stdio_and_a_terminal_are_refused_before_anything_is_made() {
     let mut b = w.bundle(&["true"]);
     b.set(|c| c["process"]["terminal"] = json!(true));
     let id = w.id("stdiotty");
-    let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
     let opts = CreateOptions {
-        stdio: Some(StdioFds::new(null(), null(), null())),
+        stdio: Some(null_stdio()),
         console_socket: Some(scratch().join(unique("no-such-socket"))),
         ..CreateOptions::new(&b.dir)
     };
@@ -235,9 +242,8 @@ fn an_exec_gets_the_stdio_it_is_handed() {
     let b = w.bundle(&["sleep", "1000"]);
     let id = w.id("execio");
     let runtime = Runtime::new(&w.root);
-    let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
     let opts = CreateOptions {
-        stdio: Some(StdioFds::new(null(), null(), null())),
+        stdio: Some(null_stdio()),
         ..CreateOptions::new(&b.dir)
     };
     let c = runtime.create(&id, &opts).unwrap();

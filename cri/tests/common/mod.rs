@@ -80,6 +80,8 @@ pub struct Server {
     pub cni_conf_dir: PathBuf,
     /// The network namespace the server (and so its CNI plugins) runs in.
     pub netns: Option<PathBuf>,
+    /// Plugin directories searched before /usr/lib/cni (capsa-cri only): a test's own plugins.
+    pub plugin_dirs: Vec<PathBuf>,
     child: Option<Child>,
 }
 
@@ -93,6 +95,15 @@ impl Server {
     /// Starts a server inside the network namespace at `netns` (see [`Netns`]): pod
     /// networks, bridges and NAT rules then live there, never in the machine's own.
     pub async fn start_in(kind: Kind, netns: Option<&Netns>) -> Server {
+        Self::start_with_plugins(kind, netns, Vec::new()).await
+    }
+
+    /// As [`Server::start_in`], with CNI plugins also searched in `plugin_dirs` (capsa-cri).
+    pub async fn start_with_plugins(
+        kind: Kind,
+        netns: Option<&Netns>,
+        plugin_dirs: Vec<PathBuf>,
+    ) -> Server {
         let dir = scratch(match kind {
             Kind::Capsa => "capsa",
             Kind::Containerd => "ctrd",
@@ -105,6 +116,7 @@ impl Server {
             dir,
             cni_conf_dir,
             netns: netns.map(|n| n.path.clone()),
+            plugin_dirs,
             child: None,
         };
         s.spawn();
@@ -158,8 +170,11 @@ impl Server {
                     .arg("--runtime-root")
                     .arg(self.dir.join("run"))
                     .arg("--cni-conf-dir")
-                    .arg(&self.cni_conf_dir)
-                    .args(["--cni-plugin-dir", "/usr/lib/cni", "--log-level", "debug"]);
+                    .arg(&self.cni_conf_dir);
+                for d in &self.plugin_dirs {
+                    c.arg("--cni-plugin-dir").arg(d);
+                }
+                c.args(["--cni-plugin-dir", "/usr/lib/cni", "--log-level", "debug"]);
                 if !self.dir.join("none.toml").exists() {
                     std::fs::write(self.dir.join("none.toml"), "").unwrap();
                 }
