@@ -82,11 +82,19 @@ const LIST_FDS: &str = "ls /proc/self/fd >&2";
 #[test]
 fn a_single_threaded_monitor_hands_pipes_as_stdio_and_reaps_exit_code_3() {
     let mut w = World::new();
-    let b = w.bundle(&[
+    let mut b = w.bundle(&[
         "sh",
         "-c",
         &format!("read x; echo \"got $x\"; {LIST_FDS}; exit 3"),
     ]);
+    // A hook the runtime runs on the host lists its descriptors too.
+    let hook_fds = scratch().join(unique("hook-fds"));
+    b.set(|c| {
+        c["hooks"]["createRuntime"] = json!([{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("ls /proc/self/fd > {}", hook_fds.display())],
+        }])
+    });
     let id = w.id("monitor");
     let root = w.root.clone();
     let bundle = b.dir.clone();
@@ -147,6 +155,14 @@ fn a_single_threaded_monitor_hands_pipes_as_stdio_and_reaps_exit_code_3() {
         fds,
         ["0", "1", "2", "3"],
         "only stdio (and ls's own fd 3): {got}"
+    );
+    let hook = std::fs::read_to_string(&hook_fds).unwrap();
+    std::fs::remove_file(&hook_fds).unwrap();
+    let hook: Vec<&str> = hook.lines().collect();
+    assert_eq!(
+        hook,
+        ["0", "1", "2", "3"],
+        "the hook got the monitor's fd 50"
     );
     assert_eq!(got["code"], 3, "{got}");
     assert_eq!(got["signal"], Value::Null, "{got}");

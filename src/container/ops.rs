@@ -145,7 +145,10 @@ impl Container {
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|t| state::parse_proc_stat(&t))
-                .is_some_and(|(_, start)| start == self.state.pid_start_time);
+                .is_some_and(|(_, start)| {
+                    // 0: /proc could not be read when init was recorded.
+                    self.state.pid_start_time == 0 || start == self.state.pid_start_time
+                });
         if !ours {
             return Err(ContainerError::Reaped {
                 id: self.state.id.clone(),

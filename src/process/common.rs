@@ -80,10 +80,9 @@ pub(super) fn close_inherited(min: i32, keep: &[i32]) {
     }
 }
 
-/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
-/// (CVE-2024-21626). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; before it, each open
-/// descriptor is marked by hand. A failure is an error: a descriptor left open would leak.
-pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
+/// close_range(min, ~0, CLOSE_RANGE_CLOEXEC) alone: one syscall, async-signal-safe (for use
+/// between fork and exec); Linux 5.11 or later.
+pub(crate) fn close_range_cloexec(min: u32) -> std::io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on our own descriptors.
     let r = unsafe {
         libc::syscall(
@@ -94,9 +93,19 @@ pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
         )
     };
     if r == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    let err = std::io::Error::last_os_error();
+}
+
+/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
+/// (CVE-2024-21626). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; before it, each open
+/// descriptor is marked by hand. A failure is an error: a descriptor left open would leak.
+pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
+    let Err(err) = close_range_cloexec(min) else {
+        return Ok(());
+    };
     if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
         return Err(err);
     }
