@@ -207,7 +207,10 @@ impl Runtime {
     /// Creates container `id` from `opts.bundle`: on return its init is waiting for `start`.
     ///
     /// Safe from a multithreaded caller: the clone chain then runs in a single-threaded child
-    /// (see `process::isolate`), and init is re-parented once that child exits.
+    /// (see `process::isolate`), and init is re-parented once that child exits. From a
+    /// single-threaded caller init is the caller's own child. Either way the caller's
+    /// descriptors are left as they are; `opts.stdio` gives init its 0, 1 and 2, and
+    /// [`Container::wait`] collects its exit status.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
         crate::process::isolate::single_threaded(|| {
             self.create_with_console(id, opts, None).map(|_| ())
