@@ -82,7 +82,7 @@ impl Error {
             Error::Container(C::Exists { .. }) | Error::Pod(P::Exists { .. }) => {
                 ErrorKind::AlreadyExists
             }
-            Error::Container(C::InvalidId { .. })
+            Error::Container(C::InvalidId { .. } | C::StdioWithTerminal)
             | Error::Pod(P::BadShare(_) | P::BadSysctl { .. } | P::ReservedId { .. }) => {
                 ErrorKind::InvalidInput
             }
@@ -93,7 +93,9 @@ impl Error {
                 | C::NotPaused
                 | C::AlreadyRunning
                 | C::StartStopped
-                | C::NotStopped { .. },
+                | C::NotStopped { .. }
+                | C::NotChild { .. }
+                | C::Reaped { .. },
             )
             | Error::Pod(P::NotRunning { .. } | P::HasContainers { .. }) => ErrorKind::WrongState,
             Error::Remote(r) => r.kind,

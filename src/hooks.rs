@@ -62,6 +62,16 @@ pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // The hook gets its stdio and nothing else of ours: the descriptors of a program that
+    // embeds the library (or of capsa's caller) are theirs, and stay as they are in it.
+    // SAFETY: runs between fork and exec, and makes a single syscall (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            // Before Linux 5.11 (ENOSYS, EINVAL) the descriptors are left as they are.
+            let _ = crate::process::close_range_cloexec(3);
+            Ok(())
+        });
+    }
     let spawn_err = |source| HookError::Spawn {
         kind,
         index,

@@ -28,7 +28,7 @@ pub mod security;
 pub mod spec;
 pub mod time;
 
-pub use container::{Container, CreateOptions, Runtime, Status};
+pub use container::{Container, CreateOptions, Runtime, Status, StdioFds};
 pub use error::{Error, ErrorKind, Result};
 pub use pod::{Pod, PodOptions};
 

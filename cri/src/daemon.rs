@@ -58,6 +58,9 @@ pub struct Daemon {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The previous CPU sample of each sandbox, for usage in nano-cores.
     pub(crate) cpu_samples: crate::stats::CpuSamples,
+    /// Pending records found at startup: sandboxes a killed daemon left half made, for
+    /// [`Daemon::sweep_unfinished`]. Never served, and their names are not reserved.
+    unfinished: Mutex<Vec<SandboxRecord>>,
 }
 
 /// The sandboxes by id, and their names (kubelet's name_namespace_uid_attempt) by id.
@@ -99,7 +102,12 @@ impl Daemon {
             log::error!("skipping a sandbox record: {}", crate::cni::error_chain(e));
         }
         let mut table = Table::default();
+        let mut unfinished = Vec::new();
         for (id, record) in loaded.records {
+            if record.pending {
+                unfinished.push(record);
+                continue;
+            }
             table
                 .names
                 .insert(crate::sandbox::name_key(&record.metadata()), id.clone());
@@ -118,7 +126,35 @@ impl Daemon {
             table: Mutex::new(table),
             locks: Mutex::new(HashMap::new()),
             cpu_samples: Default::default(),
+            unfinished: Mutex::new(unfinished),
         })
+    }
+
+    /// The pending records found at startup, once.
+    pub(crate) fn take_unfinished(&self) -> Vec<SandboxRecord> {
+        std::mem::take(&mut *lock(&self.unfinished))
+    }
+
+    /// Saves the pending record of a RunPodSandbox under way: on disk only, never served.
+    pub fn save_pending(&self, record: &SandboxRecord) -> Result<(), Status> {
+        self.sandbox_store
+            .save(&record.id, record)
+            .map_err(|e| Status::internal(crate::cni::error_chain(&e)))
+    }
+
+    /// Removes the pending record of sandbox `id` (an absent one is fine).
+    pub fn forget_pending(&self, id: &str) -> Result<(), Status> {
+        self.sandbox_store
+            .remove(id)
+            .map_err(|e| Status::internal(crate::cni::error_chain(&e)))
+    }
+
+    /// The file of sandbox `id`'s record (for messages).
+    pub fn sandbox_record_path(&self, id: &str) -> PathBuf {
+        self.config
+            .state_dir
+            .join("sandboxes")
+            .join(format!("{id}.json"))
     }
 
     pub fn runtime(&self) -> &capsa::Runtime {

@@ -116,7 +116,11 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(capsa_cri::daemon::serve(daemon))?;
+    rt.block_on(async {
+        // What a daemon killed in a RunPodSandbox left half made goes before serving.
+        daemon.sweep_unfinished().await;
+        capsa_cri::daemon::serve(daemon).await
+    })?;
     Ok(())
 }
 

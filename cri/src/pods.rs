@@ -4,7 +4,6 @@ use crate::daemon::Daemon;
 use crate::sandbox::{self, SandboxRecord};
 use k8s_cri::v1::*;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use tonic::Status;
 
 fn now_ns() -> i64 {
@@ -12,6 +11,10 @@ fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+fn cni_chain(e: &crate::cni::CniError) -> String {
+    crate::cni::error_chain(e)
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
@@ -31,35 +34,32 @@ fn capsa_status(what: &str, e: &capsa::Error) -> Status {
     }
 }
 
-/// What RunPodSandbox has made so far, undone in reverse when a later step fails.
+/// A RunPodSandbox under way: its pending record, undone when a later step fails.
 struct Undo<'a> {
     daemon: &'a Daemon,
     record: SandboxRecord,
-    files: Option<PathBuf>,
-    pod: bool,
+    /// CNI ADD succeeded: the undo runs a DEL (a failed ADD has undone itself).
+    added: bool,
     armed: bool,
 }
 
 impl Undo<'_> {
     async fn run(mut self) {
         self.armed = false;
-        let d = self.daemon;
-        let id = self.record.id.clone();
-        if let Some(netns) = self.record.netns.clone() {
-            let _ = sandbox::unpin_netns(&netns);
+        if let Err(e) = self
+            .daemon
+            .tear_down_unfinished(&self.record, self.added)
+            .await
+        {
+            // The pending record stays: the next startup tries again.
+            log::warn!(
+                "undoing RunPodSandbox of {}: {}; its pending record stays for the next start",
+                self.record.id,
+                e.message()
+            );
         }
-        if self.pod {
-            let rt = d.runtime().clone();
-            let pid = id.clone();
-            let _ = tokio::task::spawn_blocking(move || rt.remove_pod(&pid, true)).await;
-        }
-        if let Some(shm) = &self.record.shm {
-            let _ = sandbox::unmount_shm(shm);
-        }
-        if let Some(files) = &self.files {
-            let _ = std::fs::remove_dir_all(files);
-        }
-        d.release_name(&sandbox::name_key(&self.record.metadata()));
+        self.daemon
+            .release_name(&sandbox::name_key(&self.record.metadata()));
     }
 }
 
@@ -67,7 +67,7 @@ impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if self.armed {
             // Only reached if the RPC's future was dropped mid-way (the client went away):
-            // release the name at least; the leftovers are reported.
+            // release the name; the pending record makes the next startup tear it down.
             log::warn!(
                 "RunPodSandbox of {} abandoned mid-way; its name is released",
                 self.record.id
@@ -108,11 +108,18 @@ impl Daemon {
                 ips: Vec::new(),
                 shm: None,
                 network: None,
+                pending: true,
+                cni_config: None,
             },
-            files: None,
-            pod: false,
+            added: false,
             armed: true,
         };
+        // On disk before anything is made: a daemon killed from here on finds it at startup.
+        if let Err(e) = self.save_pending(&undo.record) {
+            undo.armed = false;
+            self.release_name(&key);
+            return Err(e);
+        }
         match self.set_up(&mut undo, &shares).await {
             Ok(()) => {
                 undo.armed = false;
@@ -133,7 +140,6 @@ impl Daemon {
         // The files the pod's containers will mount.
         let files = self.sandbox_files(&id);
         std::fs::create_dir_all(&files).map_err(|e| internal("creating sandbox files", e))?;
-        undo.files = Some(files.clone());
         let hostname = if shares.host_network {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -162,7 +168,7 @@ impl Daemon {
                 .map_err(|e| internal(&format!("writing {}", path.display()), e))?;
         }
         if !shares.host_ipc {
-            let shm = self.runtime_dir().join("sandboxes").join(&id).join("shm");
+            let shm = sandbox::shm_path(&self.runtime_dir(), &id);
             sandbox::mount_shm(&shm)
                 .map_err(|e| internal(&format!("mounting /dev/shm at {}", shm.display()), e))?;
             undo.record.shm = Some(shm);
@@ -187,17 +193,19 @@ impl Daemon {
             .await
             .map_err(|e| internal("creating the pod", e))?;
         let pod = created.map_err(|e| capsa_status("creating the pod", &e))?;
-        undo.pod = true;
         if !shares.host_network {
             let pid = pod.live_pid().ok_or_else(|| {
                 Status::internal(format!("the infra process of sandbox {id} exited at start"))
             })?;
-            let netns = self.runtime_dir().join("netns").join(&id);
+            let netns = sandbox::netns_path(&self.runtime_dir(), &id);
             sandbox::pin_netns(pid.as_raw(), &netns)
                 .map_err(|e| internal(&format!("pinning the netns at {}", netns.display()), e))?;
             undo.record.netns = Some(netns);
             let network = sandbox::load_network(&self.config().cni_conf_dir)?;
             let name = network.name().to_string();
+            // What a DEL needs if the daemon dies before the ADD has cached its result.
+            undo.record.cni_config = Some(network.raw().clone());
+            self.save_pending(&undo.record)?;
             let attachment = sandbox::attachment(&undo.record, &self.pod_cidr());
             let opts = sandbox::cni_options(self.config());
             // Not cancelled with the RPC: a dropped ADD would skip its own rollback.
@@ -210,10 +218,95 @@ impl Daemon {
                     crate::cni::error_chain(&e)
                 ))
             })?;
+            undo.added = true;
             undo.record.ips = result.pod_ips().iter().map(|ip| ip.to_string()).collect();
             undo.record.network = Some(name);
         }
+        undo.record.pending = false;
         self.save_sandbox(undo.record.clone())
+    }
+
+    /// Tears down what a RunPodSandbox that did not finish may have made of `record`'s
+    /// sandbox, in reverse order, each step tolerant of what is not there: a CNI DEL (when
+    /// `del_network` and an ADD was started, from its cache entry or else the config it was
+    /// started with), the netns pin, the capsa pod, the /dev/shm mount, the files, and last
+    /// the pending record. The first failure stops it: the record stays for a retry.
+    pub(crate) async fn tear_down_unfinished(
+        &self,
+        record: &SandboxRecord,
+        del_network: bool,
+    ) -> Result<(), Status> {
+        let id = record.id.clone();
+        let netns = sandbox::netns_path(&self.runtime_dir(), &id);
+        if let (true, Some(config)) = (del_network, &record.cni_config) {
+            let mut attached = record.clone();
+            attached.netns = Some(netns.clone());
+            let attachment = sandbox::attachment(&attached, &self.pod_cidr());
+            let opts = sandbox::cni_options(self.config());
+            let source = self.sandbox_record_path(&id);
+            let network = serde_json::to_vec(config)
+                .map_err(|e| internal("the pending record's CNI config", e))
+                .and_then(|bytes| {
+                    crate::cni::Network::from_conflist(&bytes, &source)
+                        .map_err(|e| internal("the pending record's CNI config", cni_chain(&e)))
+                })?;
+            let deleted = tokio::spawn(async move { network.del(&attachment, &opts).await })
+                .await
+                .map_err(|e| internal("running CNI DEL", e))?;
+            deleted.map_err(|e| internal("CNI DEL", cni_chain(&e)))?;
+        }
+        sandbox::unpin_netns(&netns).map_err(|e| internal("unpinning the netns", e))?;
+        self.remove_capsa_pod(&id).await?;
+        let shm = sandbox::shm_path(&self.runtime_dir(), &id);
+        sandbox::unmount_shm(&shm).map_err(|e| internal("unmounting /dev/shm", e))?;
+        self.remove_sandbox_dirs(&id)?;
+        self.forget_pending(&id)
+    }
+
+    /// Removes the capsa pod of sandbox `id` (its infra process and cgroups); one that does
+    /// not exist is fine.
+    async fn remove_capsa_pod(&self, id: &str) -> Result<(), Status> {
+        let rt = self.runtime().clone();
+        let pod_id = id.to_string();
+        let removed = tokio::task::spawn_blocking(move || match rt.remove_pod(&pod_id, true) {
+            Err(capsa::Error::Pod(capsa::pod::PodError::NotExist { .. })) => Ok(()),
+            other => other,
+        })
+        .await
+        .map_err(|e| internal("stopping the pod", e))?;
+        removed.map_err(|e| capsa_status("stopping the pod", &e))
+    }
+
+    /// Removes the files of sandbox `id` and its directory under the runtime dir (emptied
+    /// of the shm mount by then); absent ones are fine.
+    fn remove_sandbox_dirs(&self, id: &str) -> Result<(), Status> {
+        let files = self.sandbox_files(id);
+        match std::fs::remove_dir_all(&files) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal(&format!("removing {}", files.display()), e)),
+        }
+        let _ = std::fs::remove_dir(self.runtime_dir().join("sandboxes").join(id));
+        Ok(())
+    }
+
+    /// Tears down every sandbox a previous run of the daemon left pending (killed in the
+    /// middle of its RunPodSandbox). Runs once, at startup, before serving.
+    pub async fn sweep_unfinished(&self) {
+        for record in self.take_unfinished() {
+            match self.tear_down_unfinished(&record, true).await {
+                Ok(()) => log::info!(
+                    "sandbox {} ({}) was left unfinished by a killed daemon: torn down",
+                    record.id,
+                    sandbox::name_key(&record.metadata())
+                ),
+                Err(e) => log::error!(
+                    "sandbox {} was left unfinished by a killed daemon; tearing it down: {}",
+                    record.id,
+                    e.message()
+                ),
+            }
+        }
     }
 
     pub async fn stop_pod_sandbox(
@@ -250,15 +343,7 @@ impl Daemon {
             sandbox::unpin_netns(&netns).map_err(|e| internal("unpinning the netns", e))?;
             record.netns = None;
         }
-        let rt = self.runtime().clone();
-        let pod_id = record.id.clone();
-        let removed = tokio::task::spawn_blocking(move || match rt.remove_pod(&pod_id, true) {
-            Err(capsa::Error::Pod(capsa::pod::PodError::NotExist { .. })) => Ok(()),
-            other => other,
-        })
-        .await
-        .map_err(|e| internal("stopping the pod", e))?;
-        removed.map_err(|e| capsa_status("stopping the pod", &e))?;
+        self.remove_capsa_pod(&record.id).await?;
         if let Some(shm) = record.shm.take() {
             sandbox::unmount_shm(&shm).map_err(|e| internal("unmounting /dev/shm", e))?;
         }
@@ -280,13 +365,7 @@ impl Daemon {
         })
         .await?;
         let _op = self.sandbox_lock(&record.id).await;
-        let files = self.sandbox_files(&record.id);
-        match std::fs::remove_dir_all(&files) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(internal(&format!("removing {}", files.display()), e)),
-        }
-        let _ = std::fs::remove_dir(self.runtime_dir().join("sandboxes").join(&record.id));
+        self.remove_sandbox_dirs(&record.id)?;
         self.forget_sandbox(&record)?;
         Ok(RemovePodSandboxResponse {})
     }

@@ -3,9 +3,11 @@
 //! files its containers will mount (hostname, resolv.conf, hosts, a /dev/shm tmpfs).
 //!
 //! ```text
-//! RunPodSandbox     validate -> reserve the name -> files, shm -> capsa pod (+ sysctls)
-//!                   -> pin <runtime root>/netns/<id> -> CNI ADD -> record (READY)
-//!                   any failure undoes what was done, in reverse
+//! RunPodSandbox     validate -> reserve the name -> pending record -> files, shm
+//!                   -> capsa pod (+ sysctls) -> pin <runtime root>/netns/<id>
+//!                   -> pending record + CNI config -> CNI ADD -> record (READY)
+//!                   any failure undoes what was done, in reverse; a daemon killed
+//!                   mid-way finds the pending record at startup and tears it all down
 //! StopPodSandbox    CNI DEL -> unpin -> pod removed (infra, cgroups) -> shm -> NOTREADY
 //! RemovePodSandbox  stop -> files -> record -> name released
 //! ```
@@ -44,6 +46,15 @@ pub struct SandboxRecord {
     pub shm: Option<PathBuf>,
     /// The CNI network that was attached (DEL uses its cached config).
     pub network: Option<String>,
+    /// True from before RunPodSandbox's first side effect until the sandbox is complete: a
+    /// daemon that finds such a record at startup was killed mid-way, and tears down
+    /// whatever of the sandbox exists. Such a record is never served.
+    #[serde(default)]
+    pub pending: bool,
+    /// The network config a CNI ADD was started with: what a DEL runs when the ADD never got
+    /// as far as its cache entry (plugins that did run may hold an address, a veth).
+    #[serde(default)]
+    pub cni_config: Option<serde_json::Value>,
 }
 
 impl SandboxRecord {
@@ -245,6 +256,16 @@ pub fn pin_netns(pid: i32, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where the network namespace of sandbox `id` is pinned, under the daemon's runtime dir.
+pub fn netns_path(runtime_dir: &Path, id: &str) -> PathBuf {
+    runtime_dir.join("netns").join(id)
+}
+
+/// Where the /dev/shm of sandbox `id` is mounted, under the daemon's runtime dir.
+pub fn shm_path(runtime_dir: &Path, id: &str) -> PathBuf {
+    runtime_dir.join("sandboxes").join(id).join("shm")
+}
+
 /// Undoes [`pin_netns`]; an absent pin is fine.
 pub fn unpin_netns(path: &Path) -> std::io::Result<()> {
     unmount_and_remove(path, |p| std::fs::remove_file(p))
@@ -425,6 +446,8 @@ mod tests {
             ips: vec![],
             shm: None,
             network: None,
+            pending: false,
+            cni_config: None,
         };
         let f = |id: &str, state: Option<PodSandboxState>, label: Option<(&str, &str)>| {
             PodSandboxFilter {

@@ -673,3 +673,195 @@ async fn port_mappings_reach_the_pod_and_stats_measure_it() {
         assert_clean(kind, &server, &uid);
     }
 }
+
+/// Where a test kills capsa-cri in the middle of a RunPodSandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPoint {
+    /// Blocked in CNI ADD: the chain's last plugin never answers.
+    InAdd,
+    /// Every plugin of the chain has done its ADD (the bridge's veth and host-local's
+    /// address exist), and the daemon has neither cached the result nor written the record.
+    AfterAdd,
+}
+
+/// A CNI plugin that, on ADD, notes its pid in `marker` beside itself, prints nothing, and
+/// waits while the daemon that ran it lives (so it does not outlive the test).
+const HANG_PLUGIN: &str = r#"#!/bin/sh
+cat > /dev/null
+[ "$CNI_COMMAND" = ADD ] || exit 0
+dir=$(dirname "$0")
+echo $$ > "$dir/marker.tmp" && mv "$dir/marker.tmp" "$dir/marker"
+while kill -0 "$PPID" 2>/dev/null; do sleep 0.1; done
+exit 1
+"#;
+
+/// A CNI plugin that, on ADD, stops the daemon that ran it (SIGSTOP) before it answers --
+/// so the daemon can go no further than "every plugin has run" -- then notes its pid in
+/// `marker` and answers. The test kills the stopped daemon: a point after ADD and before the
+/// record, reached the same way every time.
+const STOP_PLUGIN: &str = r#"#!/bin/sh
+cat > /dev/null
+[ "$CNI_COMMAND" = ADD ] || exit 0
+kill -STOP "$PPID"
+dir=$(dirname "$0")
+echo $$ > "$dir/marker.tmp" && mv "$dir/marker.tmp" "$dir/marker"
+echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}'
+"#;
+
+/// The addresses host-local holds in the test network.
+fn allocations(server: &Server) -> Vec<String> {
+    std::fs::read_dir(server.dir.join("ipam/capsa-test"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The records in capsa-cri's state dir, as JSON.
+fn records(server: &Server) -> Vec<serde_json::Value> {
+    std::fs::read_dir(server.dir.join("state/sandboxes"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The state letter of process `pid` (R, S, T, Z...), None once it is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Whether `pid` is gone (or a zombie, which holds nothing).
+fn gone(pid: i32) -> bool {
+    matches!(proc_state(pid), None | Some('Z'))
+}
+
+/// capsa-cri SIGKILLed in the middle of RunPodSandbox, at two points: what it made (files,
+/// the /dev/shm mount, the capsa pod, the netns pin, the pod's network) has a pending record,
+/// and the restarted daemon tears it all down before it serves, freeing the name.
+///
+/// Only capsa-cri runs this. containerd 1.6 does not promise it: what a containerd killed
+/// mid-RunPodSandbox made is left for kubelet to find and remove through the sandbox's own
+/// Stop and Remove (its netns file and CNI allocations stay until then), which this
+/// client-less check would report as left behind.
+#[tokio::test]
+async fn a_daemon_killed_in_run_pod_sandbox_leaves_nothing_once_restarted() {
+    for point in [KillPoint::InAdd, KillPoint::AfterAdd] {
+        let netns = Netns::new();
+        let bin = scratch("cni-bin");
+        let (plugin, script) = match point {
+            KillPoint::InAdd => ("capsa-test-hang", HANG_PLUGIN),
+            KillPoint::AfterAdd => ("capsa-test-stop", STOP_PLUGIN),
+        };
+        std::fs::write(bin.join(plugin), script).unwrap();
+        std::fs::set_permissions(
+            bin.join(plugin),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut server =
+            Server::start_with_plugins(Kind::Capsa, Some(&netns), vec![bin.clone()]).await;
+        let mut net = network(&server, "bridge");
+        net["plugins"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({ "type": plugin }));
+        write_cni_config(&server, "10-test.conflist", &net);
+        let uid = uid();
+        let config = pod_config("crashed", &uid);
+        let mut c = server.clients().await;
+        let running = {
+            let config = config.clone();
+            tokio::spawn(async move { run_pod(&mut c, &config).await })
+        };
+        let marker = bin.join("marker");
+        eventually("the plugin to run", || async { marker.exists() }).await;
+        let plugin_pid: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if point == KillPoint::AfterAdd {
+            let daemon = server.pid().unwrap() as i32;
+            assert_eq!(proc_state(daemon), Some('T'), "the daemon is not stopped");
+        }
+        server.stop_with(nix::sys::signal::Signal::SIGKILL);
+        assert!(running.await.unwrap().is_err(), "{point:?}");
+
+        // What the killed daemon left, under a pending record.
+        let left = records(&server);
+        assert_eq!(left.len(), 1, "{point:?}: {left:?}");
+        assert_eq!(left[0]["pending"], true, "{point:?}: {}", left[0]);
+        let id = left[0]["id"].as_str().unwrap().to_string();
+        let files = server.dir.join("state/sandbox-files").join(&id);
+        assert!(files.join("hostname").exists(), "{point:?}");
+        let pod = server.dir.join("run/.pods").join(&id);
+        let pod_json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(pod.join("pod.json")).unwrap()).unwrap();
+        let infra = pod_json["pid"].as_i64().unwrap() as i32;
+        assert!(
+            !gone(infra),
+            "{point:?}: the infra process died with the daemon"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let cri = server.dir.join("run/cri");
+        for m in [format!("netns/{id}"), format!("sandboxes/{id}/shm")] {
+            let path = cri.join(&m);
+            assert!(
+                mounts.contains(path.to_str().unwrap()),
+                "{point:?}: {m} is not mounted"
+            );
+        }
+        let ports = || netns.run(&["ip", "-o", "link", "show", "master", "capsatest0"]);
+        if point == KillPoint::AfterAdd {
+            assert_eq!(allocations(&server).len(), 1, "{point:?}");
+            assert!(!ports().is_empty(), "{point:?}: no veth on the bridge");
+        }
+        eventually("the hung plugin to end", || async { gone(plugin_pid) }).await;
+
+        server.restart().await;
+        let log = server.log();
+        assert!(
+            log.contains(&format!("sandbox {id} (crashed_capsa-test_{uid}_1) was left unfinished by a killed daemon: torn down")),
+            "{point:?}: {log}"
+        );
+        assert!(
+            records(&server).is_empty(),
+            "{point:?}: {:?}",
+            records(&server)
+        );
+        assert!(!files.exists(), "{point:?}: {} left", files.display());
+        assert!(!pod.exists(), "{point:?}: the capsa pod is left");
+        assert_capsa_clean(&server);
+        assert!(gone(infra), "{point:?}: the infra process {infra} is left");
+        assert!(
+            allocations(&server).is_empty(),
+            "{point:?}: {:?}",
+            allocations(&server)
+        );
+        assert_eq!(ports(), "", "{point:?}: a veth is left on the bridge");
+        assert_pod_cgroups_gone(&uid);
+
+        // The name is free: the same pod runs again, on a network that answers.
+        write_cni_config(&server, "10-test.conflist", &network(&server, "bridge"));
+        let mut c = server.clients().await;
+        assert!(list(&mut c, PodSandboxFilter::default()).await.is_empty());
+        let again = run_pod(&mut c, &config)
+            .await
+            .unwrap_or_else(|e| panic!("{point:?}: {e}\n{}", server.log()));
+        let st = status(&mut c, &again).await.unwrap().status.unwrap();
+        assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+        stop(&mut c, &again).await;
+        remove(&mut c, &again).await;
+        assert_clean(Kind::Capsa, &server, &uid);
+        drop(server);
+        let _ = std::fs::remove_dir_all(&bin);
+    }
+}

@@ -379,3 +379,50 @@ fn pod_sysctls_land_in_the_pods_namespaces_only() {
         );
     }
 }
+
+/// Whether a process waits for the flock of the file with inode `ino` (/proc/locks lists
+/// each blocked waiter after "->").
+fn flock_waited_for(ino: u64) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("->") && l.contains(&format!(":{ino} ")))
+}
+
+#[test]
+fn removing_a_pod_whose_create_is_under_way_waits_for_it() {
+    use std::os::unix::fs::MetadataExt;
+    let mut w = World::new();
+    let (pod, infra) = create_pod(&mut w, "net");
+    // The pod as a create under way leaves it: its directory locked, no record in it yet.
+    let dir = w.root.join(".pods").join(&pod);
+    std::fs::rename(dir.join("pod.json"), dir.join("pod.json.later")).unwrap();
+    let lock = nix::fcntl::Flock::lock(
+        std::fs::File::open(&dir).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .map_err(|(_, e)| e)
+    .unwrap();
+    let mut rm = w
+        .cmd()
+        .args(["pod", "rm", "--force", &pod])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ino = std::fs::metadata(&dir).unwrap().ino();
+    // Either it waits for the create, or (wrongly) it has already answered.
+    wait_until("pod rm to wait or answer", || {
+        flock_waited_for(ino) || rm.try_wait().unwrap().is_some()
+    });
+    // The create finishes: its record appears, its lock goes.
+    std::fs::rename(dir.join("pod.json.later"), dir.join("pod.json")).unwrap();
+    drop(lock);
+    let out = rm.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pod rm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_pod_gone(&w, &pod, infra);
+    w.pods.clear();
+}

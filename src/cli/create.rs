@@ -49,6 +49,7 @@ impl CreateFlags {
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
             pod: self.pod.clone(),
+            stdio: None,
         })
     }
 }

@@ -142,6 +142,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let opts = capsa::container::ExecOptions {
         console_socket: args.console_socket.as_ref().map(|p| cwd.join(p)),
         preserve_fds: args.preserve_fds,
+        stdio: None,
     };
     let pid_file = args.pid_file.as_ref().map(|p| cwd.join(p));
     let write_pid = |pid: nix::unistd::Pid| -> capsa::Result<()> {

@@ -13,8 +13,9 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Options of `create` beyond the bundle's config.json (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -27,6 +28,42 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// Join this pod: its shared namespaces, a cgroup below its own.
     pub pod: Option<String>,
+    /// The process's stdin, stdout and stderr, instead of the caller's own 0, 1 and 2.
+    pub stdio: Option<StdioFds>,
+}
+
+/// Three descriptors that become a container process's 0, 1 and 2 (a pipe end, a file,
+/// /dev/null...). They are duplicated onto 0, 1 and 2 in the container process alone: the
+/// caller's own stdio and these descriptors are left as they are (they close when the last
+/// clone of this value is dropped). Clones share the descriptors.
+#[derive(Debug, Clone)]
+pub struct StdioFds(Arc<[OwnedFd; 3]>);
+
+impl StdioFds {
+    pub fn new(
+        stdin: impl Into<OwnedFd>,
+        stdout: impl Into<OwnedFd>,
+        stderr: impl Into<OwnedFd>,
+    ) -> Self {
+        StdioFds(Arc::new([stdin.into(), stdout.into(), stderr.into()]))
+    }
+
+    pub(crate) fn borrow(&self) -> [BorrowedFd<'_>; 3] {
+        let [i, o, e] = &*self.0;
+        [i.as_fd(), o.as_fd(), e.as_fd()]
+    }
+}
+
+/// The stdio handed to the process, checked against its terminal: a process with a terminal
+/// has the pty as its stdio and cannot also have the given descriptors.
+pub(super) fn stdio_for(
+    terminal: bool,
+    stdio: Option<&StdioFds>,
+) -> crate::Result<Option<[BorrowedFd<'_>; 3]>> {
+    match stdio {
+        Some(_) if terminal => Err(ContainerError::StdioWithTerminal.into()),
+        other => Ok(other.map(StdioFds::borrow)),
+    }
 }
 
 impl CreateOptions {
@@ -166,18 +203,14 @@ pub fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
     })
 }
 
-/// Marks every descriptor above stdio and the preserved ones close-on-exec before anything
-/// is cloned: nothing the caller leaked to us may reach the container (CVE-2024-21626).
-pub(super) fn cloexec_inherited(preserve_fds: u32) -> crate::Result<()> {
-    crate::process::cloexec_from(3 + preserve_fds)
-        .map_err(|e| crate::process::ProcessError::Cloexec(e).into())
-}
-
 impl Runtime {
     /// Creates container `id` from `opts.bundle`: on return its init is waiting for `start`.
     ///
     /// Safe from a multithreaded caller: the clone chain then runs in a single-threaded child
-    /// (see `process::isolate`), and init is re-parented once that child exits.
+    /// (see `process::isolate`), and init is re-parented once that child exits. From a
+    /// single-threaded caller init is the caller's own child. Either way the caller's
+    /// descriptors are left as they are; `opts.stdio` gives init its 0, 1 and 2, and
+    /// [`Container::wait`] collects its exit status.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> crate::Result<Container> {
         crate::process::isolate::single_threaded(|| {
             self.create_with_console(id, opts, None).map(|_| ())
@@ -220,6 +253,7 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
+        let stdio = stdio_for(terminal, opts.stdio.as_ref())?;
         let console_socket = match own_console {
             Some(fd) if terminal && opts.console_socket.is_none() => Some(fd),
             _ => console_for(terminal, opts.console_socket.as_deref())?,
@@ -316,7 +350,6 @@ impl Runtime {
             })?
             .into();
 
-        cloexec_inherited(opts.preserve_fds)?;
         let cfg = InitConfig {
             id,
             spec: &spec,
@@ -329,6 +362,7 @@ impl Runtime {
             console_socket: console_socket.as_ref().map(|s| s.as_fd()),
             no_new_keyring: opts.no_new_keyring,
             preserve_fds: opts.preserve_fds as i32,
+            stdio,
         };
         let mut hooks = CreateHooks {
             id,

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// The process's stdin, stdout and stderr, instead of the caller's own 0, 1 and 2.
+    pub stdio: Option<super::StdioFds>,
 }
 
 impl Container {
@@ -31,17 +33,16 @@ impl Container {
             return Err(ContainerError::ExecPaused.into());
         }
         super::create::check_lsm(Some(process))?;
-        let socket = super::create::console_for(
-            process.terminal().unwrap_or(false),
-            opts.console_socket.as_deref(),
-        )?;
-        super::create::cloexec_inherited(opts.preserve_fds)?;
+        let terminal = process.terminal().unwrap_or(false);
+        let stdio = super::create::stdio_for(terminal, opts.stdio.as_ref())?;
+        let socket = super::create::console_for(terminal, opts.console_socket.as_deref())?;
         process::spawn_exec(&ExecConfig {
             init,
             process,
             cgroup: &cgroup,
             console_socket: socket.as_ref().map(|s| s.as_fd()),
             preserve_fds: opts.preserve_fds as i32,
+            stdio,
             seccomp: self.state.seccomp.as_ref(),
             state_json: serde_json::to_string(&self.oci_state_given(status)).unwrap_or_default(),
         })

@@ -15,7 +15,7 @@ mod relay;
 mod run;
 mod state;
 
-pub use create::{write_pid_file, CreateOptions};
+pub use create::{write_pid_file, CreateOptions, StdioFds};
 pub(crate) use create::{CgroupGuard, DirGuard};
 pub use events::Event;
 pub use exec::ExecOptions;
@@ -134,6 +134,12 @@ pub enum ContainerError {
     TerminalWithoutSocket,
     #[error("--console-socket was given but process.terminal is false")]
     SocketWithoutTerminal,
+    #[error("stdio descriptors were given but process.terminal is true: the process's stdio is its terminal")]
+    StdioWithTerminal,
+    #[error("container {id}: its init (pid {pid}) is not a child of this process, so only its parent can wait for it")]
+    NotChild { id: String, pid: i32 },
+    #[error("container {id}: its init has already been reaped")]
+    Reaped { id: String },
 }
 
 /// A state root: the directory under which containers' state lives.

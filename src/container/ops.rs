@@ -126,6 +126,54 @@ impl Container {
         Ok((lock, c))
     }
 
+    /// Waits until the container's init exits, reaps it, and returns its exit status (a
+    /// code, or the signal that killed it: `ExitStatusExt::signal`). Blocks; a signal that
+    /// interrupts the wait does not end it.
+    ///
+    /// Only init's parent can do this: the caller of `create` when it is single-threaded, or
+    /// a child subreaper (`PR_SET_CHILD_SUBREAPER`) that init was re-parented to (a
+    /// multithreaded caller of `create`, whose clone chain ran in a child that has exited).
+    /// Otherwise the error is [`ContainerError::NotChild`]; once init has been reaped (by an
+    /// earlier `wait` or the caller's own waitpid) it is [`ContainerError::Reaped`]. The
+    /// container's record stays until `delete`, which may come before or after.
+    pub fn wait(&self) -> crate::Result<std::process::ExitStatus> {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use std::os::unix::process::ExitStatusExt;
+        let pid = self.state.pid;
+        // Still our init (alive or a zombie), not a process that got its number since.
+        let ours = pid > 0
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| state::parse_proc_stat(&t))
+                .is_some_and(|(_, start)| {
+                    // 0: /proc could not be read when init was recorded.
+                    self.state.pid_start_time == 0 || start == self.state.pid_start_time
+                });
+        if !ours {
+            return Err(ContainerError::Reaped {
+                id: self.state.id.clone(),
+            }
+            .into());
+        }
+        loop {
+            let raw = match waitpid(Pid::from_raw(pid), None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::ECHILD) => {
+                    return Err(ContainerError::NotChild {
+                        id: self.state.id.clone(),
+                        pid,
+                    }
+                    .into())
+                }
+                Err(e) => return Err(ContainerError::Wait(e.into()).into()),
+                Ok(WaitStatus::Exited(_, code)) => (code & 0xff) << 8,
+                Ok(WaitStatus::Signaled(_, sig, core)) => sig as i32 | if core { 0x80 } else { 0 },
+                Ok(_) => continue,
+            };
+            return Ok(std::process::ExitStatus::from_raw(raw));
+        }
+    }
+
     /// `start`: lets init past exec.fifo, waits until it has exec'd the container process
     /// (init's close-on-exec end of the fifo closes), then runs the poststart hooks.
     pub fn start(&self) -> crate::Result<()> {

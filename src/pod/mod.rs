@@ -340,6 +340,21 @@ impl Runtime {
         Ok(Pod { dir, state })
     }
 
+    /// As `load_pod`; a pod directory without its record yet is a create under way, which
+    /// holds the directory's lock until the record is written (or the directory is gone):
+    /// that is waited for, and the pod looked at again.
+    fn load_pod_once_created(&self, id: &str) -> crate::Result<Pod> {
+        match self.load_pod(id) {
+            Err(crate::Error::Pod(PodError::NotExist { .. })) => {
+                let dir = self.pod_dir(id)?;
+                // Gone meanwhile (a failed create removed it): then it does not exist.
+                drop(container::DirLock::acquire(&dir));
+                self.load_pod(id)
+            }
+            other => other,
+        }
+    }
+
     /// Every pod under the root, sorted by id.
     pub fn list_pods(&self) -> crate::Result<Vec<Pod>> {
         let names = container::entry_names(&self.pods_dir()).map_err(|source| PodError::State {
@@ -360,8 +375,12 @@ impl Runtime {
 
     /// Removes pod `id`: its containers first (only stopped ones unless `force`), then the
     /// infra process (SIGTERM, SIGKILL after 5 s), its cgroups and its state.
+    ///
+    /// A pod whose create is still under way (another process, such as the helper of a
+    /// caller that was killed meanwhile) is waited for, then removed: it is not reported as
+    /// absent only to appear a moment later.
     pub fn remove_pod(&self, id: &str, force: bool) -> crate::Result<()> {
-        let pod = self.load_pod(id)?;
+        let pod = self.load_pod_once_created(id)?;
         let _lock = container::DirLock::acquire(&pod.dir)?;
         let containers = self.pod_containers(id)?;
         if !force {

@@ -7,7 +7,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxSeccomp, Process};
 use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -80,10 +80,9 @@ pub(super) fn close_inherited(min: i32, keep: &[i32]) {
     }
 }
 
-/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
-/// (CVE-2024-21626). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; before it, each open
-/// descriptor is marked by hand. A failure is an error: a descriptor left open would leak.
-pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
+/// close_range(min, ~0, CLOSE_RANGE_CLOEXEC) alone: one syscall, async-signal-safe (for use
+/// between fork and exec); Linux 5.11 or later.
+pub(crate) fn close_range_cloexec(min: u32) -> std::io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on our own descriptors.
     let r = unsafe {
         libc::syscall(
@@ -94,9 +93,19 @@ pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
         )
     };
     if r == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    let err = std::io::Error::last_os_error();
+}
+
+/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
+/// (CVE-2024-21626). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; before it, each open
+/// descriptor is marked by hand. A failure is an error: a descriptor left open would leak.
+pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
+    let Err(err) = close_range_cloexec(min) else {
+        return Ok(());
+    };
     if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
         return Err(err);
     }
@@ -113,6 +122,28 @@ pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
                 return Err(e);
             }
         }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above stdio and the preserved ones close-on-exec, in a clone of
+/// the runtime (its own copy of the table): nothing the caller leaked may reach the
+/// container (CVE-2024-21626), and the caller's descriptors keep their flags.
+pub(super) fn cloexec_inherited(preserve_fds: i32) -> Result<(), ProcessError> {
+    cloexec_from(3 + preserve_fds.max(0) as u32).map_err(ProcessError::Cloexec)
+}
+
+/// Makes `fds` this process's 0, 1 and 2. Each is first copied above 2, so that one given
+/// as another's number (stdout as fd 2, say) is not overwritten before it is copied.
+pub(super) fn install_stdio(fds: &[BorrowedFd; 3]) -> Result<(), ProcessError> {
+    let high = fds
+        .iter()
+        .map(|fd| fd.try_clone_to_owned())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(ProcessError::Stdio)?;
+    for (target, fd) in high.iter().enumerate() {
+        nix::unistd::dup2(fd.as_raw_fd(), target as i32)
+            .map_err(|e| ProcessError::Stdio(e.into()))?;
     }
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct ExecConfig<'a> {
     pub cgroup: &'a cgroups::Manager,
     pub console_socket: Option<BorrowedFd<'a>>,
     pub preserve_fds: i32,
+    /// Descriptors to become the process's 0, 1 and 2 instead of the runtime's own.
+    pub stdio: Option<[BorrowedFd<'a>; 3]>,
     /// The container's seccomp profile, which the process gets too.
     pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
     /// The container's state JSON, for a seccomp listener.
@@ -69,6 +71,8 @@ fn stage(
     chan: &Channel,
 ) -> ! {
     let result = (|| -> crate::Result<(Forked, bool)> {
+        // Before the container's mount namespace is joined: see `process::stage`.
+        common::cloexec_inherited(cfg.preserve_fds)?;
         // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
         security::sealed::set_non_dumpable()?;
         namespaces::join_all(joins)?;
@@ -100,6 +104,7 @@ fn setup(
 ) -> crate::Result<common::Exec> {
     join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();
+    cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
     common::close_inherited(3 + cfg.preserve_fds, &keep);

@@ -47,6 +47,10 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     // Into the container's cgroup before anything is charged; the handles close below.
     join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();
+    // The runtime's descriptors are ours alone from the clone on (no CLONE_FILES): marking
+    // them here leaves the caller's as they were.
+    common::cloexec_inherited(cfg.preserve_fds)?;
+    cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd(), cfg.fifo.as_raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
     common::close_inherited(3 + cfg.preserve_fds, &keep);

@@ -12,7 +12,7 @@ pub(crate) mod isolate;
 mod seccomp_listener;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
-pub(crate) use common::{cloexec_from, reset_signals};
+pub(crate) use common::{cloexec_from, close_range_cloexec, reset_signals};
 pub use exec::{spawn_exec, ExecConfig};
 
 use crate::cgroups;
@@ -88,6 +88,8 @@ pub enum ProcessError {
     Nul { field: String, value: String },
     #[error("marking descriptors close-on-exec before execve")]
     Cloexec(#[source] std::io::Error),
+    #[error("making the descriptors given as stdio the process's 0, 1 and 2")]
+    Stdio(#[source] std::io::Error),
     #[error("running the clone chain in a single-threaded child")]
     Isolate(#[source] std::io::Error),
     #[error("the single-threaded child died without a result ({status})")]
@@ -149,6 +151,8 @@ pub struct InitConfig<'a> {
     pub console_socket: Option<BorrowedFd<'a>>,
     pub no_new_keyring: bool,
     pub preserve_fds: i32,
+    /// Descriptors to become init's 0, 1 and 2 instead of the runtime's own.
+    pub stdio: Option<[BorrowedFd<'a>; 3]>,
 }
 
 /// What the runtime does while init sets up.
@@ -196,6 +200,9 @@ fn clone_init(
 /// init as a sibling (CLONE_PARENT) so init is the runtime's own child, and exits.
 fn stage(cfg: &InitConfig, join: Option<&cgroups::SelfJoin>, chan: &Channel) -> ! {
     let result = (|| -> crate::Result<(Forked, bool)> {
+        // Before the container's mount namespace can hide /proc from the fallback of
+        // close_range; in our own copy of the descriptor table, which init inherits.
+        common::cloexec_inherited(cfg.preserve_fds)?;
         // Non-dumpable before joining anything (CVE-2019-5736); init inherits it.
         crate::security::sealed::set_non_dumpable()?;
         namespaces::join_all(&cfg.plan.joins)?;

@@ -88,6 +88,8 @@ pub struct Server {
     pub netns: Option<PathBuf>,
     /// The registry its docker.io pulls go to (its only one: nothing reaches out).
     pub registry: Arc<Registry>,
+    /// Plugin directories searched before /usr/lib/cni (capsa-cri only): a test's own plugins.
+    pub plugin_dirs: Vec<PathBuf>,
     child: Option<Child>,
 }
 
@@ -105,11 +107,29 @@ impl Server {
         Self::start_with(kind, netns, Arc::new(Registry::start(netns))).await
     }
 
+    /// As [`Server::start_in`], with CNI plugins also searched in `plugin_dirs` (capsa-cri).
+    pub async fn start_with_plugins(
+        kind: Kind,
+        netns: Option<&Netns>,
+        plugin_dirs: Vec<PathBuf>,
+    ) -> Server {
+        Self::launch(kind, netns, Arc::new(Registry::start(netns)), plugin_dirs).await
+    }
+
     /// Starts a server whose pulls of `docker.io/…` (and of `registry.addr()/…`) go to
     /// `registry`, over plain HTTP, which must have been started in the same `netns`: two
     /// servers held against each other on the same images. containerd's sandbox image is
     /// pushed there first.
     pub async fn start_with(kind: Kind, netns: Option<&Netns>, registry: Arc<Registry>) -> Server {
+        Self::launch(kind, netns, registry, Vec::new()).await
+    }
+
+    async fn launch(
+        kind: Kind,
+        netns: Option<&Netns>,
+        registry: Arc<Registry>,
+        plugin_dirs: Vec<PathBuf>,
+    ) -> Server {
         let dir = scratch(match kind {
             Kind::Capsa => "capsa",
             Kind::Containerd => "ctrd",
@@ -126,6 +146,7 @@ impl Server {
             cni_conf_dir,
             netns: netns.map(|n| n.path.clone()),
             registry,
+            plugin_dirs,
             child: None,
         };
         s.write_config();
@@ -149,8 +170,11 @@ impl Server {
                     .arg("--runtime-root")
                     .arg(self.dir.join("run"))
                     .arg("--cni-conf-dir")
-                    .arg(&self.cni_conf_dir)
-                    .args(["--cni-plugin-dir", "/usr/lib/cni", "--log-level", "debug"]);
+                    .arg(&self.cni_conf_dir);
+                for d in &self.plugin_dirs {
+                    c.arg("--cni-plugin-dir").arg(d);
+                }
+                c.args(["--cni-plugin-dir", "/usr/lib/cni", "--log-level", "debug"]);
             }
             Kind::Containerd => {
                 c = Command::new("containerd");
