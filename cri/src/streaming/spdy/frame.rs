@@ -153,6 +153,19 @@ pub enum Frame {
 const STREAM_MASK: u32 = 0x7fff_ffff;
 
 impl Frame {
+    /// A SYN_STREAM with no associated stream, the highest priority and no credential slot
+    /// (all Kubernetes' streams are such).
+    pub fn syn_stream(stream_id: u32, flags: u8, block: Bytes) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            slot: 0,
+            flags,
+            block,
+        }
+    }
+
     /// The frame's name as the draft writes it, for errors and logs.
     pub fn name(&self) -> &'static str {
         match self {

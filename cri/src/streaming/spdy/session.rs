@@ -131,12 +131,9 @@ pub enum SessionError {
 /// A frame waiting for the writer task; header blocks are compressed there.
 enum Out {
     Frame(Frame),
-    Syn {
-        stream_id: u32,
-        flags: u8,
-        headers: Headers,
-    },
-    Reply {
+    /// SYN_STREAM (`syn`) or SYN_REPLY.
+    Headers {
+        syn: bool,
         stream_id: u32,
         flags: u8,
         headers: Headers,
@@ -339,7 +336,8 @@ impl Session {
         st.streams.insert(id, state);
         self.shared.queue(
             &mut st,
-            Out::Syn {
+            Out::Headers {
+                syn: true,
                 stream_id: id,
                 flags: 0,
                 headers: headers.clone(),
@@ -488,7 +486,8 @@ impl Stream {
         }
         self.shared.queue(
             &mut st,
-            Out::Reply {
+            Out::Headers {
+                syn: false,
                 stream_id: self.id,
                 flags,
                 headers,
@@ -732,30 +731,13 @@ async fn write_loop<W: AsyncWrite>(
         for out in batch {
             let frame = match out {
                 Out::Frame(f) => f,
-                Out::Syn {
+                Out::Headers {
+                    syn,
                     stream_id,
                     flags,
                     headers,
                 } => match compressor.compress(&headers) {
-                    Ok(block) => Frame::SynStream {
-                        stream_id,
-                        associated_to: 0,
-                        priority: 0,
-                        slot: 0,
-                        flags,
-                        block,
-                    },
-                    Err(e) => {
-                        log::warn!("SPDY stream {stream_id}: {e}");
-                        failed = true;
-                        break;
-                    }
-                },
-                Out::Reply {
-                    stream_id,
-                    flags,
-                    headers,
-                } => match compressor.compress(&headers) {
+                    Ok(block) if syn => Frame::syn_stream(stream_id, flags, block),
                     Ok(block) => Frame::SynReply {
                         stream_id,
                         flags,
@@ -777,12 +759,13 @@ async fn write_loop<W: AsyncWrite>(
                 break;
             }
         }
-        let written = match failed {
-            true => Err(io::Error::other("encoding a frame failed")),
-            false => match w.write_all(&buf).await {
+        let written = if failed {
+            Err(io::Error::other("encoding a frame failed"))
+        } else {
+            match w.write_all(&buf).await {
                 Ok(()) => w.flush().await,
                 Err(e) => Err(e),
-            },
+            }
         };
         buf.clear();
         let mut st = shared.lock();
@@ -1112,3 +1095,7 @@ fn consumed(shared: &Shared, st: &mut State, stream: Option<u32>, n: usize) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

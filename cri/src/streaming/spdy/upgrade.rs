@@ -162,6 +162,16 @@ async fn read_head<T: AsyncRead + Unpin>(io: &mut T) -> Result<(Vec<u8>, BytesMu
     }
 }
 
+async fn write<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    text: &str,
+    op: &'static str,
+) -> Result<(), UpgradeError> {
+    io.write_all(text.as_bytes())
+        .await
+        .map_err(|source| UpgradeError::Io { op, source })
+}
+
 /// Parses a request head (pure: no I/O).
 pub fn parse_request(head: &[u8]) -> Result<Request, UpgradeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -253,12 +263,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
         Ok((protocol, _)) => switching_protocols(protocol),
         Err(e) => refusal(e),
     };
-    io.write_all(answer.as_bytes())
-        .await
-        .map_err(|source| UpgradeError::Io {
-            op: "writing the HTTP answer",
-            source,
-        })?;
+    write(&mut io, &answer, "writing the HTTP answer").await?;
     let (protocol, req) = result?;
     Ok((req, protocol, Upgraded { rest, io }))
 }
@@ -278,12 +283,7 @@ pub async fn connect<T: AsyncRead + AsyncWrite + Unpin>(
         req.push_str(&format!("{PROTOCOL_HEADER}: {p}\r\n"));
     }
     req.push_str("Content-Length: 0\r\n\r\n");
-    io.write_all(req.as_bytes())
-        .await
-        .map_err(|source| UpgradeError::Io {
-            op: "writing the upgrade request",
-            source,
-        })?;
+    write(&mut io, &req, "writing the upgrade request").await?;
     let (head, rest) = read_head(&mut io).await?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
