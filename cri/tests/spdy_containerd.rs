@@ -215,10 +215,17 @@ async fn forward(
         rd.read_to_end(&mut got).await.unwrap();
         (rd, got)
     };
+    let started = std::time::Instant::now();
     let (mut wr, (rd, got)) =
         tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(send, recv) })
             .await
             .expect("the transfer finishes");
+    // A measurement for the report, not a threshold.
+    eprintln!(
+        "port-forward through containerd: {} MiB each way at once in {:?}",
+        SIZE >> 20,
+        started.elapsed()
+    );
     assert_eq!(got.len(), SIZE, "bytes from the pod");
     assert_eq!(sha(&got), to_client_hash, "what the pod sent");
     assert_eq!(

@@ -114,6 +114,8 @@ pub enum SessionError {
     GoneAway { status: u32 },
     #[error("SPDY connection: closed")]
     Closed,
+    #[error("SPDY connection: a session needs a tokio runtime to run its tasks on")]
+    NoRuntime,
     #[error("SPDY connection: stream ids are exhausted")]
     StreamIdsExhausted,
     #[error("SPDY connection: the peer allows at most {max} concurrent streams")]
@@ -247,12 +249,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session on `io` (a connection after the HTTP upgrade). Must be called
-    /// within a tokio runtime.
+    /// Starts a session on `io` (a connection after the HTTP upgrade), its two tasks on
+    /// the current tokio runtime.
     pub fn new<T>(io: T, role: Role, config: Config) -> Result<Session, SessionError>
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| SessionError::NoRuntime)?;
         let compressor = Compressor::new()?;
         let decompressor = Decompressor::new(config.max_header_block);
         let (first_id, first_ping) = match role {
@@ -299,8 +302,8 @@ impl Session {
         });
         let (r, w) = tokio::io::split(io);
         let tasks = vec![
-            tokio::spawn(read_loop(shared.clone(), r, decompressor)),
-            tokio::spawn(write_loop(shared.clone(), w, compressor)),
+            runtime.spawn(read_loop(shared.clone(), r, decompressor)),
+            runtime.spawn(write_loop(shared.clone(), w, compressor)),
         ];
         Ok(Session { shared, tasks })
     }

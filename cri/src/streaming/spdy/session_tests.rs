@@ -462,3 +462,12 @@ async fn a_peer_opening_a_stream_of_our_parity_is_a_protocol_error() {
         goaway::PROTOCOL_ERROR
     );
 }
+
+#[test]
+fn a_session_outside_a_runtime_is_an_error_not_a_panic() {
+    let (a, _b) = tokio::io::duplex(64);
+    let err = Session::new(a, Role::Client, Config::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, SessionError::NoRuntime), "{err}");
+}
