@@ -38,6 +38,10 @@ pub const DEFAULT_WINDOW: u32 = 64 * 1024;
 const MAX_DATA_CHUNK: usize = 16 * 1024;
 /// Bytes queued for the writer task beyond which stream writes wait.
 const OUT_LIMIT: usize = 256 * 1024;
+/// Frames queued for the writer task beyond which the reader task stops reading: a peer
+/// that sends PINGs (or streams to refuse) without reading the answers must not grow the
+/// queue without end.
+const OUT_FRAMES_LIMIT: usize = 1024;
 const MAX_WINDOW: i64 = 0x7fff_ffff;
 
 /// Which end of the connection this session is.
@@ -201,6 +205,8 @@ struct Shared {
     write: Notify,
     /// Wakes the reader task waiting for a stream's reader to drain its buffer.
     drained: Notify,
+    /// Wakes the reader task waiting for the writer to shorten the queue.
+    written: Notify,
     /// Notified once the connection is over.
     done: Notify,
 }
@@ -238,6 +244,7 @@ impl Shared {
         st.pings.clear();
         self.write.notify_one();
         self.drained.notify_one();
+        self.written.notify_one();
         self.done.notify_waiters();
     }
 }
@@ -298,6 +305,7 @@ impl Session {
             state: Mutex::new(st),
             write: Notify::new(),
             drained: Notify::new(),
+            written: Notify::new(),
             done: Notify::new(),
         });
         let (r, w) = tokio::io::split(io);
@@ -776,6 +784,7 @@ async fn write_loop<W: AsyncWrite>(
         for waker in st.blocked.drain(..) {
             waker.wake();
         }
+        shared.written.notify_one();
         if let Err(e) = written {
             log::debug!("SPDY connection: writing: {e}");
             shared.close(&mut st);
@@ -796,6 +805,18 @@ async fn read_loop<R: AsyncRead>(
     let mut dec = Decoder::new(max_frame);
     let result: Result<(), SessionError> = async {
         loop {
+            let written = shared.written.notified();
+            let (closed, full) = {
+                let st = shared.lock();
+                (st.closed, st.out.len() >= OUT_FRAMES_LIMIT)
+            };
+            if closed {
+                return Ok(());
+            }
+            if full {
+                written.await;
+                continue;
+            }
             match dec.next_frame()? {
                 Some(frame) => handle(&shared, &mut inflate, frame).await?,
                 None => {

@@ -471,3 +471,42 @@ fn a_session_outside_a_runtime_is_an_error_not_a_panic() {
         .unwrap();
     assert!(matches!(err, SessionError::NoRuntime), "{err}");
 }
+
+#[tokio::test]
+async fn a_peer_pinging_without_reading_is_not_queued_for_without_end() {
+    let (a, b) = tokio::io::duplex(1024);
+    let session = Session::new(a, Role::Server, Config::default()).unwrap();
+    let (mut rd, mut wr) = tokio::io::split(b);
+    const PINGS: u32 = 5000;
+    let pinger = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for i in 0..PINGS {
+            Frame::Ping { id: 2 * i + 1 }.encode(&mut out).unwrap();
+        }
+        wr.write_all(&out).await.unwrap();
+        wr
+    });
+    // The reader stops at the limit while nobody reads the echoes...
+    while session.shared.lock().out.len() < OUT_FRAMES_LIMIT {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        assert!(session.shared.lock().out.len() <= OUT_FRAMES_LIMIT);
+    }
+    assert!(!pinger.is_finished(), "the session stopped reading");
+    // ...and every PING is answered once the peer reads.
+    let mut dec = Decoder::new(1024);
+    let mut echoes = 0;
+    while echoes < PINGS {
+        match dec.next_frame().unwrap() {
+            Some(Frame::Ping { id }) => {
+                assert_eq!(id, 2 * echoes + 1);
+                echoes += 1;
+            }
+            Some(f) => panic!("{f:?}"),
+            None => assert!(rd.read_buf(dec.buffer_mut()).await.unwrap() > 0),
+        }
+    }
+    drop(pinger.await.unwrap());
+}
