@@ -120,6 +120,10 @@ pub enum SessionError {
     Closed,
     #[error("SPDY connection: a session needs a tokio runtime to run its tasks on")]
     NoRuntime,
+    #[error("SPDY session config: initial_window {value} is outside 1..=2147483647")]
+    BadWindow { value: u32 },
+    #[error("SPDY stream {stream_id}: opened by the peer, it gets no SYN_REPLY")]
+    NoReply { stream_id: u32 },
     #[error("SPDY connection: stream ids are exhausted")]
     StreamIdsExhausted,
     #[error("SPDY connection: the peer allows at most {max} concurrent streams")]
@@ -262,6 +266,11 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
+        if config.initial_window == 0 || i64::from(config.initial_window) > MAX_WINDOW {
+            return Err(SessionError::BadWindow {
+                value: config.initial_window,
+            });
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SessionError::NoRuntime)?;
         let compressor = Compressor::new()?;
         let decompressor = Decompressor::new(config.max_header_block);
@@ -517,6 +526,9 @@ impl Stream {
             };
             if let Some(h) = &s.reply {
                 return Poll::Ready(Ok(h.clone()));
+            }
+            if !s.local {
+                return Poll::Ready(Err(SessionError::NoReply { stream_id: self.id }));
             }
             if let Some(status) = s.reset {
                 return Poll::Ready(Err(SessionError::Reset {

@@ -364,6 +364,10 @@ async fn pings_are_echoed_resets_seen_and_drops_reset() {
     peer.syn_stream(3, &Headers::new(), 0).await;
     let mut one = session.accept().await.unwrap();
     let three = session.accept().await.unwrap();
+    assert!(matches!(
+        one.reply().await,
+        Err(SessionError::NoReply { stream_id: 1 })
+    ));
     peer.send(Frame::RstStream {
         stream_id: 1,
         status: rst::CANCEL,
