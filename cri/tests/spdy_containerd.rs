@@ -1,8 +1,9 @@
 //! capsa-cri's SPDY/3.1 client against the reference: containerd's CRI streaming server
 //! (Go, spdystream) serving `PortForward`. A pod runs on a bridge network; a TCP server in
-//! its network namespace receives and sends megabytes at the same time through a
-//! port-forward session, checked by hash both ways; a second request to a port nobody
-//! listens on gets containerd's message on the error stream.
+//! its network namespace takes several connections at once through one port-forward
+//! session, each receiving and sending megabytes at the same time, checked by hash both
+//! ways; a later request to the port, when nobody listens any more, gets containerd's
+//! message on its error stream.
 
 mod common;
 use capsa_cri::streaming::spdy::upgrade::{self, PORT_FORWARD_PROTOCOLS};
@@ -13,8 +14,10 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bytes sent each way.
-const SIZE: usize = 4 * 1024 * 1024;
+/// Bytes sent each way on each connection.
+const SIZE: usize = 2 * 1024 * 1024;
+/// Concurrent port-forward requests (one connection each) in the session.
+const CONNECTIONS: u64 = 4;
 
 /// `len` bytes no two runs of a short pattern would give (xorshift).
 fn payload(seed: u64, len: usize) -> Vec<u8> {
@@ -142,7 +145,8 @@ async fn forward(
 ) {
     let pod_ns = format!("/proc/{pod_pid}/ns/net");
 
-    // The pod's server: takes SIZE bytes while sending SIZE others, then closes.
+    // The pod's server: on each of CONNECTIONS connections, reads an 8-byte seed, then
+    // takes SIZE bytes while sending payload(2 * seed); answers (seed, hash of what came).
     let listener = in_netns(&pod_ns, || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
@@ -150,19 +154,29 @@ async fn forward(
     });
     let port = listener.local_addr().unwrap().port();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let to_client = payload(7, SIZE);
-    let to_client_hash = sha(&to_client);
     let pod_server = tokio::spawn(async move {
-        let (conn, _) = listener.accept().await.unwrap();
-        let (mut r, mut w) = conn.into_split();
-        let send = async move { w.write_all(&to_client).await.map(|_| w) };
-        let recv = async move {
-            let mut got = vec![0u8; SIZE];
-            r.read_exact(&mut got).await.map(|_| sha(&got))
-        };
-        let (w, got) = tokio::join!(send, recv);
-        drop(w.unwrap());
-        got.unwrap()
+        let mut handlers = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (conn, _) = listener.accept().await.unwrap();
+            handlers.push(tokio::spawn(async move {
+                let (mut r, mut w) = conn.into_split();
+                let seed = r.read_u64().await.unwrap();
+                let send = async move { w.write_all(&payload(2 * seed, SIZE)).await.map(|_| w) };
+                let recv = async move {
+                    let mut got = vec![0u8; SIZE];
+                    r.read_exact(&mut got).await.map(|_| sha(&got))
+                };
+                let (w, got) = tokio::join!(send, recv);
+                drop(w.unwrap());
+                (seed, got.unwrap())
+            }));
+        }
+        let mut received = Vec::new();
+        for h in handlers {
+            received.push(h.await.unwrap());
+        }
+        received.sort();
+        received
     });
 
     let url = c
@@ -201,48 +215,62 @@ async fn forward(
         .expect("containerd answers PING")
         .unwrap();
 
-    // Both directions at once, each larger than any window.
-    let (mut error, data) = stream_pair(&session, port, 0).await;
-    let (mut rd, mut wr) = tokio::io::split(data);
-    let to_pod = payload(11, SIZE);
-    let to_pod_hash = sha(&to_pod);
-    let send = async move {
-        wr.write_all(&to_pod).await.unwrap();
-        wr
-    };
-    let recv = async move {
-        let mut got = Vec::new();
-        rd.read_to_end(&mut got).await.unwrap();
-        (rd, got)
-    };
+    // CONNECTIONS requests at once, both directions at once, each larger than any window.
     let started = std::time::Instant::now();
-    let (mut wr, (rd, got)) =
-        tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(send, recv) })
-            .await
-            .expect("the transfer finishes");
+    let session = std::sync::Arc::new(session);
+    let mut requests = tokio::task::JoinSet::new();
+    for seed in 1..=CONNECTIONS {
+        let session = session.clone();
+        requests.spawn(async move {
+            let (mut error, data) = stream_pair(&session, port, seed as u32).await;
+            let (mut rd, mut wr) = tokio::io::split(data);
+            let send = async move {
+                wr.write_u64(seed).await.unwrap();
+                wr.write_all(&payload(seed, SIZE)).await.unwrap();
+                wr
+            };
+            let recv = async move {
+                let mut got = Vec::new();
+                rd.read_to_end(&mut got).await.unwrap();
+                (rd, got)
+            };
+            let (mut wr, (rd, got)) = tokio::join!(send, recv);
+            assert_eq!(got.len(), SIZE, "bytes from the pod on request {seed}");
+            assert!(
+                got == payload(2 * seed, SIZE),
+                "what the pod sent on request {seed}"
+            );
+            let mut message = String::new();
+            error.read_to_string(&mut message).await.unwrap();
+            assert_eq!(message, "", "error stream of request {seed}");
+            wr.shutdown().await.unwrap();
+            drop(rd.unsplit(wr));
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(r) = requests.join_next().await {
+            if let Err(e) = r {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    })
+    .await
+    .expect("the transfers finish");
+    let session = std::sync::Arc::into_inner(session).expect("the requests are done");
     // A measurement for the report, not a threshold.
     eprintln!(
-        "port-forward through containerd: {} MiB each way at once in {:?}",
+        "port-forward through containerd: {CONNECTIONS} connections, {} MiB each way on each, in {:?}",
         SIZE >> 20,
         started.elapsed()
     );
-    assert_eq!(got.len(), SIZE, "bytes from the pod");
-    assert_eq!(sha(&got), to_client_hash, "what the pod sent");
-    assert_eq!(
-        pod_server.await.unwrap(),
-        to_pod_hash,
-        "what the pod received"
-    );
-    let mut message = String::new();
-    error.read_to_string(&mut message).await.unwrap();
-    assert_eq!(message, "", "error stream");
-    wr.shutdown().await.unwrap();
-    drop(rd.unsplit(wr));
-    drop(error);
+    let want: Vec<(u64, Vec<u8>)> = (1..=CONNECTIONS)
+        .map(|seed| (seed, sha(&payload(seed, SIZE))))
+        .collect();
+    assert!(pod_server.await.unwrap() == want, "what the pod received");
 
-    // The pod's server took one connection and is gone: containerd reports the dial's
-    // failure on the next request's error stream.
-    let (mut error, data) = stream_pair(&session, port, 1).await;
+    // The pod's server is gone: containerd reports the dial's failure on the next
+    // request's error stream.
+    let (mut error, data) = stream_pair(&session, port, 0).await;
     let mut message = String::new();
     error.read_to_string(&mut message).await.unwrap();
     assert!(

@@ -203,6 +203,20 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    /// Stream `id` while it is known here and not reset.
+    fn live(&mut self, id: u32) -> Result<&mut StreamState, SessionError> {
+        let s = self.streams.get_mut(&id).ok_or(SessionError::Closed)?;
+        match s.reset {
+            Some(status) => Err(SessionError::Reset {
+                stream_id: id,
+                status,
+            }),
+            None => Ok(s),
+        }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     /// Wakes the writer task: frames queued, or the connection closed.
@@ -586,15 +600,10 @@ impl AsyncRead for Stream {
         let mut guard = shared.lock();
         let st = &mut *guard;
         let closed = st.closed;
-        let Some(s) = st.streams.get_mut(&self.id) else {
-            return Poll::Ready(Err(io_error(SessionError::Closed)));
+        let s = match st.live(self.id) {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(io_error(e))),
         };
-        if let Some(status) = s.reset {
-            return Poll::Ready(Err(io_error(SessionError::Reset {
-                stream_id: self.id,
-                status,
-            })));
-        }
         if s.recv.is_empty() {
             if s.recv_fin {
                 return Poll::Ready(Ok(()));
@@ -638,15 +647,10 @@ impl AsyncWrite for Stream {
         }
         let flow = st.config.peer_flow_control;
         let (conn_window, queued) = (st.conn_send_window, st.out_bytes);
-        let Some(s) = st.streams.get_mut(&self.id) else {
-            return Poll::Ready(Err(io_error(SessionError::Closed)));
+        let s = match st.live(self.id) {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(io_error(e))),
         };
-        if let Some(status) = s.reset {
-            return Poll::Ready(Err(io_error(SessionError::Reset {
-                stream_id: self.id,
-                status,
-            })));
-        }
         if s.sent_fin {
             return Poll::Ready(Err(io_error(SessionError::WriteAfterClose {
                 stream_id: self.id,
@@ -869,15 +873,18 @@ async fn handle(
     frame: Frame,
 ) -> Result<(), SessionError> {
     let name = frame.name();
+    // Inflate every block first, even of a frame then refused: the zlib context must see
+    // them all, in order.
+    let headers = match &frame {
+        Frame::SynStream { block, .. }
+        | Frame::SynReply { block, .. }
+        | Frame::Headers { block, .. } => inflate.decompress(block)?,
+        _ => Headers::new(),
+    };
     match frame {
         Frame::SynStream {
-            stream_id,
-            flags,
-            block,
-            ..
+            stream_id, flags, ..
         } => {
-            // Always inflate: the zlib context must see every block.
-            let headers = inflate.decompress(&block)?;
             let mut st = shared.lock();
             let peer_parity = match st.role {
                 Role::Client => 0,
@@ -915,16 +922,11 @@ async fn handle(
             }
         }
         Frame::SynReply {
-            stream_id,
-            flags,
-            block,
+            stream_id, flags, ..
         }
         | Frame::Headers {
-            stream_id,
-            flags,
-            block,
+            stream_id, flags, ..
         } => {
-            let headers = inflate.decompress(&block)?;
             let mut st = shared.lock();
             let Some(s) = st.streams.get_mut(&stream_id) else {
                 return Ok(());
