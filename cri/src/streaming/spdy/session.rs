@@ -187,7 +187,8 @@ struct State {
     last_peer_id: u32,
     streams: HashMap<u32, StreamState>,
     accept: VecDeque<u32>,
-    accept_waker: Option<Waker>,
+    /// Every task waiting in accept (several may).
+    acceptors: Vec<Waker>,
     out: VecDeque<Out>,
     out_bytes: usize,
     blocked: Vec<Waker>,
@@ -201,6 +202,14 @@ struct State {
     goaway_received: Option<u32>,
     /// Set when the connection is over: nothing more is read or queued.
     closed: bool,
+}
+
+/// Adds the task's waker to `list` unless it is there already (a task polled again and
+/// again while it waits must not grow the list).
+fn register(list: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !list.iter().any(|w| w.will_wake(cx.waker())) {
+        list.push(cx.waker().clone());
+    }
 }
 
 impl State {
@@ -256,7 +265,7 @@ impl Shared {
         for w in st.blocked.drain(..) {
             w.wake();
         }
-        if let Some(w) = st.accept_waker.take() {
+        for w in st.acceptors.drain(..) {
             w.wake();
         }
         st.pings.clear();
@@ -299,7 +308,7 @@ impl Session {
             last_peer_id: 0,
             streams: HashMap::new(),
             accept: VecDeque::new(),
-            accept_waker: None,
+            acceptors: Vec::new(),
             out: VecDeque::new(),
             out_bytes: 0,
             blocked: Vec::new(),
@@ -400,7 +409,7 @@ impl Session {
             if st.closed {
                 return Poll::Ready(None);
             }
-            st.accept_waker = Some(cx.waker().clone());
+            register(&mut st.acceptors, cx);
             Poll::Pending
         })
         .await
@@ -665,14 +674,14 @@ impl AsyncWrite for Stream {
             if window <= 0 {
                 s.writer = Some(cx.waker().clone());
                 if conn_window <= 0 {
-                    st.blocked.push(cx.waker().clone());
+                    register(&mut st.blocked, cx);
                 }
                 return Poll::Pending;
             }
             n = n.min(window as usize);
         }
         if queued >= OUT_LIMIT {
-            st.blocked.push(cx.waker().clone());
+            register(&mut st.blocked, cx);
             return Poll::Pending;
         }
         s.send_window -= n as i64;
@@ -917,7 +926,7 @@ async fn handle(
             };
             st.streams.insert(stream_id, state);
             st.accept.push_back(stream_id);
-            if let Some(w) = st.accept_waker.take() {
+            for w in st.acceptors.drain(..) {
                 w.wake();
             }
         }

@@ -514,3 +514,27 @@ async fn a_peer_pinging_without_reading_is_not_queued_for_without_end() {
     }
     drop(pinger.await.unwrap());
 }
+
+#[tokio::test]
+async fn several_tasks_accept_at_once() {
+    let (session, mut peer) = pair(Role::Server, Config::default());
+    let session = Arc::new(session);
+    let acceptors: Vec<_> = (0..2)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.accept().await.map(|s| s.id()) })
+        })
+        .collect();
+    // Both wait before any stream exists.
+    while session.shared.lock().acceptors.len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    peer.syn_stream(1, &Headers::new(), 0).await;
+    peer.syn_stream(3, &Headers::new(), 0).await;
+    let mut ids = Vec::new();
+    for a in acceptors {
+        ids.push(a.await.unwrap().unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, [1, 3]);
+}
