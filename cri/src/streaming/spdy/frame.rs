@@ -743,4 +743,68 @@ mod tests {
             })
         );
     }
+
+    /// Valid frames with bytes flipped, truncated or extended, decoded as frames and their
+    /// blocks as header blocks (raw and inflated): errors, never a panic.
+    #[test]
+    fn mangled_frames_are_errors_not_panics() {
+        let mut deflate = crate::streaming::spdy::headers::Compressor::new().unwrap();
+        let block = deflate
+            .compress(&crate::streaming::spdy::Headers::new().with("streamtype", "data"))
+            .unwrap();
+        let seeds = [
+            Frame::syn_stream(1, FLAG_FIN, block.clone()),
+            Frame::SynReply {
+                stream_id: 1,
+                flags: 0,
+                block,
+            },
+            Frame::Settings {
+                flags: 0,
+                entries: vec![Setting {
+                    flags: 0,
+                    id: 7,
+                    value: 9,
+                }],
+            },
+            Frame::WindowUpdate {
+                stream_id: 1,
+                delta: 5,
+            },
+            Frame::Data {
+                stream_id: 1,
+                flags: 0,
+                data: Bytes::from_static(b"data"),
+            },
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut b = BytesMut::new();
+            seeds[round % seeds.len()].encode(&mut b).unwrap();
+            let mut bytes = b.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[i] ^= 1 << (next() % 8),
+                    1 => bytes.truncate(i.max(1)),
+                    _ => bytes.insert(i, next() as u8),
+                }
+            }
+            let mut d = Decoder::new(1024);
+            d.feed(&bytes);
+            while let Ok(Some(f)) = d.next_frame() {
+                if let Frame::SynStream { block, .. } | Frame::SynReply { block, .. } = f {
+                    let _ = crate::streaming::spdy::Headers::from_block(&block);
+                    let _ =
+                        crate::streaming::spdy::headers::Decompressor::new(4096).decompress(&block);
+                }
+            }
+        }
+    }
 }
