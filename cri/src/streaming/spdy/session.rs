@@ -16,6 +16,10 @@
 //! window is consumed, and SETTINGS_INITIAL_WINDOW_SIZE from the peer resizes the send
 //! windows of every stream. [`Config::kubernetes`] describes the one deliberate exception.
 //!
+//! What a peer can make this side hold is bounded: a frame's length and a header block's
+//! inflated size ([`Config`]), streams not yet accepted, a window of data per stream, 256 KiB
+//! of outgoing data and 1024 outgoing frames (past which the reader stops reading).
+//!
 //! Dropping the [`Session`] ends the connection (its tasks are aborted, the byte stream
 //! closed); dropping a [`Stream`] that is not closed both ways resets it (RST_STREAM CANCEL).
 
@@ -90,7 +94,8 @@ impl Config {
     /// and when the peer overruns a stream's receive window the session stops reading the
     /// connection until that stream's reader catches up, instead of resetting the stream:
     /// memory stays bounded by the window, at the cost of head-of-line blocking, which is
-    /// what spdystream itself does.
+    /// what spdystream itself does. So every stream that may receive data must be read
+    /// concurrently (as Kubernetes' clients do): one left unread stalls the others.
     pub fn kubernetes() -> Config {
         Config {
             peer_flow_control: false,
@@ -450,7 +455,9 @@ impl Session {
         }
     }
 
-    /// Sends GOAWAY, lets the writer flush what is queued, and closes the connection.
+    /// Sends GOAWAY, lets the writer flush what is queued, and closes the connection. A
+    /// peer that does not read can hold this up: bound it with a timeout, after which
+    /// dropping the future drops the session (and closes the connection regardless).
     pub async fn close(mut self) {
         {
             let mut st = self.shared.lock();
