@@ -15,3 +15,4 @@ pub mod service;
 pub mod socket;
 pub mod stats;
 pub mod store;
+pub mod streaming;

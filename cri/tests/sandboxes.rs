@@ -10,22 +10,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// A CNI config: a bridge with host-local addresses in 10.89.0.0/24, portmap, the host-local
-/// data kept in the server's scratch directory.
-fn network(server: &Server, plugin: &str) -> serde_json::Value {
-    serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "capsa-test",
-        "plugins": [
-            {"type": plugin, "bridge": "capsatest0", "isGateway": true, "ipMasq": false,
-             "ipam": {"type": "host-local", "subnet": "10.89.0.0/24",
-                      "routes": [{"dst": "0.0.0.0/0"}],
-                      "dataDir": server.dir.join("ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    })
-}
-
 fn pod_config(name: &str, uid: &str) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -69,14 +53,6 @@ async fn status(c: &mut Clients, id: &str) -> Result<PodSandboxStatusResponse, t
         })
         .await
         .map(|r| r.into_inner())
-}
-
-/// The infra (capsa) or pause (containerd) pid, from the verbose info both give.
-fn sandbox_pid(s: &PodSandboxStatusResponse) -> i32 {
-    let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
-    info["pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no pid in {info}")) as i32
 }
 
 async fn list(c: &mut Clients, filter: PodSandboxFilter) -> Vec<String> {
@@ -124,37 +100,6 @@ fn nsenter(pid: i32, ns: &str, cmd: &[&str]) -> String {
             .arg("--")
             .args(cmd),
     )
-}
-
-/// No cgroup left under the test's parent for `uid`, no process left from the server dir.
-fn assert_pod_cgroups_gone(uid: &str) {
-    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let d = h.path().join("capsa-cri-test").join(format!("pod{uid}"));
-        if d.exists() {
-            // containerd leaves the (empty) parent kubelet would have made; a pod's own
-            // cgroup below it must be gone.
-            let children: Vec<_> = std::fs::read_dir(&d)
-                .unwrap()
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name())
-                .collect();
-            assert!(
-                children.is_empty(),
-                "cgroups left in {}: {children:?}",
-                d.display()
-            );
-            let _ = std::fs::remove_dir(&d);
-        }
-        let _ = std::fs::remove_dir(h.path().join("capsa-cri-test"));
-    }
-}
-
-/// A pod uid unique to this test process and call.
-fn uid() -> String {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    format!("{}-{n}", std::process::id())
 }
 
 #[tokio::test]
@@ -299,16 +244,6 @@ async fn a_pod_runs_is_listed_stops_and_is_removed_as_kubelet_repeats_it() {
         );
         assert_clean(kind, &server, &uid);
     }
-}
-
-/// A server of `kind` in a network namespace of its own with the test network (its bridge
-/// plugin `plugin`), and its clients.
-async fn networked(kind: Kind, plugin: &str) -> (Netns, Server, Clients) {
-    let netns = Netns::new();
-    let server = Server::start_in(kind, Some(&netns)).await;
-    write_cni_config(&server, "10-test.conflist", &network(&server, plugin));
-    let c = server.clients().await;
-    (netns, server, c)
 }
 
 /// Nothing of pod `uid` is left: no cgroup, and for capsa-cri no pod state, netns pin or
@@ -557,12 +492,6 @@ async fn pods_outlive_a_killed_daemon_and_are_found_again() {
         remove(&mut c, &id).await;
         assert_clean(kind, &server, &uid);
     }
-}
-
-/// Enters the network namespace at `path` on this (a fresh) thread.
-fn enter_netns(path: &str) {
-    let f = std::fs::File::open(path).unwrap();
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 }
 
 /// A server inside the pod answers through the sandbox's host port (portmap, on the node's

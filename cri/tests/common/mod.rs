@@ -433,3 +433,76 @@ pub fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> 
         .unwrap()
     })
 }
+
+// Pods on a bridge network, for the scenarios that need one.
+
+/// A CNI config: a bridge with host-local addresses in 10.89.0.0/24, portmap, the host-local
+/// data kept in the server's scratch directory.
+pub fn network(server: &Server, plugin: &str) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "capsa-test",
+        "plugins": [
+            {"type": plugin, "bridge": "capsatest0", "isGateway": true, "ipMasq": false,
+             "ipam": {"type": "host-local", "subnet": "10.89.0.0/24",
+                      "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": server.dir.join("ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+}
+
+/// The infra (capsa) or pause (containerd) pid, from the verbose info both give.
+pub fn sandbox_pid(s: &k8s_cri::v1::PodSandboxStatusResponse) -> i32 {
+    let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
+    info["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {info}")) as i32
+}
+
+/// No cgroup left under the test's parent for `uid`, no process left from the server dir.
+pub fn assert_pod_cgroups_gone(uid: &str) {
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let d = h.path().join("capsa-cri-test").join(format!("pod{uid}"));
+        if d.exists() {
+            // containerd leaves the (empty) parent kubelet would have made; a pod's own
+            // cgroup below it must be gone.
+            let children: Vec<_> = std::fs::read_dir(&d)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name())
+                .collect();
+            assert!(
+                children.is_empty(),
+                "cgroups left in {}: {children:?}",
+                d.display()
+            );
+            let _ = std::fs::remove_dir(&d);
+        }
+        let _ = std::fs::remove_dir(h.path().join("capsa-cri-test"));
+    }
+}
+
+/// A pod uid unique to this test process and call.
+pub fn uid() -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{}-{n}", std::process::id())
+}
+
+/// A server of `kind` in a network namespace of its own with the test network (its bridge
+/// plugin `plugin`), and its clients.
+pub async fn networked(kind: Kind, plugin: &str) -> (Netns, Server, Clients) {
+    let netns = Netns::new();
+    let server = Server::start_in(kind, Some(&netns)).await;
+    write_cni_config(&server, "10-test.conflist", &network(&server, plugin));
+    let c = server.clients().await;
+    (netns, server, c)
+}
+
+/// Enters the network namespace at `path` on this (a fresh) thread.
+pub fn enter_netns(path: &str) {
+    let f = std::fs::File::open(path).unwrap();
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
