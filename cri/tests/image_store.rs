@@ -206,10 +206,16 @@ impl Drop for Unmount {
     }
 }
 
-fn mounted(path: &Path) -> bool {
+fn mounts(path: &Path) -> usize {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let p = path.to_str().unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(p))
+        .count()
+}
+
+fn mounted(path: &Path) -> bool {
+    mounts(path) > 0
 }
 
 /// Ingests `bytes`, counting how often the source is opened (a registry request).
@@ -571,6 +577,16 @@ async fn a_container_root_is_the_merged_view_and_its_lease_outlives_the_image() 
         .prepare_rootfs("c1", img.id.as_str(), &cdir)
         .await
         .unwrap();
+    assert_eq!(mounts(&m.rootfs), 1);
+    // ... and a lease cannot switch images under a mounted root.
+    let other = pull_small(&store, "docker.io/library/other:1").await;
+    let e = store
+        .prepare_rootfs("c1", other.id.as_str(), &cdir)
+        .await
+        .unwrap_err();
+    says(&e, &["container c1 already holds image", img.id.as_str()]);
+    assert!(mounted(&m.rootfs));
+    store.remove(other.id.as_str()).await.unwrap();
 
     // Writes land in the container's upper dir and show in its usage.
     let empty = store.rootfs_usage("c1").await.unwrap().unwrap();

@@ -121,6 +121,8 @@ pub enum StoreError {
     NoLayers(Digest),
     #[error("{0:?} is not a container id (want [A-Za-z0-9_+.-], not \".\" or \"..\")")]
     BadContainerId(String),
+    #[error("container {id} already holds image {image}: release it first")]
+    Leased { id: String, image: Digest },
     #[error("container {id}: root filesystem at {}", dir.display())]
     Rootfs {
         id: String,

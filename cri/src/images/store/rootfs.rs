@@ -111,6 +111,13 @@ impl Store {
             Ok(None) => return Err(StoreError::NotFound(image.into())),
             Err(_) => return Err(StoreError::Ambiguous(image.into())),
         };
+        if let Some(held) = st.leases.get(id).filter(|l| l.image != record.id) {
+            // Its root may be mounted on the other image's layers: they must stay.
+            return Err(StoreError::Leased {
+                id: id.into(),
+                image: held.image.clone(),
+            });
+        }
         let dir = dir
             .map(Path::to_path_buf)
             .or_else(|| st.leases.get(id).and_then(|l| l.dir.clone()));
