@@ -667,6 +667,72 @@ fn big_blob() -> Vec<u8> {
     (0..3 << 20).map(|i: u32| (i % 251) as u8).collect()
 }
 
+/// A layer of many small files, the same in parent and child.
+fn many_files_layer() -> Vec<u8> {
+    let files: Vec<(String, Vec<u8>)> = (0..800)
+        .map(|i| (format!("usr/share/f{i}"), vec![i as u8; 4096]))
+        .collect();
+    let entries: Vec<E> = files.iter().map(|(p, d)| E::File(p, d)).collect();
+    layer(&entries)
+}
+
+/// Runs only as the child of `a_killed_unpack_leaves_nothing_and_the_next_pull_completes`.
+#[tokio::test]
+async fn child_unpack_until_killed() {
+    let Ok(root) = std::env::var("CAPSA_IMAGE_STORE_CHILD") else {
+        return;
+    };
+    let store = Store::open(Path::new(&root)).unwrap();
+    println!("open");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let (diff, d, _) = blob(&many_files_layer(), TAR);
+    store.unpack_layers(&[(diff, d)]).await.unwrap();
+    unreachable!("the parent kills this process while the layer is half unpacked");
+}
+
+#[tokio::test]
+async fn a_killed_unpack_leaves_nothing_and_the_next_pull_completes() {
+    let s = Scratch::new("imgs-kill-unpack");
+    let root = s.root.clone();
+    let (mut killed, mut out) = spawn_child("child_unpack_until_killed", &root);
+    wait_for(&mut out, "open");
+    // The child holds the store; its layer blob is a FIFO this test feeds, so that the
+    // unpack stops where the test wants it to.
+    let plain = many_files_layer();
+    let (diff, d, _) = blob(&plain, TAR);
+    let fifo = store_fifo(&root, &d.digest);
+    writeln!(killed.0.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Returns once the child has read all but a pipe's worth: half the files are out.
+    w.write_all(&plain[..plain.len() / 2]).unwrap();
+    let temps = listing(&root.join("tmp"));
+    assert_eq!(temps.len(), 1, "{temps:?}");
+    assert!(temps[0].starts_with("layer-"), "{temps:?}");
+    let half = listing(&root.join("tmp").join(&temps[0]).join("usr/share")).len();
+    assert!(half > 100 && half < 800, "{half} files unpacked");
+    assert_eq!(listing(&root.join("layers")), Vec::<String>::new());
+    drop(killed);
+    drop(w);
+
+    let store = s.open();
+    assert_clean(&root, 0, 0);
+    let bytes = plain.clone();
+    store.ingest(&d, &bytes[..]).await.unwrap();
+    let c = store.unpack_layers(&[(diff, d)]).await.unwrap();
+    assert_eq!(
+        listing(&store.layer_path(&c[0]).join("usr/share")).len(),
+        800
+    );
+}
+
+/// Makes a FIFO stand for blob `d` in the store at `root`.
+fn store_fifo(root: &Path, d: &Digest) -> PathBuf {
+    let fifo = root.join("blobs/sha256").join(d.hex());
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    fifo
+}
+
 /// Runs only as the child of `a_killed_ingest_leaves_nothing_and_the_next_pull_completes`.
 #[tokio::test]
 async fn child_ingest_until_killed() {
@@ -694,32 +760,37 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test]
-async fn a_killed_ingest_leaves_nothing_and_the_next_pull_completes() {
-    use std::io::BufRead;
-    let s = Scratch::new("imgs-kill");
-    let root = s.root.clone();
+/// This test binary again, running only the child test `name` on the store at `root`.
+fn spawn_child(name: &str, root: &Path) -> (Killed, std::io::BufReader<std::process::ChildStdout>) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_ingest_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CAPSA_IMAGE_STORE_CHILD", &root)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("CAPSA_IMAGE_STORE_CHILD", root)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let killed = Killed(child);
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    (Killed(child), out)
+}
+
+/// Reads the child's output up to a line containing `word`.
+fn wait_for(out: &mut impl std::io::BufRead, word: &str) {
     let mut line = String::new();
-    while !line.contains("stalled") {
+    while !line.contains(word) {
         line.clear();
         assert!(
             out.read_line(&mut line).unwrap() > 0,
             "the child ended first"
         );
     }
+}
+
+#[tokio::test]
+async fn a_killed_ingest_leaves_nothing_and_the_next_pull_completes() {
+    let s = Scratch::new("imgs-kill");
+    let root = s.root.clone();
+    let (killed, mut out) = spawn_child("child_ingest_until_killed", &root);
+    wait_for(&mut out, "stalled");
     // The first megabyte is on disk under a temp name; SIGKILL now.
     let temps = listing(&root.join("tmp"));
     assert_eq!(temps.len(), 1, "{temps:?}");
