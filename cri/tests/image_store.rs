@@ -486,6 +486,17 @@ async fn tags_lookups_removal_and_garbage() {
     assert_eq!((got.uid(), got.username()), (None, "nobody"));
     assert_eq!(got.size, b.size);
 
+    // A record naming a layer the store does not have is refused, and changes nothing.
+    let mut broken = b.clone();
+    broken.repo_tags = vec!["docker.io/library/broken:1".into()];
+    broken.chain_ids.push(Digest::of(b"never unpacked"));
+    let e = store.put_image(broken).await.unwrap_err();
+    says(
+        &e,
+        &["is not unpacked", Digest::of(b"never unpacked").as_str()],
+    );
+    assert_eq!(by("docker.io/library/broken:1"), None);
+
     // A tag names one image: pulling b as a:2 moves it.
     let mut moved = b.clone();
     moved.repo_tags = vec!["docker.io/library/a:2".into()];
