@@ -128,11 +128,8 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::tests::id as d;
     use super::*;
-
-    fn d(c: char) -> Digest {
-        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
-    }
 
     #[test]
     fn digests_are_parsed_strictly() {

@@ -10,26 +10,28 @@ type Slot = Arc<AsyncMutex<()>>;
 
 #[derive(Default)]
 pub struct Flights {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
-/// Held while one task works on a key; the key's slot goes away with its last holder.
-pub struct Flight<'a> {
-    flights: &'a Flights,
+/// Held while one task works on a key; the key's slot goes away with its last holder. It
+/// owns what it needs, so it can travel into a blocking task: a caller that gives up
+/// (an aborted future) must not let a second worker start while the first still runs.
+pub struct Flight {
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
     key: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl Flights {
     /// Waits until no other task holds `key`, then holds it.
-    pub async fn enter(&self, key: &str) -> Flight<'_> {
+    pub async fn enter(&self, key: &str) -> Flight {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(key.to_string()).or_default().clone()
         };
         let guard = slot.lock_owned().await;
         Flight {
-            flights: self,
+            slots: self.slots.clone(),
             key: key.to_string(),
             guard: Some(guard),
         }
@@ -41,9 +43,9 @@ impl Flights {
     }
 }
 
-impl Drop for Flight<'_> {
+impl Drop for Flight {
     fn drop(&mut self) {
-        let mut slots = self.flights.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         self.guard.take();
         // The map holds one reference; a waiter would hold another.
         if slots

@@ -50,7 +50,7 @@ impl Store {
     }
 
     async fn unpack_one(&self, diff_id: Digest, desc: Descriptor, chain: ChainId) -> Result<()> {
-        let _flight = self.inner.flights.enter(&layer_key(&chain)).await;
+        let flight = self.inner.flights.enter(&layer_key(&chain)).await;
         if self.has_layer(&chain) {
             return Ok(());
         }
@@ -60,8 +60,13 @@ impl Store {
             });
         }
         let store = self.clone();
-        self.blocking(move || store.unpack_blocking(&diff_id, &desc, &chain))
-            .await
+        // The flight ends with the blocking work, not with this future, which a failed
+        // sibling layer may abort while the unpack runs on.
+        self.blocking(move || {
+            let _flight = flight;
+            store.unpack_blocking(&diff_id, &desc, &chain)
+        })
+        .await
     }
 
     fn unpack_blocking(&self, diff_id: &Digest, desc: &Descriptor, chain: &ChainId) -> Result<()> {
