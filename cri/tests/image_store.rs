@@ -7,6 +7,7 @@ mod common;
 use capsa_cri::cni::error_chain;
 use capsa_cri::images::store::{Descriptor, Digest, ImageConfig, ImageRecord, Store, StoreError};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -327,6 +328,9 @@ async fn concurrent_pulls_fetch_and_unpack_each_layer_once() {
 async fn hostile_layers_are_refused_name_the_blob_and_leave_nothing() {
     use tar::EntryType::{Block, Link, Regular, Symlink};
     let s = Scratch::new("imgs-hostile");
+    // A state directory others may read: the store makes its own root private anyway.
+    std::fs::create_dir(&s.root).unwrap();
+    std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let outside = s.dir.join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret"), "host").unwrap();
@@ -394,7 +398,7 @@ async fn hostile_layers_are_refused_name_the_blob_and_leave_nothing() {
     let (diff, d, bytes) = blob(&layer(&[E::Raw("dev/sda", Block, "")]), TAR);
     store.ingest(&d, &bytes[..]).await.unwrap();
     let c = store.unpack_layers(&[(diff, d)]).await.unwrap();
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::FileTypeExt;
     let node = std::fs::symlink_metadata(store.layer_path(&c[0]).join("dev/sda")).unwrap();
     assert!(node.file_type().is_block_device());
     for p in [store.root(), &store.root().join("layers")] {

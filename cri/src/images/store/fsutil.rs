@@ -4,17 +4,18 @@
 use super::{io_err, Result};
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Creates `dir` (and parents) mode 0700: layers hold device nodes and set-id files that no
-/// host user but root should reach.
+/// Creates `dir` (and parents) mode 0700, or makes an existing one 0700: layers hold device
+/// nodes and set-id files that no host user but root should reach.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(io_err("creating", dir))
 }
 
