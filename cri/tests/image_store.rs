@@ -602,6 +602,15 @@ async fn a_container_root_is_the_merged_view_and_its_lease_outlives_the_image() 
     says(&e, &["container c1 already holds image", img.id.as_str()]);
     assert!(mounted(&m.rootfs));
     store.remove(other.id.as_str()).await.unwrap();
+    // A root that cannot be made leaves no lease and no directory.
+    let blocker = s.dir.join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let e = store
+        .prepare_rootfs("c3", img.id.as_str(), &blocker.join("c3"))
+        .await
+        .unwrap_err();
+    says(&e, &["creating", "file/c3"]);
+    assert_eq!(listing(&root.join("leases")), vec!["c1.json"]);
 
     // Writes land in the container's upper dir and show in its usage.
     let empty = store.rootfs_usage("c1").await.unwrap().unwrap();

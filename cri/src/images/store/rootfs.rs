@@ -184,11 +184,10 @@ impl Store {
         // leaves something release() knows how to remove.
         let lease = self.lease_blocking(id, image, Some(dir))?;
         let made = self.mount_root(id, &lease, dir);
-        if made.is_err() {
-            let _ = remove_root(id, dir);
-            if !had_lease {
-                let _ = self.release_blocking(id);
-            }
+        // Undo only what this call made: a root prepared before holds the container's
+        // writes, which a failed re-mount must not destroy.
+        if made.is_err() && !had_lease {
+            let _ = self.release_blocking(id);
         }
         made
     }
@@ -294,7 +293,7 @@ fn is_mounted(target: &Path, parent: &Path) -> Result<bool> {
 /// which belongs to the caller).
 fn remove_root(id: &str, dir: &Path) -> Result<()> {
     let m = RootfsMount::under(dir);
-    if m.rootfs.exists() && is_mounted(&m.rootfs, dir)? {
+    if m.rootfs.is_dir() && is_mounted(&m.rootfs, dir)? {
         capsa::overlay::unmount(&m.rootfs).map_err(|source| StoreError::Rootfs {
             id: id.into(),
             dir: dir.to_path_buf(),
@@ -304,7 +303,9 @@ fn remove_root(id: &str, dir: &Path) -> Result<()> {
     for d in [&m.rootfs, &m.upper, &m.work] {
         match std::fs::remove_dir_all(d) {
             Ok(()) => {}
+            // Never made (or `dir` was never a directory): nothing to remove.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
             Err(e) => return Err(io_err("removing", d)(e)),
         }
     }
