@@ -1,0 +1,4 @@
+//! Images: references, registry I/O, and (from the store) content-addressed blobs and
+//! unpacked layers.
+
+pub mod reference;
