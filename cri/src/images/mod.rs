@@ -2,3 +2,4 @@
 //! unpacked layers.
 
 pub mod reference;
+pub mod registry;
