@@ -24,7 +24,7 @@ pub use endpoint::{Endpoint, Endpoints, MirrorError, Scheme};
 pub use manifest::{Compression, Descriptor, ImageConfig, Layer, ManifestError};
 
 use crate::config::RegistryConfig;
-use crate::images::reference::Reference;
+use crate::images::reference::{is_digest, Reference, ReferenceError};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use manifest::{ImageManifest, Manifest};
@@ -113,6 +113,14 @@ pub enum RegistryError {
     Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("configuration: {0}")]
     Mirror(#[from] MirrorError),
+    /// The request's credentials cannot be read.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The request's image reference cannot be read.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("blob digest {0:?} is not sha256:<64 lowercase hex>")]
+    BlobDigest(String),
 }
 
 impl RegistryError {
@@ -127,6 +135,9 @@ impl RegistryError {
             }
             RegistryError::Unavailable { .. } => tonic::Code::Unavailable,
             RegistryError::Mirror(_) => tonic::Code::FailedPrecondition,
+            RegistryError::Auth(_) | RegistryError::Reference(_) | RegistryError::BlobDigest(_) => {
+                tonic::Code::InvalidArgument
+            }
             _ => tonic::Code::Unknown,
         }
     }
@@ -222,6 +233,9 @@ impl Registry {
         descriptor: &Descriptor,
         auth: &Auth,
     ) -> Result<Blob, RegistryError> {
+        if !is_digest(&descriptor.digest) {
+            return Err(RegistryError::BlobDigest(descriptor.digest.clone()));
+        }
         self.first_answer(reference, auth, |s| async move {
             s.blob(descriptor, "blob").await
         })
@@ -797,6 +811,39 @@ mod tests {
         let e = read(bounded(&[b"ab"], 4)).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("2 bytes short"), "{e}");
+    }
+
+    #[test]
+    fn registry_futures_are_send() {
+        fn send<T: Send>(_: &T) {}
+        let registry = Registry::new(&RegistryConfig::default()).unwrap();
+        let r = Reference::parse("busybox").unwrap();
+        let auth = Auth::anonymous();
+        send(&registry.resolve(&r, &auth));
+        let d = Descriptor {
+            media_type: String::new(),
+            digest: String::new(),
+            size: 0,
+        };
+        send(&registry.fetch_blob(&r, &d, &auth));
+    }
+
+    #[tokio::test]
+    async fn a_descriptor_digest_that_is_no_sha256_is_refused_before_any_request() {
+        let registry = Registry::new(&RegistryConfig::default()).unwrap();
+        let r = Reference::parse("127.0.0.1:1/x").unwrap();
+        let d = Descriptor {
+            media_type: String::new(),
+            digest: "sha256:../../v2/_catalog".into(),
+            size: 1,
+        };
+        let e = registry
+            .fetch_blob(&r, &d, &Auth::anonymous())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, RegistryError::BlobDigest(_)), "{e}");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]
