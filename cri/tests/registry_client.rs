@@ -181,12 +181,12 @@ async fn pull_by_tag_and_by_digest() {
         "application/vnd.oci.image.manifest.v1+json"
     );
     assert_eq!(sha256(&r.config_bytes), r.config_descriptor.digest);
-    assert_eq!(r.config.entrypoint, vec!["/bin/sh"]);
-    assert_eq!(r.config.cmd, vec!["-c", "true"]);
-    assert_eq!(r.config.env, vec!["PATH=/bin"]);
-    assert_eq!(r.config.user, "1000");
-    assert_eq!(r.config.working_dir, "/etc");
-    assert_eq!(r.config.stop_signal, "SIGINT");
+    assert_eq!(r.config.config.entrypoint, vec!["/bin/sh"]);
+    assert_eq!(r.config.config.cmd, vec!["-c", "true"]);
+    assert_eq!(r.config.config.env, vec!["PATH=/bin"]);
+    assert_eq!(r.config.config.user, "1000");
+    assert_eq!(r.config.config.working_dir, "/etc");
+    assert_eq!(r.config.config.stop_signal, "SIGINT");
     assert_eq!(r.layers.len(), 1);
     assert_eq!(r.layers[0].compression, Compression::Gzip);
     assert_eq!(r.layers[0].diff_id, r.config.diff_ids[0]);
@@ -217,7 +217,7 @@ async fn docker_v2_schema_2_images() {
         resolved.layers[0].descriptor.media_type,
         "application/vnd.docker.image.rootfs.diff.tar.gzip"
     );
-    assert_eq!(resolved.config.entrypoint, vec!["/bin/sh"]);
+    assert_eq!(resolved.config.config.entrypoint, vec!["/bin/sh"]);
     fetch_layers(&registry, &r, &resolved, &Auth::anonymous()).await;
 }
 

@@ -21,7 +21,7 @@ pub mod platform;
 
 pub use auth::{Auth, AuthError};
 pub use endpoint::{Endpoint, Endpoints, MirrorError, Scheme};
-pub use manifest::{Compression, Descriptor, ImageConfig, Layer, ManifestError};
+pub use manifest::{Compression, Descriptor, Layer, ManifestError, ParsedConfig};
 
 use crate::config::RegistryConfig;
 use crate::images::reference::{is_digest, Reference, ReferenceError};
@@ -172,7 +172,7 @@ pub struct Resolved {
     pub config_descriptor: Descriptor,
     /// The config's bytes as served (their sha256 is the config digest, the image id).
     pub config_bytes: Bytes,
-    pub config: ImageConfig,
+    pub config: ParsedConfig,
     pub layers: Vec<Layer>,
 }
 
@@ -410,7 +410,7 @@ impl Session {
                 }
             };
         let config_bytes = self.read_config(&image).await?;
-        let (config, layers) = ImageConfig::parse(
+        let (config, layers) = ParsedConfig::parse(
             &config_bytes,
             &image.config.digest,
             &image,

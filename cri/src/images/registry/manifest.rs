@@ -4,6 +4,9 @@
 //! layer of a media type we can unpack, and the config's diff_ids one per layer.
 
 use super::platform::Platform;
+use crate::images::store::ImageConfig as StoredConfig;
+pub use capsa::overlay::names::Compression;
+use crate::images::store::layer_compression;
 use crate::images::reference::is_digest;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -26,27 +29,6 @@ pub struct ManifestError {
     pub object: &'static str,
     pub digest: String,
     pub reason: String,
-}
-
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-/// The layer media types we unpack, and their compression.
-fn layer_compression(media_type: &str) -> Option<Compression> {
-    Some(match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Compression::Gzip,
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Compression::Zstd,
-        _ => return None,
-    })
 }
 
 /// A blob a manifest points at.
@@ -203,17 +185,10 @@ impl Manifest {
     }
 }
 
-/// What a container takes from its image's config.
+/// An image config as pulled: what the store keeps of it, and what the pull checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    /// `user`, `uid`, `user:group` or `uid:gid`, as the image says it (may be empty).
-    pub user: String,
-    pub working_dir: String,
-    pub stop_signal: String,
-    pub labels: BTreeMap<String, String>,
+pub struct ParsedConfig {
+    pub config: StoredConfig,
     /// One per layer, in order.
     pub diff_ids: Vec<String>,
     pub os: String,
@@ -230,6 +205,8 @@ struct RawContainerConfig {
     working_dir: Option<String>,
     stop_signal: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    volumes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -249,7 +226,7 @@ struct RawConfig {
     architecture: String,
 }
 
-impl ImageConfig {
+impl ParsedConfig {
     /// Parses the config blob `body` (digest `digest`) of `manifest`, which must list as many
     /// layers as the config lists diff_ids; returns the config and the layers with theirs.
     pub fn parse(
@@ -257,7 +234,7 @@ impl ImageConfig {
         digest: &str,
         manifest: &ImageManifest,
         manifest_digest: &str,
-    ) -> Result<(ImageConfig, Vec<Layer>), ManifestError> {
+    ) -> Result<(ParsedConfig, Vec<Layer>), ManifestError> {
         let bad = |reason: String| ManifestError {
             object: "image config",
             digest: digest.to_string(),
@@ -297,14 +274,21 @@ impl ImageConfig {
             })
             .collect();
         let c = raw.config.unwrap_or_default();
-        let config = ImageConfig {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-            env: c.env.unwrap_or_default(),
-            user: c.user.unwrap_or_default(),
-            working_dir: c.working_dir.unwrap_or_default(),
-            stop_signal: c.stop_signal.unwrap_or_default(),
-            labels: c.labels.unwrap_or_default(),
+        let keys = |m: Option<BTreeMap<String, serde_json::Value>>| {
+            m.unwrap_or_default().into_keys().collect::<Vec<_>>()
+        };
+        let config = ParsedConfig {
+            config: StoredConfig {
+                entrypoint: c.entrypoint.unwrap_or_default(),
+                cmd: c.cmd.unwrap_or_default(),
+                env: c.env.unwrap_or_default(),
+                user: c.user.unwrap_or_default(),
+                working_dir: c.working_dir.unwrap_or_default(),
+                stop_signal: c.stop_signal.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                exposed_ports: keys(c.exposed_ports),
+                volumes: keys(c.volumes),
+            },
             diff_ids,
             os: raw.os,
             architecture: raw.architecture,
@@ -434,37 +418,37 @@ mod tests {
                "Labels":{{"k":"v"}}}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
             d('f')
         );
-        let (c, layers) = ImageConfig::parse(body.as_bytes(), &d('a'), &image(1), &d('0')).unwrap();
-        assert_eq!(c.entrypoint, vec!["/bin/sh"]);
-        assert!(c.cmd.is_empty());
-        assert_eq!(c.env, vec!["A=1"]);
-        assert_eq!(c.user, "1000:1000");
-        assert_eq!(c.working_dir, "/w");
-        assert_eq!(c.stop_signal, "SIGINT");
-        assert_eq!(c.labels["k"], "v");
+        let (c, layers) = ParsedConfig::parse(body.as_bytes(), &d('a'), &image(1), &d('0')).unwrap();
+        assert_eq!(c.config.entrypoint, vec!["/bin/sh"]);
+        assert!(c.config.cmd.is_empty());
+        assert_eq!(c.config.env, vec!["A=1"]);
+        assert_eq!(c.config.user, "1000:1000");
+        assert_eq!(c.config.working_dir, "/w");
+        assert_eq!(c.config.stop_signal, "SIGINT");
+        assert_eq!(c.config.labels["k"], "v");
         assert_eq!((c.os.as_str(), c.architecture.as_str()), ("linux", "amd64"));
         assert_eq!(layers[0].diff_id, d('f'));
         assert_eq!(layers[0].compression, Compression::Zstd);
         // A config without "config" (scratch images) is fine.
         let bare = format!(r#"{{"rootfs":{{"diff_ids":["{}"]}}}}"#, d('f'));
-        let (c, _) = ImageConfig::parse(bare.as_bytes(), &d('a'), &image(1), &d('0')).unwrap();
-        assert!(c.entrypoint.is_empty() && c.user.is_empty());
+        let (c, _) = ParsedConfig::parse(bare.as_bytes(), &d('a'), &image(1), &d('0')).unwrap();
+        assert!(c.config.entrypoint.is_empty() && c.config.user.is_empty());
     }
 
     #[test]
     fn a_diff_id_count_mismatch_names_the_manifest() {
         let body = format!(r#"{{"rootfs":{{"diff_ids":["{}"]}}}}"#, d('f'));
-        let e = ImageConfig::parse(body.as_bytes(), &d('a'), &image(2), &d('0')).unwrap_err();
+        let e = ParsedConfig::parse(body.as_bytes(), &d('a'), &image(2), &d('0')).unwrap_err();
         assert_eq!(e.object, "manifest");
         assert_eq!(e.digest, d('0'));
         assert!(e.to_string().contains("2 layers"), "{e}");
-        let e = ImageConfig::parse(b"[]", &d('a'), &image(0), &d('0')).unwrap_err();
+        let e = ParsedConfig::parse(b"[]", &d('a'), &image(0), &d('0')).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with(&format!("image config {}", d('a'))),
             "{e}"
         );
-        let e = ImageConfig::parse(
+        let e = ParsedConfig::parse(
             br#"{"rootfs":{"diff_ids":["x"]}}"#,
             &d('a'),
             &image(1),
