@@ -4,3 +4,4 @@
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod service;
