@@ -368,45 +368,10 @@ impl Session {
             match Manifest::parse(&top.body, &top.content_type, &top.digest)? {
                 Manifest::Image(m) => (None, top, m),
                 Manifest::Index(entries) => {
-                    let host = Platform::host();
-                    let platforms: Vec<_> = entries.iter().map(|e| e.platform.clone()).collect();
-                    let Some(i) = platform::choose(&platforms, &host) else {
-                        return Err(RegistryError::NoPlatform {
-                            reference: self.reference.clone(),
-                            digest: top.digest,
-                            platform: host.display(),
-                        });
-                    };
-                    let entry = &entries[i].descriptor;
-                    let child = self
-                        .manifest(http, header.as_deref(), &entry.digest, Some(&entry.digest))
+                    let (child, m) = self
+                        .platform_manifest(http, header.as_deref(), &top, &entries)
                         .await?;
-                    if child.body.len() as u64 != entry.size {
-                        return Err(self.size_error(
-                            "manifest",
-                            &entry.digest,
-                            format!(
-                                "{} bytes, but index {} says {}",
-                                child.body.len(),
-                                top.digest,
-                                entry.size
-                            ),
-                        ));
-                    }
-                    match Manifest::parse(&child.body, &child.content_type, &child.digest)? {
-                        Manifest::Image(m) => (Some(top), child, m),
-                        Manifest::Index(_) => {
-                            return Err(ManifestError {
-                                object: "manifest",
-                                digest: top.digest,
-                                reason: format!(
-                                    "its entry {} is an index, not an image",
-                                    child.digest
-                                ),
-                            }
-                            .into())
-                        }
-                    }
+                    (Some(top), child, m)
                 }
             };
         let config_bytes = self.read_config(&image).await?;
@@ -419,7 +384,7 @@ impl Session {
         Ok(Resolved {
             digest: index.as_ref().unwrap_or(&manifest).digest.clone(),
             manifest_digest: manifest.digest,
-            manifest_media_type: manifest.content_type,
+            manifest_media_type: image.media_type.clone(),
             manifest: manifest.body,
             index: index.map(|i| i.body),
             config_descriptor: image.config,
@@ -427,6 +392,47 @@ impl Session {
             config,
             layers,
         })
+    }
+
+    /// The image manifest for this host among an index's `entries` (`index` as served).
+    async fn platform_manifest(
+        &self,
+        http: &reqwest::Client,
+        authorization: Option<&str>,
+        index: &Fetched,
+        entries: &[manifest::IndexEntry],
+    ) -> Result<(Fetched, ImageManifest), RegistryError> {
+        let host = Platform::host();
+        let platforms: Vec<_> = entries.iter().map(|e| e.platform.clone()).collect();
+        let Some(i) = platform::choose(&platforms, &host) else {
+            return Err(RegistryError::NoPlatform {
+                reference: self.reference.clone(),
+                digest: index.digest.clone(),
+                platform: host.display(),
+            });
+        };
+        let entry = &entries[i].descriptor;
+        let child = self
+            .manifest(http, authorization, &entry.digest, Some(&entry.digest))
+            .await?;
+        if child.body.len() as u64 != entry.size {
+            let reason = format!(
+                "{} bytes, but index {} says {}",
+                child.body.len(),
+                index.digest,
+                entry.size
+            );
+            return Err(self.size_error("manifest", &entry.digest, reason));
+        }
+        match Manifest::parse(&child.body, &child.content_type, &child.digest)? {
+            Manifest::Image(m) => Ok((child, m)),
+            Manifest::Index(_) => Err(ManifestError {
+                object: "manifest",
+                digest: index.digest.clone(),
+                reason: format!("its entry {} is an index, not an image", child.digest),
+            }
+            .into()),
+        }
     }
 
     /// The Authorization header for the manifest requests: oci-client answers the registry's

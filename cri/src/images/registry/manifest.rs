@@ -52,6 +52,8 @@ pub struct Layer {
 /// An image manifest: its config blob and its layer blobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageManifest {
+    /// OCI's or Docker's manifest media type.
+    pub media_type: String,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
 }
@@ -181,7 +183,11 @@ impl Manifest {
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(Manifest::Image(ImageManifest { config, layers }))
+        Ok(Manifest::Image(ImageManifest {
+            media_type,
+            config,
+            layers,
+        }))
     }
 }
 
@@ -337,7 +343,9 @@ mod tests {
             d('b')
         );
         let m = Manifest::parse(body.as_bytes(), DOCKER_MANIFEST, &d('0')).unwrap();
-        assert!(matches!(m, Manifest::Image(ref i) if i.layers.len() == 1));
+        assert!(
+            matches!(m, Manifest::Image(ref i) if i.layers.len() == 1 && i.media_type == DOCKER_MANIFEST)
+        );
     }
 
     #[test]
@@ -395,6 +403,7 @@ mod tests {
 
     fn image(layers: usize) -> ImageManifest {
         ImageManifest {
+            media_type: OCI_MANIFEST.into(),
             config: Descriptor {
                 media_type: OCI_CONFIG.into(),
                 digest: d('a'),
