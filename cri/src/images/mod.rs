@@ -3,5 +3,5 @@
 
 pub mod reference;
 pub mod registry;
-pub mod store;
 pub mod service;
+pub mod store;

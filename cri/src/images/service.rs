@@ -149,8 +149,7 @@ impl Images {
                 };
                 self.store
                     .ingest_with(&desc, || {
-                        self.registry
-                            .fetch_blob(reference, &layer.descriptor, auth)
+                        self.registry.fetch_blob(reference, &layer.descriptor, auth)
                     })
                     .await
                     .map(drop)
@@ -163,7 +162,11 @@ impl Images {
 fn small_blobs(r: &Resolved) -> Vec<(&str, &str, &[u8])> {
     let mut out = Vec::with_capacity(3);
     if let Some(index) = &r.index {
-        out.push((r.digest.as_str(), "application/vnd.oci.image.index.v1+json", &index[..]));
+        out.push((
+            r.digest.as_str(),
+            "application/vnd.oci.image.index.v1+json",
+            &index[..],
+        ));
     }
     out.push((
         r.manifest_digest.as_str(),
@@ -266,7 +269,10 @@ impl Daemon {
         })
     }
 
-    pub async fn image_status(&self, req: ImageStatusRequest) -> Result<ImageStatusResponse, Status> {
+    pub async fn image_status(
+        &self,
+        req: ImageStatusRequest,
+    ) -> Result<ImageStatusResponse, Status> {
         let image = image_name(req.image.as_ref(), "ImageStatus")?;
         let Some(record) = self.images().lookup(&image) else {
             return Ok(ImageStatusResponse::default());
@@ -303,7 +309,10 @@ impl Daemon {
         Ok(ListImagesResponse { images })
     }
 
-    pub async fn remove_image(&self, req: RemoveImageRequest) -> Result<RemoveImageResponse, Status> {
+    pub async fn remove_image(
+        &self,
+        req: RemoveImageRequest,
+    ) -> Result<RemoveImageResponse, Status> {
         let image = image_name(req.image.as_ref(), "RemoveImage")?;
         if let Some(record) = self.images().lookup(&image) {
             self.images()
@@ -316,7 +325,10 @@ impl Daemon {
         Ok(RemoveImageResponse {})
     }
 
-    pub async fn image_fs_info(&self, _: ImageFsInfoRequest) -> Result<ImageFsInfoResponse, Status> {
+    pub async fn image_fs_info(
+        &self,
+        _: ImageFsInfoRequest,
+    ) -> Result<ImageFsInfoResponse, Status> {
         let info = self
             .images()
             .store()

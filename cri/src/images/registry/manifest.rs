@@ -4,10 +4,10 @@
 //! layer of a media type we can unpack, and the config's diff_ids one per layer.
 
 use super::platform::Platform;
+use crate::images::reference::is_digest;
+use crate::images::store::layer_compression;
 use crate::images::store::ImageConfig as StoredConfig;
 pub use capsa::overlay::names::Compression;
-use crate::images::store::layer_compression;
-use crate::images::reference::is_digest;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -427,7 +427,8 @@ mod tests {
                "Labels":{{"k":"v"}}}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
             d('f')
         );
-        let (c, layers) = ParsedConfig::parse(body.as_bytes(), &d('a'), &image(1), &d('0')).unwrap();
+        let (c, layers) =
+            ParsedConfig::parse(body.as_bytes(), &d('a'), &image(1), &d('0')).unwrap();
         assert_eq!(c.config.entrypoint, vec!["/bin/sh"]);
         assert!(c.config.cmd.is_empty());
         assert_eq!(c.config.env, vec!["A=1"]);
