@@ -40,6 +40,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Images(#[from] crate::images::service::ImagesError),
     #[error("serving the CRI")]
     Serve(#[source] tonic::transport::Error),
     #[error("the server task ended: {0}")]
@@ -52,6 +54,7 @@ pub struct Daemon {
     /// The node's pod CIDR from UpdateRuntimeConfig, kept on disk across restarts.
     pod_cidr: Mutex<String>,
     runtime: capsa::Runtime,
+    images: crate::images::service::Images,
     sandbox_store: Store<SandboxRecord>,
     table: Mutex<Table>,
     /// One async lock per sandbox: Stop and Remove of one sandbox do not interleave.
@@ -118,8 +121,10 @@ impl Daemon {
             table.sandboxes.len(),
             config.state_dir.display()
         );
+        let images = crate::images::service::Images::open(&config.state_dir, &config.registry)?;
         Ok(Daemon {
             runtime: capsa::Runtime::new(&config.runtime_root),
+            images,
             config,
             pod_cidr: Mutex::new(pod_cidr),
             sandbox_store,
@@ -155,6 +160,10 @@ impl Daemon {
             .state_dir
             .join("sandboxes")
             .join(format!("{id}.json"))
+    }
+
+    pub fn images(&self) -> &crate::images::service::Images {
+        &self.images
     }
 
     pub fn runtime(&self) -> &capsa::Runtime {

@@ -8,6 +8,7 @@
 pub mod cni;
 pub mod config;
 pub mod daemon;
+pub mod images;
 pub mod logger;
 pub mod pods;
 pub mod sandbox;

@@ -6,7 +6,7 @@ use k8s_cri::v1::*;
 use std::collections::HashMap;
 use tonic::Status;
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

@@ -93,13 +93,13 @@ service! {
 
 service! {
     impl ImageService {
-        served {}
-        later {
+        served {
             list_images(ListImagesRequest) -> ListImagesResponse;
             image_status(ImageStatusRequest) -> ImageStatusResponse;
             pull_image(PullImageRequest) -> PullImageResponse;
             remove_image(RemoveImageRequest) -> RemoveImageResponse;
             image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse;
         }
+        later {}
     }
 }

@@ -11,41 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-fn spec(image: &str) -> Option<ImageSpec> {
-    Some(ImageSpec {
-        image: image.to_string(),
-        ..Default::default()
-    })
-}
-
-async fn pull(
-    c: &mut Clients,
-    image: &str,
-    auth: Option<AuthConfig>,
-) -> Result<String, tonic::Status> {
-    c.images
-        .pull_image(PullImageRequest {
-            image: spec(image),
-            auth,
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
-async fn image_status(c: &mut Clients, image: &str) -> Image {
-    c.images
-        .image_status(ImageStatusRequest {
-            image: spec(image),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image
-        .unwrap_or_else(|| panic!("no image {image}"))
-}
-
 /// An image's root mounted by containerd itself (`ctr images mount`: its own unpacker and
 /// overlay snapshotter); unmounted, and its snapshot removed, on drop.
 struct Mounted<'a> {

@@ -21,6 +21,11 @@ pub struct UnpackSummary {
     pub whiteouts: usize,
     pub opaque_dirs: usize,
     pub compression: Option<Compression>,
+    /// The layer's diff id: `sha256:<hex>` of the uncompressed tar stream, read to its end.
+    /// An image config names each layer by it; a caller that caches unpacked layers by it must
+    /// compare, or a hostile image claiming another image's diff id would plant its content
+    /// under that id.
+    pub diff_id: String,
 }
 
 /// Why one entry failed: refused by policy, or a syscall error.
@@ -95,11 +100,29 @@ pub fn unpack(
 fn sha256_file(path: &Path) -> io::Result<String> {
     let mut hasher = Sha256::new();
     io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher
+    Ok(hex(hasher))
+}
+
+fn hex(hasher: Sha256) -> String {
+    hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
+}
+
+/// Hashes what passes through it: the uncompressed stream, for the diff id.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Creates `dir`, or checks that an existing one is an empty directory. True when created.
@@ -171,7 +194,10 @@ fn extract(
         ..Default::default()
     };
     let mut dir_times: Vec<(Vec<OsString>, i64)> = Vec::new();
-    let mut archive = tar::Archive::new(stream);
+    let mut archive = tar::Archive::new(Hashing {
+        inner: stream,
+        hasher: Sha256::new(),
+    });
     for entry in archive.entries().map_err(layer_err)? {
         let mut entry = entry.map_err(layer_err)?;
         let path: PathBuf = entry.path().map_err(layer_err)?.into_owned();
@@ -179,6 +205,10 @@ fn extract(
             .map_err(|e| e.into_error(layer, &path))?;
         summary.entries += 1;
     }
+    // The tar reader stops at the end-of-archive blocks; the diff id covers the whole stream.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(layer_err)?;
+    summary.diff_id = format!("sha256:{}", hex(rest.hasher));
     // Directory times last, deepest first: creating their children moved them.
     for (comps, mtime) in dir_times.iter().rev() {
         let refs: Vec<&OsStr> = comps.iter().map(OsString::as_os_str).collect();
@@ -330,4 +360,55 @@ fn link_target<R: Read>(entry: &tar::Entry<R>) -> Result<PathBuf, Step> {
         .link_name()?
         .map(|t| t.into_owned())
         .ok_or_else(|| Step::Refused("link without a target".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("capsa-unpack-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn small_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "etc/motd", &b"hello"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn the_diff_id_is_the_digest_of_the_uncompressed_stream() {
+        let d = scratch("diffid");
+        let plain = small_tar();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let layer = d.join("layer.tar.gz");
+        std::fs::write(&layer, gz.finish().unwrap()).unwrap();
+        let s = unpack(&layer, &d.join("fs"), None).unwrap();
+        let mut h = Sha256::new();
+        h.update(&plain);
+        assert_eq!(s.diff_id, format!("sha256:{}", hex(h)));
+        assert_eq!(s.compression, Some(Compression::Gzip));
+        // Trailing bytes after the end-of-archive blocks are part of the stream, too.
+        let mut padded = plain.clone();
+        padded.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&layer, &padded).unwrap();
+        let s2 = unpack(&layer, &d.join("fs2"), None).unwrap();
+        assert_ne!(s2.diff_id, s.diff_id);
+        let mut h = Sha256::new();
+        h.update(&padded);
+        assert_eq!(s2.diff_id, format!("sha256:{}", hex(h)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -208,3 +208,53 @@ fn walk(root: &Path, path: &Path, lines: &mut Vec<String>) {
         }
     }
 }
+
+/// An ImageSpec naming `image`.
+pub fn spec(image: &str) -> Option<k8s_cri::v1::ImageSpec> {
+    Some(k8s_cri::v1::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+/// PullImage: the image_ref, or the server's error.
+pub async fn pull(
+    c: &mut super::Clients,
+    image: &str,
+    auth: Option<k8s_cri::v1::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    c.images
+        .pull_image(k8s_cri::v1::PullImageRequest {
+            image: spec(image),
+            auth,
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+/// ImageStatus (None for an image the server does not have), with its verbose info.
+pub async fn status(
+    c: &mut super::Clients,
+    image: &str,
+    verbose: bool,
+) -> (Option<k8s_cri::v1::Image>, HashMap<String, String>) {
+    let r = c
+        .images
+        .image_status(k8s_cri::v1::ImageStatusRequest {
+            image: spec(image),
+            verbose,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {image}: {e}"))
+        .into_inner();
+    (r.image, r.info)
+}
+
+/// ImageStatus of an image the server must have.
+pub async fn image_status(c: &mut super::Clients, image: &str) -> k8s_cri::v1::Image {
+    status(c, image, false)
+        .await
+        .0
+        .unwrap_or_else(|| panic!("no image {image}"))
+}
