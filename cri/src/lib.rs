@@ -9,6 +9,7 @@ pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod logger;
+pub mod monitor;
 pub mod pods;
 pub mod sandbox;
 pub mod service;

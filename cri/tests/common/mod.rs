@@ -370,43 +370,82 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The pause image as an OCI archive, built once per test binary (under a lock, since test
-/// binaries run in parallel) from the capsa-pause next to capsa-cri.
+/// `/tmp/capsa-cri-tests/images/<name>`, built by `build(tmp)` into a temporary path and
+/// renamed into place unless `fresh` says the one there will do; under a lock, since test
+/// binaries run in parallel.
+fn fixture(name: &str, fresh: impl FnOnce(&Path) -> bool, build: impl FnOnce(&Path)) -> PathBuf {
+    let dir = PathBuf::from("/tmp/capsa-cri-tests/images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(format!("{name}.lock"))).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let path = dir.join(name);
+    if !fresh(&path) {
+        let tmp = dir.join(format!("{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        build(&tmp);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rootfs-fixtures")
+        .join(name)
+}
+
+/// The pause image as an OCI archive, built once per test binary from the capsa-pause next
+/// to capsa-cri.
 pub fn pause_image() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = PathBuf::from("/tmp/capsa-cri-tests/images");
-            std::fs::create_dir_all(&dir).unwrap();
-            let lock = std::fs::File::create(dir.join("lock")).unwrap();
-            let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| e)
-                .unwrap();
-            let tar = dir.join("capsa-pause.tar");
             let pause = Path::new(CAPSA_CRI).with_file_name("capsa-pause");
-            let fresh = std::fs::metadata(&tar)
-                .and_then(|t| Ok(t.modified()? >= std::fs::metadata(&pause)?.modified()?))
-                .unwrap_or(false);
-            if !fresh {
-                let rootfs = dir.join("pause-rootfs");
+            let fresh = |tar: &Path| {
+                std::fs::metadata(tar)
+                    .and_then(|t| Ok(t.modified()? >= std::fs::metadata(&pause)?.modified()?))
+                    .unwrap_or(false)
+            };
+            fixture("capsa-pause.tar", fresh, |tmp| {
+                let rootfs = tmp.with_file_name("pause-rootfs");
                 let _ = std::fs::remove_dir_all(&rootfs);
                 std::fs::create_dir_all(&rootfs).unwrap();
                 std::fs::copy(&pause, rootfs.join("pause")).unwrap();
-                let script =
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-fixtures/oci-image.sh");
-                let tmp = dir.join("capsa-pause.tar.tmp");
                 run_ok(
                     Command::new("bash")
-                        .arg(script)
+                        .arg(script("oci-image.sh"))
                         .arg(&rootfs)
-                        .arg(&tmp)
+                        .arg(tmp)
                         .arg(PAUSE_IMAGE)
                         .arg(r#"{"Entrypoint":["/pause"]}"#),
                 );
-                std::fs::rename(&tmp, &tar).unwrap();
                 std::fs::remove_dir_all(&rootfs).unwrap();
-            }
-            tar
+            })
+        })
+        .clone()
+}
+
+/// The busybox root filesystem, built once by `rootfs-fixtures/busybox-rootfs.sh` from
+/// Debian's busybox-static.
+pub fn busybox_rootfs() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            fixture(
+                "busybox",
+                |p| p.join("bin/busybox").exists(),
+                |tmp| {
+                    run_ok(
+                        Command::new("bash")
+                            .arg(script("busybox-rootfs.sh"))
+                            .arg(tmp),
+                    );
+                },
+            )
         })
         .clone()
 }
