@@ -425,6 +425,33 @@ fn stdin_once_closes_stdin_when_the_first_client_leaves() {
 }
 
 #[test]
+fn output_written_right_before_the_exit_is_all_logged() {
+    // 500 lines of 100 bytes: more than one read's worth, less than the pipe holds.
+    let c = sh(
+        "mon-drain",
+        "cat /go; i=0; while [ $i -lt 500 ]; do printf '%099d\\n' $i; i=$((i+1)); done",
+        false,
+        false,
+    );
+    let go = c.spec.bundle.join("rootfs/go");
+    nix::unistd::mkfifo(&go, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let h = c.spawn();
+    h.start().unwrap();
+    // The monitor stopped, the container prints everything and exits: the monitor wakes to
+    // its exit and all the output at once.
+    signal(h.monitor_pid(), Signal::SIGSTOP);
+    drop(std::fs::File::create(&go).unwrap());
+    wait_gone(h.pid());
+    signal(h.monitor_pid(), Signal::SIGCONT);
+    assert_eq!(c.wait(&h).code, 0);
+    let got = of(&c.records(), "stdout");
+    assert_eq!(got.len(), 500, "lines logged");
+    for (i, line) in got.iter().enumerate() {
+        assert_eq!(*line, format!("{i:099}"));
+    }
+}
+
+#[test]
 fn exit_code_3_is_recorded() {
     let c = sh("mon-exit3", "exit 3", false, false);
     let exit = c.run();
