@@ -698,23 +698,108 @@ fn twenty_containers_print_and_exit_with_no_daemon_around() {
     }
 }
 
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// A "Key:   N kB" value of /proc/PID/<file>, in KiB.
+fn kib(pid: i32, file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}"))
 }
 
+/// The memory a container costs: its monitor's VmRSS (and Pss: most of it is the binary's
+/// pages, shared by every monitor) with a running container, printed beside containerd's
+/// shim + pause for one pod (`containerds_shim_and_pause_for_one_pod`).
 #[test]
 fn monitor_memory_per_running_container() {
     let c = sh("mon-rss", "echo up; read x", false, true);
     let (h, mut a) = c.start_attached();
     read_until(&mut a, "up");
-    let rss = rss_kib(h.monitor_pid());
-    eprintln!("capsa-cri-monitor VmRSS with a running container: {rss} KiB");
+    let pid = h.monitor_pid();
+    eprintln!(
+        "capsa-cri-monitor with a running container: VmRSS {} KiB, Pss {} KiB",
+        kib(pid, "status", "VmRSS:"),
+        kib(pid, "smaps_rollup", "Pss:")
+    );
     a.write_stdin(b"\n").unwrap();
     assert_eq!(c.wait(&h).code, 0);
+}
+
+/// containerd's cost of one pod: containerd-shim-runc-v2 and the pause process it runs
+/// (host network, so no CNI is involved), VmRSS and Pss, for the comparison above.
+#[tokio::test]
+async fn containerds_shim_and_pause_for_one_pod() {
+    use k8s_cri::v1::*;
+    let server = common::Server::start(common::Kind::Containerd).await;
+    let mut c = server.clients().await;
+    let parent = format!("capsa-cri-test/rss-{}", std::process::id());
+    let config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "rss".into(),
+            uid: format!("rss-{}", std::process::id()),
+            namespace: "capsa-test".into(),
+            attempt: 0,
+        }),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/{parent}"),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let status = c
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let pause = info["pid"].as_i64().unwrap() as i32;
+    let stat = std::fs::read_to_string(format!("/proc/{pause}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let shim: i32 = after_comm.split(' ').nth(1).unwrap().parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("containerd-shim-runc-v2"),
+        "pause's parent is the shim"
+    );
+    let (rss, pss) = (
+        kib(shim, "status", "VmRSS:") + kib(pause, "status", "VmRSS:"),
+        kib(shim, "smaps_rollup", "Pss:") + kib(pause, "smaps_rollup", "Pss:"),
+    );
+    eprintln!("containerd-shim-runc-v2 + pause for one pod: VmRSS {rss} KiB, Pss {pss} KiB");
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    wait_gone(shim);
+    // containerd leaves the parent kubelet would have made.
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(&parent));
+    }
 }

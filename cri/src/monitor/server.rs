@@ -895,9 +895,89 @@ fn receive_terminal(console: &UnixListener, path: &Path) -> Result<OwnedFd, Setu
     Ok(capsa::console::receive_master(conn.as_fd())?)
 }
 
-/// Hands the heap the create used back to the system: the monitor lives as long as its
-/// container, and its resident size is its cost.
+/// Hands back what the create needed and the monitor's loop does not: the monitor lives as
+/// long as its container, and its resident size is its cost. The free heap goes back to the
+/// kernel, and the pages of our executable's read-only mappings that are still the file's
+/// own (the library's create code, mostly) leave our page tables: they stay in the page
+/// cache, shared, and fault back in if ever run again. A mapping with any page of its own
+/// (relocated at start, then made read-only) is left alone: dropping it would bring back
+/// the file's unrelocated bytes.
 fn release_free_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    for (start, end) in clean_readonly_mappings(&smaps, &exe.to_string_lossy()) {
+        // SAFETY: [start, end) is a whole read-only private mapping of our executable with
+        // no anonymous (copied) page: later accesses fault in the same file pages.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// The address ranges of /proc/self/smaps entries that map `path` private, not writable,
+/// with no anonymous page.
+fn clean_readonly_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if let Some(kib) = line.strip_prefix("Anonymous:") {
+            let clean = kib.trim().trim_end_matches("kB").trim() == "0";
+            if let Some(range) = current.take().filter(|_| clean) {
+                out.push(range);
+            }
+            continue;
+        }
+        if first.ends_with(':') {
+            continue; // another field of the current entry
+        }
+        // An entry's header: range perms offset dev inode path.
+        current = None;
+        let perms = f.next().unwrap_or_default();
+        let private_readonly = perms.as_bytes().get(1) == Some(&b'-') && perms.ends_with('p');
+        if f.nth(3) == Some(path) && private_readonly {
+            current = first.split_once('-').and_then(|(a, b)| {
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                ))
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_readonly_mappings;
+
+    #[test]
+    fn only_clean_readonly_private_mappings_of_the_file_are_picked() {
+        let smaps = "\
+00400000-00401000 r--p 00000000 08:01 12 /usr/bin/m
+Size:                  4 kB
+Anonymous:             0 kB
+00401000-00500000 r-xp 00001000 08:01 12 /usr/bin/m
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+00500000-00501000 r--p 00100000 08:01 12 /usr/bin/m
+Anonymous:             4 kB
+00600000-00601000 rw-p 00200000 08:01 12 /usr/bin/m
+Anonymous:             0 kB
+00700000-00701000 r--s 00000000 08:01 12 /usr/bin/m
+Anonymous:             0 kB
+00800000-00801000 r-xp 00000000 08:01 13 /usr/bin/other
+Anonymous:             0 kB
+00900000-00901000 rw-p 00000000 00:00 0                                  [heap]
+Anonymous:             4 kB";
+        assert_eq!(
+            clean_readonly_mappings(smaps, "/usr/bin/m"),
+            vec![(0x400000, 0x401000), (0x401000, 0x500000)]
+        );
+    }
 }
