@@ -466,6 +466,25 @@ fn exit_code_3_is_recorded() {
 }
 
 #[test]
+fn an_oom_kill_is_recorded() {
+    let c = sh(
+        "mon-oom",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        false,
+        false,
+    );
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.spec.bundle.join("config.json")).unwrap()).unwrap();
+    config["linux"]["resources"]["memory"] =
+        serde_json::json!({"limit": 16 << 20, "swap": 16 << 20});
+    std::fs::write(c.spec.bundle.join("config.json"), config.to_string()).unwrap();
+    let exit = c.run();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_eq!((exit.code, exit.signal), (137, Some(9)));
+    assert!(!of(&c.records(), "stdout").contains(&"survived".to_string()));
+}
+
+#[test]
 fn killed_by_sigkill_is_137() {
     let c = case("mon-kill", &["sleep", "1000"], false, false);
     let h = c.spawn();
