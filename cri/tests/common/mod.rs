@@ -371,12 +371,12 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// `/tmp/capsa-cri-tests/images/<name>`, built by `build(tmp)` into a temporary path and
-/// renamed into place unless `fresh` says the one there will do; under a lock, since test
-/// binaries run in parallel.
+/// renamed into place unless `fresh` says the one there will do; under one lock for all
+/// fixtures, since test binaries run in parallel.
 fn fixture(name: &str, fresh: impl FnOnce(&Path) -> bool, build: impl FnOnce(&Path)) -> PathBuf {
     let dir = PathBuf::from("/tmp/capsa-cri-tests/images");
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.join(format!("{name}.lock"))).unwrap();
+    let lock = std::fs::File::create(dir.join("lock")).unwrap();
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .unwrap();
