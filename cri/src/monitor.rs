@@ -62,7 +62,9 @@ pub struct MonitorSpec {
     pub tty: bool,
     /// Keep the container's stdin open for attach; else it reads /dev/null.
     pub stdin: bool,
-    /// Close the container's stdin when the first attach client with stdin leaves.
+    /// Close the container's stdin when the first attach client with stdin leaves. With a
+    /// terminal only the monitor's writing handle closes: the container sees the end of its
+    /// input when the client sends ^D, as on any terminal.
     pub stdin_once: bool,
 }
 
