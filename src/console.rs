@@ -9,8 +9,8 @@ use crate::rootfs::procfs::{ProcRoot, ProcfsError};
 use crate::rootfs::resolve;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use std::io::IoSlice;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -205,3 +205,33 @@ pub fn setup(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// Receives the pty master that init (or an exec'd process) sent over a console socket:
+/// the caller's side of `--console-socket`, connected.
+pub fn receive_master(ours: BorrowedFd) -> Result<OwnedFd, ConsoleError> {
+    let mut name = [0u8; 128];
+    let mut iov = [IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(pty_err("receiving the pty master"))?;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(pty_err("reading the pty master message"))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(ConsoleError::Pty {
+        step: "receiving the pty master",
+        source: std::io::Error::from_raw_os_error(libc::EBADMSG),
+    })
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod images;
 pub mod logger;
+pub mod monitor;
 pub mod pods;
 pub mod sandbox;
 pub mod service;

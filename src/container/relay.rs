@@ -4,10 +4,8 @@
 //! caller's window size is copied to the pty at start and on every SIGWINCH.
 
 use crate::console::ConsoleError;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::termios::{self, SetArg, Termios};
-use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 fn err(step: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
     move |e| ConsoleError::Pty {
@@ -26,32 +24,6 @@ pub(super) fn socket_pair() -> Result<(OwnedFd, OwnedFd), ConsoleError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(err("creating the console socket pair"))
-}
-
-/// Receives the pty master that init sent over the console socket.
-pub(super) fn receive_master(ours: &OwnedFd) -> Result<OwnedFd, ConsoleError> {
-    let mut name = [0u8; 128];
-    let mut iov = [IoSliceMut::new(&mut name)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        ours.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(err("receiving the pty master"))?;
-    for cmsg in msg.cmsgs().map_err(err("reading the pty master message"))? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            if let Some(fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor for us.
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-    }
-    Err(ConsoleError::Pty {
-        step: "receiving the pty master",
-        source: std::io::Error::from_raw_os_error(libc::EBADMSG),
-    })
 }
 
 /// Puts the caller's terminal in raw mode; restores it when dropped.

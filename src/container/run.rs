@@ -164,7 +164,7 @@ struct Console {
 
 impl Console {
     fn attach(socket: &std::os::fd::OwnedFd) -> Result<Self, ConsoleError> {
-        let master = relay::receive_master(socket)?;
+        let master = crate::console::receive_master(socket.as_fd())?;
         relay::copy_window_size(master.as_fd());
         let copy_end = master.try_clone().map_err(|source| ConsoleError::Pty {
             step: "duplicating the pty master",

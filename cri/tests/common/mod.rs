@@ -506,3 +506,52 @@ pub fn enter_netns(path: &str) {
     let f = std::fs::File::open(path).unwrap();
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 }
+
+/// `/tmp/capsa-cri-tests/images/<name>`, built by `build(tmp)` into a temporary path and
+/// renamed into place unless `fresh` says the one there will do; under one lock for all
+/// fixtures, since test binaries run in parallel.
+fn fixture(name: &str, fresh: impl FnOnce(&Path) -> bool, build: impl FnOnce(&Path)) -> PathBuf {
+    let dir = PathBuf::from("/tmp/capsa-cri-tests/images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("lock")).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let path = dir.join(name);
+    if !fresh(&path) {
+        let tmp = dir.join(format!("{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        build(&tmp);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rootfs-fixtures")
+        .join(name)
+}
+
+/// The busybox root filesystem, built once by `rootfs-fixtures/busybox-rootfs.sh` from
+/// Debian's busybox-static.
+pub fn busybox_rootfs() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            fixture(
+                "busybox",
+                |p| p.join("bin/busybox").exists(),
+                |tmp| {
+                    run_ok(
+                        Command::new("bash")
+                            .arg(script("busybox-rootfs.sh"))
+                            .arg(tmp),
+                    );
+                },
+            )
+        })
+        .clone()
+}
