@@ -1,5 +1,6 @@
 //! What the container process may do: capabilities, identity, rlimits, no_new_privs.
 
+pub mod accounts;
 mod capabilities;
 mod identity;
 pub mod lsm;
