@@ -83,8 +83,9 @@ pub(super) fn build(
         .into_iter()
         .filter(|m| {
             let dest = m["destination"].as_str().unwrap_or_default();
-            let clash = all.iter().any(|b| clean(&b.container_path) == clean(dest));
-            !clash && !(dev_mounted && dest.starts_with("/dev/"))
+            let replaced = all.iter().any(|b| clean(&b.container_path) == clean(dest))
+                || (dev_mounted && dest.starts_with("/dev/"));
+            !replaced
         })
         .collect();
     let mut rootfs_propagation = None;

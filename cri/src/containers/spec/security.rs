@@ -170,46 +170,52 @@ fn profile(
 }
 
 /// AppArmor and SELinux: asking for a profile or label where the LSM is off is refused
-/// (running unconfined instead is what the user would not expect), and capsa-cri ships no
-/// AppArmor profile of its own nor labels for SELinux, so where they are on, only a
-/// Localhost AppArmor profile is applied... by no one yet: it is refused as well.
+/// (running unconfined instead is what the user would not expect). capsa-cri ships no
+/// AppArmor profile and does no SELinux labelling, so where the LSM is on, such a request
+/// is refused as unsupported rather than ignored.
 #[allow(deprecated)]
 fn check_lsms(sc: &LinuxContainerSecurityContext, host: &dyn Host) -> Result<(), SpecError> {
     let field = sc_field("apparmor");
     let apparmor = profile(sc.apparmor.as_ref(), &sc.apparmor_profile, &field)?;
-    if let Some((t, _)) = apparmor {
-        if t != ProfileType::Unconfined && !(sc.privileged && t == ProfileType::RuntimeDefault) {
-            if !host.lsm_enabled(Lsm::AppArmor) {
-                return Err(SpecError::LsmDisabled {
-                    field,
-                    lsm: "AppArmor",
-                });
-            }
-            return Err(SpecError::Unsupported {
-                field,
-                what: "an AppArmor profile",
-            });
-        }
-    }
-    let field = sc_field("selinux_options");
-    if let Some(o) = &sc.selinux_options {
-        if [&o.user, &o.role, &o.r#type, &o.level]
+    // containerd applies no AppArmor profile to a privileged container's RuntimeDefault.
+    let wants_apparmor = apparmor.is_some_and(|(t, _)| {
+        t != ProfileType::Unconfined && !(sc.privileged && t == ProfileType::RuntimeDefault)
+    });
+    refuse(
+        host,
+        wants_apparmor,
+        Lsm::AppArmor,
+        field,
+        "an AppArmor profile",
+    )?;
+    let wants_selinux = sc.selinux_options.as_ref().is_some_and(|o| {
+        [&o.user, &o.role, &o.r#type, &o.level]
             .iter()
             .any(|s| !s.is_empty())
-        {
-            if !host.lsm_enabled(Lsm::SeLinux) {
-                return Err(SpecError::LsmDisabled {
-                    field,
-                    lsm: "SELinux",
-                });
-            }
-            return Err(SpecError::Unsupported {
-                field,
-                what: "an SELinux label",
-            });
-        }
+    });
+    let field = sc_field("selinux_options");
+    refuse(host, wants_selinux, Lsm::SeLinux, field, "an SELinux label")
+}
+
+/// The error for a request of `lsm` (`wanted`): disabled on the host, or unsupported.
+fn refuse(
+    host: &dyn Host,
+    wanted: bool,
+    lsm: Lsm,
+    field: String,
+    what: &'static str,
+) -> Result<(), SpecError> {
+    if !wanted {
+        return Ok(());
     }
-    Ok(())
+    if !host.lsm_enabled(lsm) {
+        let lsm = match lsm {
+            Lsm::AppArmor => "AppArmor",
+            Lsm::SeLinux => "SELinux",
+        };
+        return Err(SpecError::LsmDisabled { field, lsm });
+    }
+    Err(SpecError::Unsupported { field, what })
 }
 
 /// The seccomp profile as spec JSON: the built-in default, a Localhost file, or none.

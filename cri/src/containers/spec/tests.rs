@@ -140,6 +140,22 @@ fn mount<'a>(spec: &'a Value, dest: &str) -> Option<&'a Value> {
         .find(|m| m["destination"] == dest)
 }
 
+fn options(spec: &Value, dest: &str) -> Vec<String> {
+    strings(&mount(spec, dest).unwrap()["options"])
+}
+
+/// The spec's options for `/mnt` bound from `host` with `propagation`, and the root's.
+fn propagated(c: &mut Case, host: &str, propagation: MountPropagation) -> (Vec<String>, Value) {
+    let mut m = bind("/mnt", host);
+    m.propagation = propagation as i32;
+    c.config.mounts = vec![m];
+    let spec = c.json();
+    (
+        options(&spec, "/mnt"),
+        spec["linux"]["rootfsPropagation"].clone(),
+    )
+}
+
 fn bind(container: &str, host: &str) -> k8s_cri::v1::Mount {
     k8s_cri::v1::Mount {
         container_path: container.into(),
@@ -341,8 +357,8 @@ fn the_standard_mounts_and_the_sandbox_files_are_there() {
             "/dev/shm"
         ]
     );
-    assert!(strings(&mount(&spec, "/sys").unwrap()["options"]).contains(&"ro".into()));
-    assert!(strings(&mount(&spec, "/sys/fs/cgroup").unwrap()["options"]).contains(&"ro".into()));
+    assert!(options(&spec, "/sys").contains(&"ro".into()));
+    assert!(options(&spec, "/sys/fs/cgroup").contains(&"ro".into()));
     let shm = mount(&spec, "/dev/shm").unwrap();
     assert_eq!(shm["source"], "/run/s/shm");
     assert_eq!(strings(&shm["options"]), ["rbind", "rprivate", "rw"]);
@@ -373,7 +389,7 @@ fn a_request_mount_replaces_the_sandbox_file_and_host_ipc_gets_the_hosts_shm() {
     assert_eq!(hosts[0]["source"], "/var/lib/kubelet/etc-hosts");
     assert_eq!(mount(&spec, "/dev/shm").unwrap()["source"], "/dev/shm");
     // With a read-only root, the sandbox's files are read-only too.
-    assert!(strings(&mount(&spec, "/etc/resolv.conf").unwrap()["options"]).contains(&"ro".into()));
+    assert!(options(&spec, "/etc/resolv.conf").contains(&"ro".into()));
     assert_eq!(spec["root"]["readonly"], true);
 }
 
@@ -419,31 +435,33 @@ fn propagation_needs_a_matching_host_mount() {
     for p in ["/shared/x", "/private/x", "/slave/x"] {
         c.host = std::mem::take(&mut c.host).with_path(p);
     }
-    let mut m = bind("/mnt", "/shared/x");
-    m.propagation = MountPropagation::PropagationBidirectional as i32;
-    c.config.mounts = vec![m.clone()];
-    let spec = c.json();
+    use MountPropagation::*;
+    let (opts, root) = propagated(&mut c, "/shared/x", PropagationBidirectional);
     assert_eq!(
-        strings(&mount(&spec, "/mnt").unwrap()["options"]),
-        ["rbind", "rshared", "rw"]
+        (opts, root),
+        (
+            vec!["rbind".into(), "rshared".into(), "rw".into()],
+            "rshared".into()
+        )
     );
-    assert_eq!(spec["linux"]["rootfsPropagation"], "rshared");
-    m.host_path = "/slave/x".into();
+    let (opts, root) = propagated(&mut c, "/slave/x", PropagationHostToContainer);
+    assert_eq!(
+        (opts, root),
+        (
+            vec!["rbind".into(), "rslave".into(), "rw".into()],
+            "rslave".into()
+        )
+    );
+    let mut m = bind("/mnt", "/slave/x");
+    m.propagation = PropagationBidirectional as i32;
     c.config.mounts = vec![m.clone()];
     assert_eq!(
         c.err(),
         "config.mounts[0].propagation: rshared propagation needs /slave/x to be on a shared \
          mount, but its mount /slave is not"
     );
-    m.propagation = MountPropagation::PropagationHostToContainer as i32;
-    c.config.mounts = vec![m.clone()];
-    let spec = c.json();
-    assert_eq!(
-        strings(&mount(&spec, "/mnt").unwrap()["options"]),
-        ["rbind", "rslave", "rw"]
-    );
-    assert_eq!(spec["linux"]["rootfsPropagation"], "rslave");
     m.host_path = "/private/x".into();
+    m.propagation = PropagationHostToContainer as i32;
     c.config.mounts = vec![m.clone()];
     assert!(
         c.err().contains("on a shared or slave mount"),
@@ -473,10 +491,7 @@ fn selinux_relabel_is_ignored_without_selinux_and_rro_needs_readonly() {
     assert!(c.err().contains("needs readonly"));
     m.readonly = true;
     c.config.mounts = vec![m];
-    assert_eq!(
-        strings(&mount(&c.json(), "/d").unwrap()["options"]),
-        ["rbind", "rprivate", "ro", "rro"]
-    );
+    assert_eq!(options(&c.json(), "/d"), ["rbind", "rprivate", "ro", "rro"]);
 }
 
 #[test]
@@ -627,7 +642,7 @@ fn privileged_gets_everything_and_needs_a_privileged_sandbox() {
     assert!(spec["linux"].get("seccomp").is_none());
     assert_eq!(spec["linux"]["devices"][0]["path"], "/dev/null");
     assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], true);
-    assert!(!strings(&mount(&spec, "/sys").unwrap()["options"]).contains(&"ro".into()));
+    assert!(!options(&spec, "/sys").contains(&"ro".into()));
 }
 
 #[test]
