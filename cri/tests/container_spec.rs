@@ -264,10 +264,9 @@ fn a_root_container_keeps_only_the_capabilities_asked_for() {
             add_capabilities: vec!["net_bind_service".into(), "CAP_KILL".into()],
             ..Default::default()
         }),
-        seccomp: Some(SecurityProfile {
-            profile_type: security_profile::ProfileType::Unconfined as i32,
-            localhost_ref: String::new(),
-        }),
+        // The default filter without no_new_privs: loaded while capsa still holds
+        // CAP_SYS_ADMIN, before the capabilities are dropped.
+        seccomp: Some(SecurityProfile::default()),
         ..Default::default()
     });
     // CAP_KILL is bit 5, CAP_NET_BIND_SERVICE bit 10.
@@ -277,7 +276,7 @@ fn a_root_container_keeps_only_the_capabilities_asked_for() {
         format!("CapEff:\t{caps}"),
         format!("CapBnd:\t{caps}"),
         "NoNewPrivs:\t0".into(),
-        "Seccomp:\t0".into(),
+        "Seccomp:\t2".into(),
         "root=rw".into(),
         "motd=capsa busybox fixture".into(),
     ];

@@ -37,6 +37,8 @@ pub(super) fn args(
 /// replaces the earlier one in place (containerd's `WithEnv`).
 pub(super) fn env(config: &ContainerConfig, image: &ImageConfig, hostname: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    // kubelet passes a few variables per service of the namespace: thousands, at times.
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
     let requested = config
         .envs
         .iter()
@@ -47,12 +49,12 @@ pub(super) fn env(config: &ContainerConfig, image: &ImageConfig, hostname: &str)
         .chain(requested);
     for entry in all {
         let key = entry.split('=').next().unwrap_or_default().to_string();
-        match out
-            .iter_mut()
-            .find(|e| e.split('=').next() == Some(key.as_str()))
-        {
-            Some(existing) => *existing = entry,
-            None => out.push(entry),
+        match index.get(&key) {
+            Some(&i) => out[i] = entry,
+            None => {
+                index.insert(key, out.len());
+                out.push(entry);
+            }
         }
     }
     out
