@@ -188,13 +188,21 @@ fn run(sandbox: &Sandbox, config: &ContainerConfig, runtime: &Path) -> String {
         "{}-root",
         runtime.file_name().unwrap().to_string_lossy()
     ));
-    let out = run_ok(
-        Command::new(runtime)
-            .arg("--root")
-            .arg(&state)
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(&id),
+    let run = Command::new(runtime)
+        .arg("--root")
+        .arg(&state)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "{}: {:?}: {out}{err}",
+        runtime.display(),
+        run.status
     );
     // run deletes the container when it exits: nothing of it is left.
     let left = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
@@ -281,5 +289,124 @@ fn a_root_container_keeps_only_the_capabilities_asked_for() {
         "motd=capsa busybox fixture".into(),
     ];
     run_everywhere(&sandbox, &config, &expected);
+    sandbox.remove();
+}
+
+/// A tmpfs the test mounts and makes shared (the host's own mounts here are private), so
+/// that a bind from it may propagate; unmounted on drop.
+struct SharedMount(PathBuf);
+
+impl SharedMount {
+    fn new(path: PathBuf) -> SharedMount {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(&path).unwrap();
+        mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let guard = SharedMount(path);
+        mount(
+            None::<&str>,
+            &guard.0,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        guard
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn binds_devices_and_a_localhost_profile_reach_the_container() {
+    let sandbox = Sandbox::new("spec-binds");
+    let shared = SharedMount::new(sandbox.dir.join("shared"));
+    std::fs::write(shared.0.join("hello"), "from the host").unwrap();
+    let profile = sandbox.dir.join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut config = container(LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::Localhost as i32,
+            localhost_ref: profile.to_string_lossy().into_owned(),
+        }),
+        ..Default::default()
+    });
+    config.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: shared.0.to_string_lossy().into_owned(),
+        readonly: true,
+        propagation: MountPropagation::PropagationHostToContainer as i32,
+        ..Default::default()
+    }];
+    // Not one of the devices every container may use (/dev/null, /dev/fuse, /dev/net/tun,
+    // ...): the cgroup rule is the request's alone, read-only.
+    config.devices = vec![Device {
+        container_path: "/dev/myloop".into(),
+        host_path: "/dev/loop-control".into(),
+        permissions: "r".into(),
+    }];
+    config.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo data=$(cat /data/hello); touch /data/x 2>/dev/null || echo data=ro; \
+         (exec 3</dev/myloop) && echo dev=read; \
+         (exec 3>/dev/myloop) 2>/dev/null || echo dev=nowrite; mkdir /tmp/d 2>&1; \
+         grep ' /data ' /proc/self/mountinfo | grep -q master: && echo data=slave"
+            .into(),
+    ];
+    let expected = [
+        "data=from the host",
+        "data=ro",
+        "dev=read",
+        "dev=nowrite",
+        "mkdir: can't create directory '/tmp/d': Operation not permitted",
+        "data=slave",
+    ];
+    run_everywhere(&sandbox, &config, &expected.map(String::from));
+    // From a private mount, HOST_TO_CONTAINER cannot be had: refused, naming the path.
+    let private = sandbox.dir.join("files");
+    config.mounts[0].host_path = private.to_string_lossy().into_owned();
+    let host = SystemHost {
+        target_pid: |_: &str, _: &str| None,
+    };
+    let err = build_spec(&SpecInput {
+        id: "refused",
+        config: &config,
+        sandbox_config: &sandbox_config(),
+        sandbox: &sandbox.facts,
+        image: &ImageConfig::default(),
+        image_name: "busybox",
+        rootfs: Path::new("/nonexistent"),
+        volumes_dir: None,
+        host: &host,
+        accounts: &capsa_cri::containers::spec::RootfsAccounts::open(Path::new("/")).unwrap(),
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "config.mounts[0].propagation: rslave propagation needs {} to be on a shared or \
+             slave mount, but its mount / is not",
+            private.display()
+        )
+    );
+    drop(shared);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(sandbox.dir.to_str().unwrap()), "{mounts}");
     sandbox.remove();
 }
