@@ -14,15 +14,17 @@
 //! fake both. [`SystemHost`] and [`RootfsAccounts`] are the real ones.
 //!
 //! Namespaces: the spec joins the pod's net, ipc and uts (and pid when the pod shares it)
-//! by `/proc/<infra pid>/ns/*` paths, and the daemon creates the container with capsa's
-//! `CreateOptions::pod` too. Both: the paths make the spec whole (runc runs it as is, and
+//! by `/proc/<infra pid>/ns/*` paths, and the container is to be created with capsa's
+//! `CreateOptions::pod` as well (CreateContainer's job). Both: the paths make the spec whole (runc runs it as is, and
 //! the CONTAINER/NODE/TARGET pid modes are not the pod's to decide), while the pod option
 //! records the container as the pod's, so removing the pod removes it, and re-checks at
 //! create time that the infra pid is still the pod's (it rewrites the shared kinds to the
 //! same paths).
 //!
-//! The pod's sysctls are not repeated here: the infra process set them once in the
-//! namespaces the container joins (containerd's container spec has none either).
+//! Sysctls: a ContainerConfig has none of its own, and the pod's are not repeated here: the
+//! infra process set them once in the namespaces the container joins (containerd's
+//! container spec has none either; a NODE-network container writing them would write the
+//! host's).
 
 mod host;
 mod mounts;

@@ -307,12 +307,14 @@ pub(super) fn devices(
         } else {
             &d.container_path
         };
-        if !dest.starts_with('/') {
-            return Err(SpecError::Invalid {
-                field: format!("{field}.container_path"),
-                value: dest.clone(),
-                reason: "must be an absolute path",
-            });
+        for (name, path) in [("container_path", dest), ("host_path", &d.host_path)] {
+            if !path.starts_with('/') {
+                return Err(SpecError::Invalid {
+                    field: format!("{field}.{name}"),
+                    value: path.clone(),
+                    reason: "must be an absolute path",
+                });
+            }
         }
         let host_err = |path: &Path| {
             let field = format!("{field}.host_path");

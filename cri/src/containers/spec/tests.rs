@@ -537,6 +537,11 @@ fn devices_are_stated_on_the_host_and_allowed_with_their_permissions() {
     assert_eq!(rules[0]["allow"], false);
     assert_eq!(rules[1]["access"], "rw");
     assert_eq!(rules[1]["minor"], 3);
+    c.config.devices[0].host_path = "dev/fuse".into();
+    assert!(c
+        .err()
+        .starts_with("config.devices[0].host_path \"dev/fuse\""));
+    c.config.devices[0].host_path = "/dev/fuse".into();
     c.config.devices[0].permissions = "rwx".into();
     assert!(c.err().starts_with("config.devices[0].permissions \"rwx\""));
     c.host

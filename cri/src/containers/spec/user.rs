@@ -10,7 +10,7 @@
 //! CVE-2023-25173), the groups of /etc/group that list the user, and the request's
 //! `supplemental_groups`; sorted, once each. Policy Strict leaves /etc/group out.
 //! containerd 1.6 looks up /etc/group for the CRI user only (uid 0 when the image names the
-//! user); this takes the user the process actually runs as, as containerd 1.7 does.
+//! user); this takes the user the process actually runs as, as Docker does.
 
 use super::{sc_field, Accounts, SpecError};
 use k8s_cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
