@@ -7,6 +7,7 @@
 
 pub mod cni;
 pub mod config;
+pub mod containers;
 pub mod daemon;
 pub mod images;
 pub mod logger;

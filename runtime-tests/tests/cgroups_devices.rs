@@ -46,3 +46,22 @@ fn a_device_not_in_the_allow_list_cannot_be_opened_or_created() {
     let out = w.run_ok(&b);
     assert!(out.ends_with("tun-opened\n"), "{out}");
 }
+
+#[test]
+fn a_spec_device_node_is_only_as_open_as_the_device_rules_say() {
+    let mut w = World::new();
+    // /dev/loop-control (10:237): not one of the devices every container may use.
+    let script = "(exec 3</dev/myloop) && echo read-ok; \
+                  (exec 3>/dev/myloop) 2>/dev/null && echo write-ok || echo write-denied";
+    let mut b = w.bundle(&["sh", "-c", script]);
+    b.set(|c| {
+        c["linux"]["devices"] = json!([{"path": "/dev/myloop", "type": "c", "major": 10,
+                                        "minor": 237, "fileMode": 0o600}]);
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 237, "access": "r"}
+        ]);
+    });
+    // As runc: the node is made, but no rule of its own widens the spec's "r".
+    assert_eq!(w.run_ok(&b), "read-ok\nwrite-denied\n");
+}

@@ -249,7 +249,7 @@ impl Manager {
     }
 
     /// Applies `linux.resources` (all of it at create, the given fields on update).
-    /// `extra_devices` are allow rules for the spec's own `linux.devices` nodes; device rules
+    /// `extra_devices` are allow rules for making the spec's own `linux.devices` nodes; device rules
     /// are written only when `devices` is true (create), never by update.
     pub fn apply(
         &self,

@@ -309,6 +309,10 @@ impl Runtime {
             }
         }
         let mut cgroup_guard = CgroupGuard::new(vec![cgroup.clone()]);
+        // Each linux.devices node may be made (init creates it after the clone, already in
+        // this cgroup), but opened only as linux.resources.devices allows: runc creates the
+        // nodes before it writes the rules and adds none for them, so an "r" rule stays
+        // read-only there too.
         let device_nodes: Vec<String> = linux
             .and_then(|l| l.devices().as_ref())
             .into_iter()
@@ -319,7 +323,7 @@ impl Runtime {
                     oci_spec::runtime::LinuxDeviceType::P => "p",
                     _ => "c",
                 };
-                format!("{t} {}:{} rwm", d.major(), d.minor())
+                format!("{t} {}:{} m", d.major(), d.minor())
             })
             .collect();
         cgroup.apply(&resources, &device_nodes, true)?;

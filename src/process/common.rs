@@ -179,18 +179,12 @@ fn environment(process: &Process) -> Result<Vec<String>, ProcessError> {
     Ok(env)
 }
 
-/// The longest passwd line read: Go's bufio.MaxScanTokenSize, the limit of the scanner runc
-/// reads passwd with (runc fails with "token too long" past it).
-const PASSWD_MAX_LINE: usize = 64 * 1024;
-
 /// The home directory of `uid` from /etc/passwd, opened inside the container (a symlink in
-/// the image resolves in the container). The image is untrusted: /etc/passwd -> /dev/zero once
-/// ate memory up to the OOM killer, a FIFO hung create for good. So it is opened non-blocking
-/// and refused unless it is a regular file, and read as a stream of bounded lines up to the
-/// user's. A missing or unreadable file means no entry (runc ignores a failed open too); a
+/// the image resolves in the container), read as [`security::accounts`] reads an untrusted
+/// file. A missing or unreadable file means no entry (runc ignores a failed open too); a
 /// non-regular file or an overlong line is an error (runc fails on the line; on a FIFO it hangs).
 fn passwd_home(uid: u32) -> std::io::Result<Option<String>> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
@@ -198,53 +192,17 @@ fn passwd_home(uid: u32) -> std::io::Result<Option<String>> {
     else {
         return Ok(None);
     };
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "a directory"
-        };
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("/etc/passwd is {what}, not a regular file"),
-        ));
-    }
+    security::accounts::require_regular(&file, "/etc/passwd")?;
     find_home(std::io::BufReader::new(file), uid)
 }
 
 /// Scans passwd lines up to the first one for `uid`; lines that do not parse are skipped, as
 /// runc's parser skips them. An empty home field means "/".
-fn find_home(mut reader: impl std::io::BufRead, uid: u32) -> std::io::Result<Option<String>> {
-    use std::io::{BufRead, Read};
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = (&mut reader)
-            .take(PASSWD_MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if line.len() > PASSWD_MAX_LINE {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("/etc/passwd has a line longer than {PASSWD_MAX_LINE} bytes"),
-            ));
-        }
-        let text = String::from_utf8_lossy(&line);
-        let f: Vec<&str> = text.trim().split(':').collect();
-        if f.len() > 5 && f[2].parse() == Ok(uid) {
-            let home = f[5];
-            return Ok(Some(if home.is_empty() { "/" } else { home }.to_string()));
-        }
-    }
+fn find_home(reader: impl std::io::BufRead, uid: u32) -> std::io::Result<Option<String>> {
+    security::accounts::scan(reader, "/etc/passwd", |f| {
+        (f.len() > 5 && f[2].parse() == Ok(uid))
+            .then(|| if f[5].is_empty() { "/" } else { f[5] }.to_string())
+    })
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -405,7 +363,7 @@ pub(super) fn exec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufReader, Cursor, Read};
+    use std::io::Cursor;
 
     #[test]
     fn home_comes_from_the_first_line_of_the_uid() {
@@ -417,29 +375,6 @@ mod tests {
         assert_eq!(home(1000).as_deref(), Some("/home/a"));
         assert_eq!(home(7).as_deref(), Some("/"));
         assert_eq!(home(42), None);
-    }
-
-    #[test]
-    fn an_endless_line_is_refused_after_the_limit() {
-        let zeros = BufReader::new(std::io::repeat(0));
-        let err = find_home(zeros, 0).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("/etc/passwd has a line longer than"),
-            "{err}"
-        );
-        let mut long = vec![b'x'; PASSWD_MAX_LINE + 10];
-        long.push(b'\n');
-        assert!(find_home(Cursor::new(long), 0).is_err());
-    }
-
-    #[test]
-    fn reading_stops_at_the_users_line() {
-        // What follows the user's line (endless zeros here) is never read.
-        let head = Cursor::new(b"root:x:0:0:root:/root:/bin/sh\n".to_vec());
-        let endless = head.chain(std::io::repeat(0));
-        let home = find_home(BufReader::new(endless), 0).unwrap();
-        assert_eq!(home.as_deref(), Some("/root"));
     }
 
     #[test]

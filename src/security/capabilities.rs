@@ -18,6 +18,17 @@ pub fn parse_capability(name: &str) -> Result<Capability, SecurityError> {
     })
 }
 
+/// Every capability the running kernel knows, as "CAP_..." names, sorted: what a privileged
+/// container gets (as containerd's WithAllCurrentCapabilities).
+pub fn supported_capabilities() -> Vec<String> {
+    let mut names: Vec<String> = caps::runtime::thread_all_supported()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The resolved sets; `None` for a set the spec leaves out (it is then emptied, as runc does).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapabilitySets {
@@ -121,5 +132,13 @@ mod tests {
             Capability::CAP_NET_ADMIN
         );
         assert!(parse_capability("CAP_FLY").is_err());
+    }
+
+    #[test]
+    fn the_kernel_supports_at_least_the_classic_capabilities() {
+        let all = supported_capabilities();
+        assert!(all.contains(&"CAP_SYS_ADMIN".to_string()), "{all:?}");
+        assert!(all.contains(&"CAP_CHOWN".to_string()));
+        assert!(all.len() >= 38, "{all:?}");
     }
 }

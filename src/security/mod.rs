@@ -1,5 +1,6 @@
 //! What the container process may do: capabilities, identity, rlimits, no_new_privs.
 
+pub mod accounts;
 mod capabilities;
 mod identity;
 pub mod lsm;
@@ -8,7 +9,8 @@ pub mod sealed;
 pub mod seccomp;
 
 pub use capabilities::{
-    apply as apply_capabilities, drop_bounding, parse_capability, CapabilitySets,
+    apply as apply_capabilities, drop_bounding, parse_capability, supported_capabilities,
+    CapabilitySets,
 };
 pub use identity::{join_session_keyring, set_identity, set_no_new_privs};
 pub use rlimits::{apply as apply_rlimits, resource_name};

@@ -3,6 +3,30 @@
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
+/// The /proc and /sys files hidden from a container (runc's `spec`; containerd's default
+/// spec has the same list).
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+/// The /proc files a container sees read-only (runc's `spec`, containerd's default spec).
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 fn base() -> Value {
     json!({
         "ociVersion": crate::OCI_VERSION,
@@ -43,13 +67,8 @@ fn base() -> Value {
             "namespaces": [
                 {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
             ],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
+            "maskedPaths": DEFAULT_MASKED_PATHS,
+            "readonlyPaths": DEFAULT_READONLY_PATHS
         }
     })
 }

@@ -1,0 +1,2 @@
+pub mod seccomp_default;
+pub mod spec;
