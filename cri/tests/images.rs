@@ -398,3 +398,332 @@ async fn concurrent_pulls_fetch_each_layer_once() {
         .count();
     assert_eq!(layer_dirs, layers_unique.len());
 }
+
+/// Bytes a connection carries from the registry before [`StallingProxy`] may hold the rest:
+/// past every manifest and config, well inside busybox's ~1 MB layer.
+const STALL_AFTER: usize = 200 * 1024;
+
+/// A TCP proxy on 127.0.0.1 of the test's network namespace in front of the registry. It
+/// forwards both ways; while stalled, a connection that has carried more than
+/// [`STALL_AFTER`] bytes from the registry forwards no more of them until unstalled: a
+/// layer download cut mid-stream, the daemon left waiting. Its tasks (and sockets) end when
+/// it drops.
+struct StallingProxy {
+    addr: std::net::SocketAddr,
+    stall: tokio::sync::watch::Sender<bool>,
+    /// Connections held so far.
+    stalled: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    fn start(netns: &Netns, upstream: &str) -> StallingProxy {
+        let upstream: std::net::SocketAddr = upstream.parse().unwrap();
+        let listener = in_netns(Some(&netns.path), || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+        })
+        .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let (stall, rx) = tokio::sync::watch::channel(false);
+        let stalled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, netns) = (stalled.clone(), netns.path.clone());
+        let task = tokio::spawn(async move {
+            // Dropped with this task when the proxy drops: every connection's task ends too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                // A socket belongs to the namespace it is made in: the registry's.
+                let socket = in_netns(Some(&netns), tokio::net::TcpSocket::new_v4).unwrap();
+                let (rx, count) = (rx.clone(), count.clone());
+                connections.spawn(async move {
+                    let Ok(registry) = socket.connect(upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_registry, mut to_registry) = registry.into_split();
+                    let up = async {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_registry).await;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_registry).await;
+                    };
+                    let down = forward_stalling(&mut from_registry, &mut to_client, rx, &count);
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        StallingProxy {
+            addr,
+            stall,
+            stalled,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set_stalled(&self, on: bool) {
+        self.stall.send_replace(on);
+    }
+
+    fn stalled(&self) -> usize {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to`, holding back (and counting, once) past [`STALL_AFTER`] bytes
+/// while `stall` says so.
+async fn forward_stalling(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut stall: tokio::sync::watch::Receiver<bool>,
+    stalled: &std::sync::atomic::AtomicUsize,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    let (mut carried, mut counted) = (0, false);
+    loop {
+        if carried > STALL_AFTER {
+            if *stall.borrow() && !counted {
+                stalled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                counted = true;
+            }
+            if stall.wait_for(|on| !*on).await.is_err() {
+                return;
+            }
+        }
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                carried += n;
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Where a server keeps image content on disk.
+struct ContentDirs {
+    /// Verified blobs, named by their sha256.
+    blobs: std::path::PathBuf,
+    /// Downloads in progress.
+    partial: std::path::PathBuf,
+    /// Unpacked layers.
+    layers: std::path::PathBuf,
+}
+
+impl ContentDirs {
+    fn of(server: &Server) -> ContentDirs {
+        match server.kind {
+            Kind::Capsa => {
+                let store = server.dir.join("state/images");
+                ContentDirs {
+                    blobs: store.join("blobs/sha256"),
+                    partial: store.join("tmp"),
+                    layers: store.join("layers"),
+                }
+            }
+            Kind::Containerd => {
+                let root = server.dir.join("root");
+                let content = root.join("io.containerd.content.v1.content");
+                ContentDirs {
+                    blobs: content.join("blobs/sha256"),
+                    partial: content.join("ingest"),
+                    layers: root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
+                }
+            }
+        }
+    }
+
+    /// Every blob's hex name, each checked against the sha256 of its content.
+    fn verified_blobs(&self) -> Vec<String> {
+        use sha2::Digest as _;
+        let mut names = Vec::new();
+        for name in names_in(&self.blobs) {
+            let content = std::fs::read(self.blobs.join(&name)).unwrap();
+            let actual = hex::encode(sha2::Sha256::digest(&content));
+            assert_eq!(actual, name, "blob {name} in {}", self.blobs.display());
+            names.push(name);
+        }
+        names
+    }
+
+    /// The unpacked layers a pull may build on, by chain id (hex): capsa-cri's layers/,
+    /// containerd's committed snapshots (whose keys are chain ids; an extraction in progress
+    /// is an active snapshot, under a key of its own).
+    fn committed_layers(&self, server: &Server) -> Vec<String> {
+        if server.kind == Kind::Capsa {
+            return names_in(&self.layers);
+        }
+        let out = run_ok(
+            std::process::Command::new("ctr")
+                .arg("--address")
+                .arg(&server.socket)
+                .args([
+                    "-n",
+                    "k8s.io",
+                    "snapshots",
+                    "--snapshotter",
+                    "overlayfs",
+                    "ls",
+                ]),
+        );
+        let mut keys: Vec<String> = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [key, .., "Committed"] => Some(key.trim_start_matches("sha256:").to_string()),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether a download in progress has written its temp: capsa-cri's `tmp/blob-*` (empty
+    /// until its first 1 MiB chunk), containerd's `ingest/<ref hash>/data`.
+    fn has_partial(&self, kind: Kind) -> bool {
+        names_in(&self.partial).iter().any(|n| match kind {
+            Kind::Capsa => n.starts_with("blob-"),
+            Kind::Containerd => self.partial.join(n).join("data").is_file(),
+        })
+    }
+}
+
+/// The sorted names in `dir`; none when it does not exist.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    names.sort();
+    names
+}
+
+/// The chain ids (hex) of an image config's diff ids, computed here as the OCI image spec
+/// defines them.
+fn chain_ids_hex(config: &serde_json::Value) -> Vec<String> {
+    use sha2::Digest as _;
+    let mut out: Vec<String> = Vec::new();
+    let mut chain = String::new();
+    for diff in config["rootfs"]["diff_ids"].as_array().unwrap() {
+        let diff = diff.as_str().unwrap();
+        chain = if chain.is_empty() {
+            diff.to_string()
+        } else {
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(format!("{chain} {diff}")))
+            )
+        };
+        out.push(chain.trim_start_matches("sha256:").to_string());
+    }
+    out.sort();
+    out
+}
+
+/// A pull killed midway (issue #14): the daemon is SIGKILLed while a proxy holds busybox's
+/// layer mid-stream. What it leaves must not pass for whole — no image (ImageStatus None,
+/// ListImages empty after a restart), no blob whose content is not its name (every file is
+/// hashed), not the cut layer among the blobs, no unpacked layer — and with the proxy let
+/// go, the same daemon on the same directories pulls the image whole: its id, one unpacked
+/// layer per layer of the image (capsa-cri's named by exactly its chain ids).
+///
+/// containerd, a single process with its content store, is killed the same way and held to
+/// all of that; not to what is capsa-cri's store contract alone: capsa-cri's restart empties
+/// its tmp/ and collects the orphaned manifest and config, while containerd keeps a cut
+/// download's ingest across a restart by design (the next pull resumes it) and leaves what
+/// the pull fetched to its leases and garbage collector.
+#[tokio::test]
+async fn a_pull_killed_mid_layer_leaves_nothing_whole_and_the_next_pull_completes() {
+    let netns = Netns::new();
+    let registry = Arc::new(Registry::start(Some(&netns)));
+    registry.push(Fixture::Busybox, "library/busybox:latest");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&registry.raw_manifest("library/busybox:latest")).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let layer_hex = layer.trim_start_matches("sha256:").to_string();
+    assert!(manifest["layers"][0]["size"].as_u64().unwrap() > 2 * STALL_AFTER as u64);
+    let id = Fixture::Busybox.image_id();
+    let (code, config) = registry.get(&format!("/v2/library/busybox/blobs/{id}"));
+    assert_eq!(code, 200);
+    let chain_ids = chain_ids_hex(&serde_json::from_str(&config).unwrap());
+    let proxy = StallingProxy::start(&netns, registry.addr());
+
+    for kind in KINDS {
+        proxy.set_stalled(true);
+        let held_before = proxy.stalled();
+        let mut server = Server::start_via(kind, Some(&netns), registry.clone(), proxy.url()).await;
+        let dirs = ContentDirs::of(&server);
+        let mut c = server.clients().await;
+        let cut = tokio::spawn(async move { pull(&mut c, "busybox", None).await });
+        eventually(
+            "the proxy holding the layer and the daemon's partial blob",
+            || {
+                let held = proxy.stalled() > held_before && dirs.has_partial(kind);
+                async move { held }
+            },
+        )
+        .await;
+        server.stop_with(nix::sys::signal::Signal::SIGKILL);
+        assert!(cut.await.unwrap().is_err(), "{kind:?}");
+
+        // What the crash left, as found on disk: temps, verified blobs, no layer (containerd
+        // made the active snapshot its extraction was to fill, still empty).
+        assert!(
+            dirs.has_partial(kind),
+            "{kind:?}: the kill was not mid-layer"
+        );
+        let blobs = dirs.verified_blobs();
+        assert!(
+            !blobs.contains(&layer_hex),
+            "{kind:?}: the cut layer is a blob"
+        );
+        for l in names_in(&dirs.layers) {
+            assert!(kind == Kind::Containerd, "capsa-cri left layer {l}");
+            let fs = dirs.layers.join(l).join("fs");
+            assert!(names_in(&fs).is_empty(), "{}", fs.display());
+        }
+
+        server.restart().await;
+        let mut c = server.clients().await;
+        assert!(
+            status(&mut c, "busybox", false).await.0.is_none(),
+            "{kind:?}"
+        );
+        assert!(status(&mut c, &id, false).await.0.is_none(), "{kind:?}");
+        assert!(list(&mut c, None).await.is_empty(), "{kind:?}");
+        let blobs = dirs.verified_blobs();
+        assert!(
+            !blobs.contains(&layer_hex),
+            "{kind:?}: the cut layer is a blob"
+        );
+        assert!(dirs.committed_layers(&server).is_empty(), "{kind:?}");
+        if kind == Kind::Capsa {
+            assert_eq!(names_in(&dirs.partial), Vec::<String>::new());
+            assert_eq!(blobs, Vec::<String>::new());
+        }
+
+        proxy.set_stalled(false);
+        assert_eq!(pull(&mut c, "busybox", None).await.unwrap(), id, "{kind:?}");
+        assert_eq!(image_status(&mut c, "busybox").await.id, id, "{kind:?}");
+        assert!(dirs.verified_blobs().contains(&layer_hex), "{kind:?}");
+        assert_eq!(dirs.committed_layers(&server), chain_ids, "{kind:?}");
+        if kind == Kind::Capsa {
+            assert_eq!(names_in(&dirs.partial), Vec::<String>::new());
+        }
+    }
+}

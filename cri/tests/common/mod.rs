@@ -88,6 +88,8 @@ pub struct Server {
     pub netns: Option<PathBuf>,
     /// The registry its docker.io pulls go to (its only one: nothing reaches out).
     pub registry: Arc<Registry>,
+    /// docker.io's mirror in its config: the registry's URL, or a proxy's in front of it.
+    pub mirror: String,
     /// Plugin directories searched before /usr/lib/cni (capsa-cri only): a test's own plugins.
     pub plugin_dirs: Vec<PathBuf>,
     child: Option<Child>,
@@ -113,7 +115,14 @@ impl Server {
         netns: Option<&Netns>,
         plugin_dirs: Vec<PathBuf>,
     ) -> Server {
-        Self::launch(kind, netns, Arc::new(Registry::start(netns)), plugin_dirs).await
+        Self::launch(
+            kind,
+            netns,
+            Arc::new(Registry::start(netns)),
+            plugin_dirs,
+            None,
+        )
+        .await
     }
 
     /// Starts a server whose pulls of `docker.io/…` (and of `registry.addr()/…`) go to
@@ -121,15 +130,29 @@ impl Server {
     /// servers held against each other on the same images. containerd's sandbox image is
     /// pushed there first.
     pub async fn start_with(kind: Kind, netns: Option<&Netns>, registry: Arc<Registry>) -> Server {
-        Self::launch(kind, netns, registry, Vec::new()).await
+        Self::launch(kind, netns, registry, Vec::new(), None).await
     }
 
+    /// As [`Server::start_with`], with docker.io's mirror at `mirror` (`http://host:port`,
+    /// e.g. a proxy the test puts in front of `registry`) instead of the registry itself.
+    pub async fn start_via(
+        kind: Kind,
+        netns: Option<&Netns>,
+        registry: Arc<Registry>,
+        mirror: String,
+    ) -> Server {
+        Self::launch(kind, netns, registry, Vec::new(), Some(mirror)).await
+    }
+
+    /// Starts it: docker.io's mirror is `mirror`, or else the registry itself.
     async fn launch(
         kind: Kind,
         netns: Option<&Netns>,
         registry: Arc<Registry>,
         plugin_dirs: Vec<PathBuf>,
+        mirror: Option<String>,
     ) -> Server {
+        let mirror = mirror.unwrap_or_else(|| registry.url());
         let dir = scratch(match kind {
             Kind::Capsa => "capsa",
             Kind::Containerd => "ctrd",
@@ -146,6 +169,7 @@ impl Server {
             cni_conf_dir,
             netns: netns.map(|n| n.path.clone()),
             registry,
+            mirror,
             plugin_dirs,
             child: None,
         };
@@ -184,11 +208,11 @@ impl Server {
         with_netns(self.netns.as_deref(), c)
     }
 
-    /// The server's configuration file: the registry is docker.io's mirror, and is reached
-    /// over plain HTTP (as itself too).
+    /// The server's configuration file: the mirror is docker.io's, and the registry is
+    /// reached over plain HTTP (as itself too).
     fn write_config(&self) {
         let registry = self.registry.addr();
-        let url = self.registry.url();
+        let url = &self.mirror;
         match self.kind {
             Kind::Capsa => {
                 let config = format!(
