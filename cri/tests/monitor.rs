@@ -6,6 +6,7 @@
 
 mod common;
 use capsa_cri::monitor::{exit_status, Attach, Exit, Monitor, MonitorHandle, MonitorSpec, Output};
+use common::{pod_status, run_pod};
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -772,25 +773,10 @@ async fn containerds_shim_and_pause_for_one_pod() {
         }),
         ..Default::default()
     };
-    let id = c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
+    let id = run_pod(&mut c, &config)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
-        .into_inner()
-        .pod_sandbox_id;
-    let status = c
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log()));
+    let status = pod_status(&mut c, &id).await.unwrap();
     let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
     let pause = info["pid"].as_i64().unwrap() as i32;
     let stat = std::fs::read_to_string(format!("/proc/{pause}/stat")).unwrap();

@@ -35,26 +35,6 @@ fn pod_config(name: &str, uid: &str) -> PodSandboxConfig {
     }
 }
 
-async fn run_pod(c: &mut Clients, config: &PodSandboxConfig) -> Result<String, tonic::Status> {
-    c.runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn status(c: &mut Clients, id: &str) -> Result<PodSandboxStatusResponse, tonic::Status> {
-    c.runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn list(c: &mut Clients, filter: PodSandboxFilter) -> Vec<String> {
     let mut ids: Vec<String> = c
         .runtime
@@ -116,7 +96,7 @@ async fn a_pod_runs_is_listed_stops_and_is_removed_as_kubelet_repeats_it() {
             .await
             .unwrap_or_else(|e| panic!("{kind:?}: RunPodSandbox: {e}\n{}", server.log()));
 
-        let s = status(&mut c, &id).await.unwrap();
+        let s = pod_status(&mut c, &id).await.unwrap();
         let st = s.status.clone().unwrap();
         assert_eq!(st.id, id);
         assert_eq!(st.state, PodSandboxState::SandboxReady as i32, "{kind:?}");
@@ -189,7 +169,7 @@ async fn a_pod_runs_is_listed_stops_and_is_removed_as_kubelet_repeats_it() {
         // Stop twice: NOTREADY, the IP released, the status kept until removal.
         stop(&mut c, &id).await;
         stop(&mut c, &id).await;
-        let st = status(&mut c, &id).await.unwrap().status.unwrap();
+        let st = pod_status(&mut c, &id).await.unwrap().status.unwrap();
         assert_eq!(
             st.state,
             PodSandboxState::SandboxNotready as i32,
@@ -217,7 +197,7 @@ async fn a_pod_runs_is_listed_stops_and_is_removed_as_kubelet_repeats_it() {
         // Remove twice; then it is unknown, and Stop/Remove of unknown ids still succeed.
         remove(&mut c, &id).await;
         remove(&mut c, &id).await;
-        let e = status(&mut c, &id).await.unwrap_err();
+        let e = pod_status(&mut c, &id).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound, "{kind:?}: {e}");
         assert!(list(&mut c, PodSandboxFilter::default()).await.is_empty());
         let unknown = c
@@ -282,7 +262,7 @@ async fn sysctls_dns_and_host_network() {
         let id = run_pod(&mut c, &config)
             .await
             .unwrap_or_else(|e| panic!("{kind:?}: {e}\n{}", server.log()));
-        let pid = sandbox_pid(&status(&mut c, &id).await.unwrap());
+        let pid = sandbox_pid(&pod_status(&mut c, &id).await.unwrap());
         let port_start = nsenter(
             pid,
             "net",
@@ -334,7 +314,7 @@ async fn sysctls_dns_and_host_network() {
         let id = run_pod(&mut c, &host)
             .await
             .unwrap_or_else(|e| panic!("{kind:?}: {e}\n{}", server.log()));
-        let s = status(&mut c, &id).await.unwrap();
+        let s = pod_status(&mut c, &id).await.unwrap();
         let ip = s
             .status
             .as_ref()
@@ -375,7 +355,7 @@ async fn after_failed_run(kind: Kind, server: &Server, c: &mut Clients) {
     }
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].state, PodSandboxState::SandboxNotready as i32);
-    let info = status(c, &left[0].id).await.unwrap().info;
+    let info = pod_status(c, &left[0].id).await.unwrap().info;
     let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
     let netns: Vec<String> = info["runtimeSpec"]["linux"]["namespaces"]
         .as_array()
@@ -448,7 +428,7 @@ async fn bad_requests_are_refused_naming_the_field() {
             assert_eq!(e.code(), tonic::Code::InvalidArgument);
             assert!(e.message().contains("config.metadata.uid"), "{e}");
         }
-        let e = status(&mut c, "0123456789abcdef").await.unwrap_err();
+        let e = pod_status(&mut c, "0123456789abcdef").await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound, "{kind:?}: {e}");
         assert!(list(&mut c, PodSandboxFilter::default()).await.is_empty());
     }
@@ -465,8 +445,8 @@ async fn pods_outlive_a_killed_daemon_and_are_found_again() {
         let id = run_pod(&mut c, &config)
             .await
             .unwrap_or_else(|e| panic!("{kind:?}: {e}\n{}", server.log()));
-        let before = status(&mut c, &id).await.unwrap().status.unwrap();
-        let pid = sandbox_pid(&status(&mut c, &id).await.unwrap());
+        let before = pod_status(&mut c, &id).await.unwrap().status.unwrap();
+        let pid = sandbox_pid(&pod_status(&mut c, &id).await.unwrap());
         drop(c);
         server.stop_with(nix::sys::signal::Signal::SIGKILL);
         assert!(
@@ -475,7 +455,7 @@ async fn pods_outlive_a_killed_daemon_and_are_found_again() {
         );
         server.restart().await;
         let mut c = server.clients().await;
-        let after = status(&mut c, &id).await.unwrap().status.unwrap();
+        let after = pod_status(&mut c, &id).await.unwrap().status.unwrap();
         assert_eq!(
             after.state,
             PodSandboxState::SandboxReady as i32,
@@ -511,7 +491,7 @@ async fn port_mappings_reach_the_pod_and_stats_measure_it() {
         let id = run_pod(&mut c, &config)
             .await
             .unwrap_or_else(|e| panic!("{kind:?}: {e}\n{}", server.log()));
-        let pid = sandbox_pid(&status(&mut c, &id).await.unwrap());
+        let pid = sandbox_pid(&pod_status(&mut c, &id).await.unwrap());
 
         let pod_ns = format!("/proc/{pid}/ns/net");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -785,7 +765,7 @@ async fn a_daemon_killed_in_run_pod_sandbox_leaves_nothing_once_restarted() {
         let again = run_pod(&mut c, &config)
             .await
             .unwrap_or_else(|e| panic!("{point:?}: {e}\n{}", server.log()));
-        let st = status(&mut c, &again).await.unwrap().status.unwrap();
+        let st = pod_status(&mut c, &again).await.unwrap().status.unwrap();
         assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
         stop(&mut c, &again).await;
         remove(&mut c, &again).await;

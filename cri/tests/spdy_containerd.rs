@@ -87,25 +87,10 @@ async fn port_forward_through_containerds_streaming_server() {
         }),
         ..Default::default()
     };
-    let id = c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
+    let id = run_pod(&mut c, &config)
         .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log()))
-        .into_inner()
-        .pod_sandbox_id;
-    let status = c
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log()));
+    let status = pod_status(&mut c, &id).await.unwrap();
     let scenario = tokio::spawn(forward(
         server.clients().await,
         netns.path.to_str().unwrap().to_string(),

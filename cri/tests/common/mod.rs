@@ -579,3 +579,31 @@ pub fn busybox_rootfs() -> PathBuf {
         })
         .clone()
 }
+
+/// RunPodSandbox of `config`: the sandbox id, or the server's error.
+pub async fn run_pod(
+    c: &mut Clients,
+    config: &k8s_cri::v1::PodSandboxConfig,
+) -> Result<String, tonic::Status> {
+    c.runtime
+        .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// PodSandboxStatus of `id`, verbose.
+pub async fn pod_status(
+    c: &mut Clients,
+    id: &str,
+) -> Result<k8s_cri::v1::PodSandboxStatusResponse, tonic::Status> {
+    c.runtime
+        .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
