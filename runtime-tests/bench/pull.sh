@@ -14,5 +14,7 @@ done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# The test harness runs the capsa-cri binary of its own build: --release makes both release.
+# The test harness runs the capsa-cri binary of its own build (--release makes both release)
+# and takes containerd's sandbox image, capsa-pause, from beside it.
+cargo build --release -p capsa --bin capsa-pause
 exec cargo test --release -p capsa-cri --test bench_pull -- --ignored --nocapture --test-threads 1
