@@ -77,6 +77,11 @@ impl Images {
             .resolve(&reference, &auth)
             .await
             .map_err(|e| registry_status(&reference, &e))?;
+        log::debug!(
+            "pulling {reference}: resolved {} ({} layers)",
+            resolved.manifest_digest,
+            resolved.layers.len()
+        );
         let failed = |e: StoreError| store_status(&format!("pulling {reference}"), &e);
         let id = parse_digest(&resolved.config_descriptor.digest).map_err(failed)?;
 
@@ -110,7 +115,9 @@ impl Images {
         self.fetch_layers(&reference, &resolved, &auth)
             .await
             .map_err(failed)?;
+        log::debug!("pulling {reference}: layers fetched");
         let chain_ids = self.store.unpack_layers(&layers).await.map_err(failed)?;
+        log::debug!("pulling {reference}: layers unpacked");
 
         let repo_digest = reference
             .with_digest(&resolved.digest)
