@@ -111,6 +111,7 @@ fn configure(args: Args) -> anyhow::Result<Config> {
 fn run() -> anyhow::Result<()> {
     let config = configure(Args::parse())?;
     capsa_cri::logger::init(config.log_format, config.level()?);
+    capsa_cri::socket::refuse_live(&config.listen)?;
     let daemon = std::sync::Arc::new(capsa_cri::daemon::Daemon::new(config)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,6 +29,17 @@ fn io<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Refuses a socket at `path` that a daemon answers on. The daemon checks this before it
+/// opens its state, so that a second daemon says why it cannot start, not which of its
+/// locks it found taken.
+pub fn refuse_live(path: &Path) -> Result<(), SocketError> {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(SocketError::InUse { path: path.into() });
+    }
+    Ok(())
+}
+
 /// Binds the listening socket at `path` (mode 0660, its directory created 0711).
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
     if let Some(dir) = path.parent() {
@@ -42,13 +53,9 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(SocketError::InUse { path: path.into() }),
-                // Nobody listens: a stale socket from a daemon that died.
-                Err(_) => {
-                    std::fs::remove_file(path).map_err(io("removing the stale socket", path))?
-                }
-            }
+            refuse_live(path)?;
+            // Nobody listens: a stale socket from a daemon that died.
+            std::fs::remove_file(path).map_err(io("removing the stale socket", path))?
         }
         Ok(_) => return Err(SocketError::NotASocket { path: path.into() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

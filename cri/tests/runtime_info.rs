@@ -161,12 +161,12 @@ async fn calls_not_served_yet_say_so() {
     let server = Server::start(Kind::Capsa).await;
     let mut c = server.clients().await;
     let e = c
-        .images
-        .list_images(ListImagesRequest::default())
+        .runtime
+        .list_containers(ListContainersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("list_images"), "{e}");
+    assert!(e.message().contains("list_containers"), "{e}");
 }
 
 /// The socket: mode 0660; a second daemon on a live socket is refused; SIGTERM stops serving
