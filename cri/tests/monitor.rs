@@ -374,7 +374,7 @@ fn reopen_after_rename_loses_no_line() {
 fn attach_clients_see_output_and_stdin_reaches_the_container() {
     let c = sh(
         "mon-attach",
-        "echo ready; while read l; do echo got-$l; echo e-$l >&2; done; exit 4",
+        "echo ready; while read l; do echo e-$l >&2; echo got-$l; done; exit 4",
         false,
         true,
     );

@@ -183,8 +183,9 @@ fn send_ready(fd: Option<OwnedFd>, ready: &Ready) {
     }
 }
 
-/// Our stdio replaced by the container's ends for the create, restored on drop: the
-/// container's init inherits 0, 1 and 2 (capsa has no way yet to be given them).
+/// Our stdio replaced by /dev/null for a create with a terminal, restored on drop: capsa
+/// refuses stdio descriptors beside a terminal (the pty is the container's stdio), and
+/// nothing the runtime runs meanwhile may write to whatever our own 0, 1 and 2 are.
 struct StdioSwap {
     saved: Vec<OwnedFd>,
 }
@@ -403,12 +404,12 @@ impl Monitor {
                     None,
                 )
             };
-            {
-                let _swap = StdioSwap::install([in_r.as_fd(), out_w.as_fd(), err_w.as_fd()])?;
-                runtime.create_abortable(&spec.id, &opts)?;
-            }
+            // Handed to the container process alone (capsa dup's them onto its 0, 1 and 2).
+            opts.stdio = Some(capsa::StdioFds::new(in_r, out_w, err_w));
+            let created = runtime.create_abortable(&spec.id, &opts);
             // The container's ends are the container's only: EOF comes when it is gone.
-            drop((out_w, err_w, in_r));
+            opts.stdio = None;
+            created?;
             for fd in [out_r.as_fd(), err_r.as_fd()] {
                 set_nonblocking(fd)?;
             }
