@@ -6,7 +6,7 @@
 
 mod common;
 use capsa_cri::monitor::{exit_status, Attach, Exit, Monitor, MonitorHandle, MonitorSpec, Output};
-use common::{pod_status, run_pod};
+use common::{sandbox_pid, start_pod};
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -773,12 +773,8 @@ async fn containerds_shim_and_pause_for_one_pod() {
         }),
         ..Default::default()
     };
-    let id = run_pod(&mut c, &config)
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log()));
-    let status = pod_status(&mut c, &id).await.unwrap();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
-    let pause = info["pid"].as_i64().unwrap() as i32;
+    let (id, status) = start_pod(&mut c, &server, &config).await;
+    let pause = sandbox_pid(&status);
     let stat = std::fs::read_to_string(format!("/proc/{pause}/stat")).unwrap();
     let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
     let shim: i32 = after_comm.split(' ').nth(1).unwrap().parse().unwrap();

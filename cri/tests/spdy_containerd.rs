@@ -87,10 +87,7 @@ async fn port_forward_through_containerds_streaming_server() {
         }),
         ..Default::default()
     };
-    let id = run_pod(&mut c, &config)
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log()));
-    let status = pod_status(&mut c, &id).await.unwrap();
+    let (id, status) = start_pod(&mut c, &server, &config).await;
     let scenario = tokio::spawn(forward(
         server.clients().await,
         netns.path.to_str().unwrap().to_string(),

@@ -607,3 +607,17 @@ pub async fn pod_status(
         .await
         .map(|r| r.into_inner())
 }
+
+/// Runs a pod of `config` on `server` and reads its verbose status; panics with the
+/// server's log when the run fails.
+pub async fn start_pod(
+    c: &mut Clients,
+    server: &Server,
+    config: &k8s_cri::v1::PodSandboxConfig,
+) -> (String, k8s_cri::v1::PodSandboxStatusResponse) {
+    let id = run_pod(c, config)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log()));
+    let status = pod_status(c, &id).await.unwrap();
+    (id, status)
+}
