@@ -56,6 +56,7 @@ pub struct Daemon {
     runtime: capsa::Runtime,
     images: crate::images::service::Images,
     sandbox_store: Store<SandboxRecord>,
+    containers: crate::containers::service::Containers,
     table: Mutex<Table>,
     /// One async lock per sandbox: Stop and Remove of one sandbox do not interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -122,9 +123,11 @@ impl Daemon {
             config.state_dir.display()
         );
         let images = crate::images::service::Images::open(&config.state_dir, &config.registry)?;
+        let containers = crate::containers::service::Containers::open(&config.state_dir)?;
         Ok(Daemon {
             runtime: capsa::Runtime::new(&config.runtime_root),
             images,
+            containers,
             config,
             pod_cidr: Mutex::new(pod_cidr),
             sandbox_store,
@@ -164,6 +167,10 @@ impl Daemon {
 
     pub fn images(&self) -> &crate::images::service::Images {
         &self.images
+    }
+
+    pub fn containers(&self) -> &crate::containers::service::Containers {
+        &self.containers
     }
 
     pub fn runtime(&self) -> &capsa::Runtime {

@@ -17,12 +17,12 @@ fn cni_chain(e: &crate::cni::CniError) -> String {
     crate::cni::error_chain(e)
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
 }
 
 /// capsa's error, with its whole cause chain, as a gRPC status of its kind.
-fn capsa_status(what: &str, e: &capsa::Error) -> Status {
+pub(crate) fn capsa_status(what: &str, e: &capsa::Error) -> Status {
     let chain = crate::cni::error_chain(e);
     let message = format!("{what}: {chain}");
     match e.kind() {
@@ -293,6 +293,7 @@ impl Daemon {
     /// Tears down every sandbox a previous run of the daemon left pending (killed in the
     /// middle of its RunPodSandbox). Runs once, at startup, before serving.
     pub async fn sweep_unfinished(&self) {
+        self.sweep_unfinished_containers().await;
         for record in self.take_unfinished() {
             match self.tear_down_unfinished(&record, true).await {
                 Ok(()) => log::info!(
@@ -359,7 +360,9 @@ impl Daemon {
         let Some(record) = self.sandbox(&req.pod_sandbox_id) else {
             return Ok(RemovePodSandboxResponse {});
         };
-        // Remove stops first, as containerd does for a sandbox kubelet did not stop.
+        // Its containers go first (kubelet removes them itself, but need not), then the
+        // sandbox stops, as containerd does for a sandbox kubelet did not stop.
+        self.remove_sandbox_containers(&record.id).await?;
         self.stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: record.id.clone(),
         })
@@ -537,11 +540,11 @@ impl Daemon {
     }
 
     /// READY while not stopped and the infra process this sandbox started still runs.
-    fn is_ready(&self, record: &SandboxRecord) -> bool {
+    pub(crate) fn is_ready(&self, record: &SandboxRecord) -> bool {
         !record.stopped && self.infra_pid(&record.id).is_some()
     }
 
-    fn infra_pid(&self, id: &str) -> Option<i32> {
+    pub(crate) fn infra_pid(&self, id: &str) -> Option<i32> {
         self.runtime()
             .load_pod(id)
             .ok()

@@ -65,8 +65,6 @@ service! {
             list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
             pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
             list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
-        }
-        later {
             create_container(CreateContainerRequest) -> CreateContainerResponse;
             start_container(StartContainerRequest) -> StartContainerResponse;
             stop_container(StopContainerRequest) -> StopContainerResponse;
@@ -76,12 +74,14 @@ service! {
             update_container_resources(UpdateContainerResourcesRequest)
                 -> UpdateContainerResourcesResponse;
             reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
+            container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
+            list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
+        }
+        later {
             exec_sync(ExecSyncRequest) -> ExecSyncResponse;
             exec(ExecRequest) -> ExecResponse;
             attach(AttachRequest) -> AttachResponse;
             port_forward(PortForwardRequest) -> PortForwardResponse;
-            container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-            list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
             checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
             get_container_events(GetEventsRequest) -> EventStream;
             list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;

@@ -1,2 +1,4 @@
+pub mod record;
 pub mod seccomp_default;
+pub mod service;
 pub mod spec;

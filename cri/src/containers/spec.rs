@@ -41,24 +41,11 @@ pub use user::{EtcFile, User};
 
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxConfig};
 use oci_spec::runtime::Spec;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// What CreateContainer takes from the image's config (the image store fills it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// "KEY=value" entries.
-    pub env: Vec<String>,
-    pub working_dir: String,
-    /// "uid", "name", "uid:gid", "name:group" (or empty: root).
-    pub user: String,
-    pub stop_signal: String,
-    /// Paths the image declares as volumes.
-    pub volumes: Vec<String>,
-}
+/// What CreateContainer takes from the image's config: the image store's record of it.
+pub use crate::images::store::ImageConfig;
 
 /// What the sandbox made that its containers use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +298,14 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         "linux": linux,
     });
     serde_json::from_value(spec).map_err(SpecError::Assemble)
+}
+
+/// UpdateContainerResources' request as the OCI resources capsa applies (the same rules
+/// as CreateContainer's; the process's oom_score_adj cannot change after start).
+pub fn linux_resources(
+    r: Option<&k8s_cri::v1::LinuxContainerResources>,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    serde_json::from_value(resources::build(r)?.linux).map_err(SpecError::Assemble)
 }
 
 fn sandbox_privileged(config: &PodSandboxConfig) -> bool {
