@@ -57,7 +57,8 @@ pub struct Config {
     pub listen: PathBuf,
     /// Sandbox and container records, CNI result cache.
     pub state_dir: PathBuf,
-    /// capsa's state root for the pods and containers this daemon runs.
+    /// Runtime state: capsa's root for the pods and containers this daemon runs
+    /// ([`Config::capsa_root`]) and the daemon's own (netns pins, /dev/shm mounts, monitors).
     pub runtime_root: PathBuf,
     /// CNI network configurations (`*.conflist`, `*.conf`).
     pub cni_conf_dir: PathBuf,
@@ -91,6 +92,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// capsa's state root (`capsa --root` finds the pods and containers there).
+    pub fn capsa_root(&self) -> PathBuf {
+        self.runtime_root.join("capsa")
+    }
+
     /// Parses a configuration file's text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {

@@ -125,7 +125,7 @@ impl Daemon {
         let images = crate::images::service::Images::open(&config.state_dir, &config.registry)?;
         let containers = crate::containers::service::Containers::open(&config.state_dir)?;
         Ok(Daemon {
-            runtime: capsa::Runtime::new(&config.runtime_root),
+            runtime: capsa::Runtime::new(config.capsa_root()),
             images,
             containers,
             config,
@@ -177,7 +177,8 @@ impl Daemon {
         &self.runtime
     }
 
-    /// This daemon's directory under the runtime root (netns pins, shm mounts).
+    /// This daemon's directory under the runtime root, beside capsa's (netns pins, shm
+    /// mounts, monitors).
     pub fn runtime_dir(&self) -> PathBuf {
         self.config.runtime_root.join("cri")
     }

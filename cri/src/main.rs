@@ -32,7 +32,8 @@ struct Args {
     /// Sandbox and container records [default: /var/lib/capsa-cri].
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// capsa's state root for this daemon's pods and containers [default: /run/capsa-cri].
+    /// Runtime state: capsa's root (DIR/capsa) and the daemon's own (DIR/cri) [default:
+    /// /run/capsa-cri].
     #[arg(long = "runtime-root", value_name = "DIR")]
     runtime_root: Option<PathBuf>,
     /// CNI network configurations [default: /etc/cni/net.d].

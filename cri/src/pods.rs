@@ -404,7 +404,7 @@ impl Daemon {
                 "netns": record.netns,
                 "shm": record.shm,
                 "hostNetwork": record.host_network,
-                "runtimeRoot": self.config().runtime_root,
+                "runtimeRoot": self.config().capsa_root(),
                 "config": record.config,
             });
             info.insert("info".to_string(), verbose.to_string());

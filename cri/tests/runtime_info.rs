@@ -162,11 +162,11 @@ async fn calls_not_served_yet_say_so() {
     let mut c = server.clients().await;
     let e = c
         .runtime
-        .list_containers(ListContainersRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("list_containers"), "{e}");
+    assert!(e.message().contains("checkpoint_container"), "{e}");
 }
 
 /// The socket: mode 0660; a second daemon on a live socket is refused; SIGTERM stops serving

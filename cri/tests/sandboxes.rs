@@ -237,7 +237,7 @@ fn assert_clean(kind: Kind, server: &Server, uid: &str) {
 
 /// Nothing of capsa-cri's is left: no pod state, no netns pin, no shm mount.
 fn assert_capsa_clean(server: &Server) {
-    let run = server.dir.join("run");
+    let run = server.dir.join("run/capsa");
     let pods: Vec<_> = std::fs::read_dir(run.join(".pods"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

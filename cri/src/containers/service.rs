@@ -52,7 +52,10 @@ impl Containers {
         let store: Store<ContainerRecord> = Store::open(&state_dir.join("container-records"))?;
         let loaded = store.load_all()?;
         for e in &loaded.broken {
-            log::error!("skipping a container record: {}", crate::cni::error_chain(e));
+            log::error!(
+                "skipping a container record: {}",
+                crate::cni::error_chain(e)
+            );
         }
         let mut table = Table::default();
         let mut unfinished = Vec::new();
@@ -322,11 +325,14 @@ impl Daemon {
         // paths are not copied up, as containerd's do not either for a fresh directory).
         for (host_dir, _) in spec::image_volumes(&image.config, config, &volumes) {
             std::fs::create_dir_all(&host_dir).map_err(|e| {
-                internal(&format!("creating the volume directory {}", host_dir.display()), e)
+                internal(
+                    &format!("creating the volume directory {}", host_dir.display()),
+                    e,
+                )
             })?;
         }
-        let bytes = serde_json::to_vec_pretty(&oci)
-            .map_err(|e| internal("serialising the OCI spec", e))?;
+        let bytes =
+            serde_json::to_vec_pretty(&oci).map_err(|e| internal("serialising the OCI spec", e))?;
         capsa::container::write_atomic(&dir.join("config.json"), &bytes, 0o600)
             .map_err(|e| internal("writing the bundle's config.json", e))?;
         let log_path = if r.log_path.is_empty() {
@@ -335,7 +341,10 @@ impl Daemon {
             let p = PathBuf::from(&r.log_path);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    internal(&format!("creating the log directory {}", parent.display()), e)
+                    internal(
+                        &format!("creating the log directory {}", parent.display()),
+                        e,
+                    )
                 })?;
             }
             p
@@ -343,7 +352,7 @@ impl Daemon {
         let mspec = MonitorSpec {
             program: MonitorSpec::default_program(),
             dir: self.monitor_dir(&r.id),
-            root: self.config().runtime_root.clone(),
+            root: self.config().capsa_root(),
             id: r.id.clone(),
             bundle: dir,
             pod: Some(sandbox.id.clone()),
@@ -373,8 +382,7 @@ impl Daemon {
     /// The init pid of container `target` when it is a running container of `sandbox`.
     fn target_pid(&self, sandbox: &str, target: &str) -> Option<i32> {
         let r = self.containers().get(target)?;
-        if r.sandbox_id != sandbox || self.observe(&r).state != ContainerState::ContainerRunning
-        {
+        if r.sandbox_id != sandbox || self.observe(&r).state != ContainerState::ContainerRunning {
             return None;
         }
         self.runtime()
@@ -516,7 +524,10 @@ impl Daemon {
                 r.stop_signal.as_str()
             };
             let signal = capsa::container::parse_signal(name).unwrap_or_else(|_| {
-                log::warn!("container {}: image StopSignal {name:?} unknown: SIGTERM", r.id);
+                log::warn!(
+                    "container {}: image StopSignal {name:?} unknown: SIGTERM",
+                    r.id
+                );
                 capsa::container::KillSignal::from(nix::sys::signal::Signal::SIGTERM)
             });
             self.kill(r, signal, false).await?;
@@ -552,7 +563,12 @@ impl Daemon {
         match sent {
             Ok(()) => Ok(()),
             // Gone meanwhile: what stop wanted.
-            Err(e) if matches!(e.kind(), capsa::ErrorKind::NotFound | capsa::ErrorKind::WrongState) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    capsa::ErrorKind::NotFound | capsa::ErrorKind::WrongState
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(capsa_status(&format!("signalling container {}", r.id), &e)),
@@ -666,7 +682,7 @@ impl Daemon {
                 "monitorPid": r.monitor_pid,
                 "monitorDir": self.monitor_dir(&r.id),
                 "bundle": self.container_dir(&r.id),
-                "runtimeRoot": self.config().runtime_root,
+                "runtimeRoot": self.config().capsa_root(),
                 "imageId": r.image_id,
                 "config": r.config,
             });
@@ -723,8 +739,11 @@ impl Daemon {
         let Some(linux) = req.linux else {
             return Ok(UpdateContainerResourcesResponse {});
         };
-        let oci = spec::linux_resources(Some(&linux))
-            .map_err(|e| Status::invalid_argument(crate::cni::error_chain(&e).replace("config.linux.resources", "linux")))?;
+        let oci = spec::linux_resources(Some(&linux)).map_err(|e| {
+            Status::invalid_argument(
+                crate::cni::error_chain(&e).replace("config.linux.resources", "linux"),
+            )
+        })?;
         let rt = self.runtime().clone();
         let id = r.id.clone();
         let updated = tokio::task::spawn_blocking(move || rt.load(&id)?.update(&oci))
@@ -833,7 +852,11 @@ impl Daemon {
         let writable_layer = usage.map(|u| FilesystemUsage {
             timestamp: now,
             fs_id: Some(FilesystemIdentifier {
-                mountpoint: self.container_dir(&r.id).join("upper").to_string_lossy().into(),
+                mountpoint: self
+                    .container_dir(&r.id)
+                    .join("upper")
+                    .to_string_lossy()
+                    .into(),
             }),
             used_bytes: Some(UInt64Value { value: u.bytes }),
             inodes_used: Some(UInt64Value { value: u.inodes }),

@@ -126,7 +126,12 @@ impl Pod {
     }
 
     /// CreateContainer and StartContainer, panicking with the server's log on failure.
-    pub async fn start(&self, c: &mut Clients, server: &Server, config: &ContainerConfig) -> String {
+    pub async fn start(
+        &self,
+        c: &mut Clients,
+        server: &Server,
+        config: &ContainerConfig,
+    ) -> String {
         let id = self
             .create(c, config)
             .await
@@ -184,7 +189,10 @@ pub async fn remove(c: &mut Clients, id: &str) -> Result<(), tonic::Status> {
 }
 
 /// ContainerStatus, verbose.
-pub async fn container_status(c: &mut Clients, id: &str) -> Result<ContainerStatusResponse, tonic::Status> {
+pub async fn container_status(
+    c: &mut Clients,
+    id: &str,
+) -> Result<ContainerStatusResponse, tonic::Status> {
     c.runtime
         .container_status(ContainerStatusRequest {
             container_id: id.into(),
