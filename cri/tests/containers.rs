@@ -789,3 +789,149 @@ async fn a_daemon_killed_in_create_container_leaves_nothing_once_restarted() {
     );
     assert_nothing_left(&server);
 }
+
+/// The layered image (whiteouts, an opaque directory, type changes across gzip, zstd and
+/// plain layers) as a running container sees its /data: exactly the merged view expected.
+#[tokio::test]
+async fn layered_image_merged_view_inside_a_container() {
+    for kind in KINDS {
+        let (_netns, server, mut c, _) = server(kind).await;
+        server
+            .registry
+            .push(Fixture::Layered, "library/layered:latest");
+        pull(&mut c, "docker.io/library/layered:latest", None)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let pod = Pod::run(&mut c, &server, "layers").await;
+        let id = pod
+            .start(
+                &mut c,
+                &server,
+                &container_config("l", "docker.io/library/layered:latest", &["sleep", "1000"]),
+            )
+            .await;
+        let pid = container_pid(&container_status(&mut c, &id).await.unwrap());
+        let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+        assert_eq!(
+            view(&root, "/data"),
+            Fixture::Layered.expected_view().unwrap(),
+            "{kind:?}"
+        );
+        pod.remove(&mut c).await;
+    }
+}
+
+/// A directory of the test's bind-mounted on itself and made rshared, so that mounts under
+/// it propagate; unmounted (recursively, lazily) on drop, failing test or not.
+struct SharedDir(std::path::PathBuf);
+
+impl SharedDir {
+    fn new(path: std::path::PathBuf) -> SharedDir {
+        std::fs::create_dir_all(&path).unwrap();
+        let dir = SharedDir(path);
+        let p = dir.0.to_str().unwrap();
+        run_ok(std::process::Command::new("mount").args(["--bind", p, p]));
+        run_ok(std::process::Command::new("mount").args(["--make-rshared", p]));
+        dir
+    }
+
+    fn mount_tmpfs(&self, name: &str) {
+        let target = self.0.join(name);
+        std::fs::create_dir_all(&target).unwrap();
+        run_ok(std::process::Command::new("mount").args([
+            "-t",
+            "tmpfs",
+            "capsa-prop",
+            target.to_str().unwrap(),
+        ]));
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn mountinfo_has(pid: &str, path: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path))
+}
+
+/// HOST_TO_CONTAINER: a mount made on the host under the volume after the container started
+/// appears inside it. BIDIRECTIONAL (privileged): a mount the container makes under the
+/// volume appears on the host. PRIVATE: neither.
+#[tokio::test]
+async fn mount_propagation_both_ways() {
+    for kind in KINDS {
+        let (_netns, server, mut c, _) = server(kind).await;
+        let shared = SharedDir::new(server.dir.join("prop"));
+        let uid = uid();
+        let log_dir = server.dir.join("logs").join(&uid);
+        let mut config = pod_config("prop", &uid, &log_dir);
+        if let Some(sc) = config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+        {
+            sc.privileged = true;
+        }
+        let (pod_id, _) = start_pod(&mut c, &server, &config).await;
+        let pod = Pod {
+            id: pod_id,
+            config,
+            log_dir,
+            uid,
+        };
+        let volume = |propagation: MountPropagation| Mount {
+            container_path: "/vol".into(),
+            host_path: shared.0.to_string_lossy().into(),
+            propagation: propagation as i32,
+            ..Default::default()
+        };
+        let mut slave = container_config("slave", BUSYBOX, &["sleep", "1000"]);
+        slave.mounts = vec![volume(MountPropagation::PropagationHostToContainer)];
+        let mut private = container_config("private", BUSYBOX, &["sleep", "1000"]);
+        private.mounts = vec![volume(MountPropagation::PropagationPrivate)];
+        let mut bidir = container_config(
+            "bidir",
+            BUSYBOX,
+            &["sh", "-c", "mkdir -p /vol/fromctr && mount -t tmpfs ctr /vol/fromctr && echo mounted; exec sleep 1000"],
+        );
+        bidir.mounts = vec![volume(MountPropagation::PropagationBidirectional)];
+        security(&mut bidir).privileged = true;
+        let slave = pod.start(&mut c, &server, &slave).await;
+        let private = pod.start(&mut c, &server, &private).await;
+        let bidir = pod.start(&mut c, &server, &bidir).await;
+        let pid_of = |s: &ContainerStatusResponse| container_pid(s).to_string();
+        let slave_pid = pid_of(&container_status(&mut c, &slave).await.unwrap());
+        let private_pid = pid_of(&container_status(&mut c, &private).await.unwrap());
+        let log = pod.log_dir.join("bidir.log");
+        eventually("the bidirectional container's mount", || {
+            let log = log.clone();
+            async move { log_lines(&log).iter().any(|l| l.text == "mounted") }
+        })
+        .await;
+        shared.mount_tmpfs("fromhost");
+        let host_side = shared.0.join("fromctr");
+        assert!(
+            mountinfo_has("self", host_side.to_str().unwrap()),
+            "{kind:?}: the container's mount did not reach the host"
+        );
+        assert!(
+            mountinfo_has(&slave_pid, "/vol/fromhost"),
+            "{kind:?}: the host's mount did not reach the rslave container"
+        );
+        assert!(
+            !mountinfo_has(&private_pid, "/vol/fromhost"),
+            "{kind:?}: the host's mount reached the private container"
+        );
+        pod.remove(&mut c).await;
+        drop(shared);
+    }
+}

@@ -193,3 +193,19 @@ fn sysctls_are_written_in_the_containers_namespace() {
         host_forward
     );
 }
+
+/// rootfsPropagation "rshared" (CRI's bidirectional volumes): "/" of the container is
+/// shared, which made the rootfs's parent mount shared and pivot_root refuse it (EINVAL)
+/// until that mount alone is made private first, as runc does.
+#[test]
+fn rshared_rootfs_propagation_runs_and_the_root_is_shared() {
+    let mut w = World::new();
+    let mut b = w.bundle(&[
+        "sh",
+        "-c",
+        "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo",
+    ]);
+    b.set(|c| c["linux"]["rootfsPropagation"] = json!("rshared"));
+    let out = w.run_ok(&b);
+    assert!(out.contains(" shared:"), "{out}");
+}

@@ -7,6 +7,7 @@
 
 mod copyup;
 mod devices;
+pub mod mountinfo;
 mod mounts;
 pub mod options;
 mod paths;
@@ -18,6 +19,7 @@ pub use devices::DEFAULT_DEVICES;
 pub use pivot::enter;
 
 use crate::cgroups::MountSource;
+use mountinfo::MountEntry;
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Spec;
 use std::os::fd::{AsFd, OwnedFd};
@@ -146,6 +148,19 @@ pub fn prepare(ctx: &RootfsContext) -> Result<OwnedFd, RootfsError> {
         .and_then(options::parse_propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     propagate(Path::new("/"), root_flags)?;
+    // pivot_root refuses a new root whose parent mount is shared, which "/" made rshared
+    // (rootfsPropagation: shared, for bidirectional volumes) makes the mount the rootfs is
+    // on: that one mount becomes private, as runc does. The rest of the tree stays shared,
+    // and "/" is made so again once the root is switched (finalize).
+    if let Some(parent) = mountinfo::mount_of(ctx.rootfs)
+        .map_err(|source| RootfsError::Create {
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?
+        .filter(MountEntry::is_shared)
+    {
+        propagate(&parent.mountpoint, MsFlags::MS_PRIVATE)?;
+    }
     // pivot_root needs the new root to be a mount point; bind it onto itself.
     mount(
         Some(ctx.rootfs),

@@ -29,6 +29,18 @@ pub fn supported_capabilities() -> Vec<String> {
     names
 }
 
+/// The capabilities this process holds (its effective set), sorted: what a privileged
+/// container may be given (containerd's `WithAllCurrentCapabilities`). The kernel's whole
+/// list may name some this process lacks (a runtime without CAP_SYS_RESOURCE), which no
+/// container it starts can get.
+pub fn current_capabilities() -> Vec<String> {
+    let mut names: Vec<String> = caps::read(None, caps::CapSet::Effective)
+        .map(|set| set.iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// The resolved sets; `None` for a set the spec leaves out (it is then emptied, as runc does).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapabilitySets {

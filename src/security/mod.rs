@@ -9,8 +9,8 @@ pub mod sealed;
 pub mod seccomp;
 
 pub use capabilities::{
-    apply as apply_capabilities, drop_bounding, parse_capability, supported_capabilities,
-    CapabilitySets,
+    apply as apply_capabilities, current_capabilities, drop_bounding, parse_capability,
+    supported_capabilities, CapabilitySets,
 };
 pub use identity::{join_session_keyring, set_identity, set_no_new_privs};
 pub use rlimits::{apply as apply_rlimits, resource_name};

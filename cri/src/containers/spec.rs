@@ -107,7 +107,7 @@ pub trait Host {
     fn mount_of(&self, path: &Path) -> std::io::Result<MountEntry>;
     /// Every device node under /dev, with its path (a privileged container gets them all).
     fn host_devices(&self) -> std::io::Result<Vec<(PathBuf, HostDevice)>>;
-    /// Every capability the kernel knows ("CAP_..." names).
+    /// Every capability a container can be given ("CAP_..." names): the daemon's own.
     fn all_capabilities(&self) -> Vec<String>;
     fn lsm_enabled(&self, lsm: capsa::security::lsm::Lsm) -> bool;
     /// The contents of a Localhost seccomp profile.

@@ -10,65 +10,7 @@ use std::path::{Path, PathBuf};
 /// The largest Localhost seccomp profile read (containerd's default profile is ~20 KiB).
 const MAX_PROFILE: u64 = 1 << 20;
 
-/// A mount of /proc/self/mountinfo: where it is and its optional fields ("shared:N",
-/// "master:N", ...).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mountpoint: PathBuf,
-    pub optional: Vec<String>,
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The mount `path` lives on: the deepest mount point above it, the last one listed when
-/// mounts are stacked (the one on top).
-pub fn mount_containing(mountinfo: &str, path: &Path) -> Option<MountEntry> {
-    let mut best: Option<MountEntry> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if sep < 6 {
-            continue;
-        }
-        let mountpoint = PathBuf::from(unescape(fields[4]));
-        if !path.starts_with(&mountpoint) {
-            continue;
-        }
-        let deeper = best
-            .as_ref()
-            .is_none_or(|b| mountpoint.components().count() >= b.mountpoint.components().count());
-        if deeper {
-            best = Some(MountEntry {
-                mountpoint,
-                optional: fields[6..sep].iter().map(|s| s.to_string()).collect(),
-            });
-        }
-    }
-    best
-}
+pub use capsa::rootfs::mountinfo::{mount_containing, MountEntry};
 
 /// The running system. `target_pid` answers for TARGET pid namespaces from the daemon's
 /// container records.
@@ -145,7 +87,7 @@ impl<F: Fn(&str, &str) -> Option<i32>> Host for SystemHost<F> {
     }
 
     fn all_capabilities(&self) -> Vec<String> {
-        capsa::security::supported_capabilities()
+        capsa::security::current_capabilities()
     }
 
     fn lsm_enabled(&self, lsm: Lsm) -> bool {
