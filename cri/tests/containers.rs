@@ -907,7 +907,7 @@ async fn mount_propagation_both_ways() {
         security(&mut bidir).privileged = true;
         let slave = pod.start(&mut c, &server, &slave).await;
         let private = pod.start(&mut c, &server, &private).await;
-        let bidir = pod.start(&mut c, &server, &bidir).await;
+        pod.start(&mut c, &server, &bidir).await;
         let pid_of = |s: &ContainerStatusResponse| container_pid(s).to_string();
         let slave_pid = pid_of(&container_status(&mut c, &slave).await.unwrap());
         let private_pid = pid_of(&container_status(&mut c, &private).await.unwrap());
