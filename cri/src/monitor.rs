@@ -373,9 +373,14 @@ impl MonitorHandle {
         self.monitor_pid
     }
 
-    /// Starts the container (capsa start) and records the time.
-    pub fn start(&self) -> Result<(), MonitorError> {
-        request(&self.dir, &Request::Start).map(drop)
+    /// Starts the container (capsa start); the start time the monitor records, ns since the
+    /// epoch.
+    pub fn start(&self) -> Result<i64, MonitorError> {
+        let reply = request(&self.dir, &Request::Start)?;
+        reply.parse().map_err(|_| MonitorError::Refused {
+            path: self.dir.join(CONTROL_SOCKET),
+            message: format!("start reply {reply:?} is not a time"),
+        })
     }
 
     /// Opens the log path anew (kubelet has renamed the file); answered once done.

@@ -29,6 +29,9 @@ use tonic::Status;
 pub struct Containers {
     store: Store<ContainerRecord>,
     table: Mutex<Table>,
+    /// Exits already observed: final, so not read from disk again (ListContainers and the
+    /// stats calls look at every container).
+    exits: Mutex<HashMap<String, Observed>>,
     unfinished: Mutex<Vec<ContainerRecord>>,
 }
 
@@ -70,6 +73,7 @@ impl Containers {
         Ok(Containers {
             store,
             table: Mutex::new(table),
+            exits: Mutex::new(HashMap::new()),
             unfinished: Mutex::new(unfinished),
         })
     }
@@ -112,6 +116,8 @@ impl Containers {
         let mut t = lock(&self.table);
         t.records.remove(&r.id);
         t.names.remove(&key_of(r));
+        drop(t);
+        lock(&self.exits).remove(&r.id);
         Ok(())
     }
 }
@@ -147,13 +153,20 @@ impl Daemon {
 
     /// The container's state now (see [`record::observe`]).
     pub fn observe(&self, r: &ContainerRecord) -> Observed {
-        record::observe(r, &self.monitor_dir(&r.id), || {
+        if let Some(seen) = lock(&self.containers().exits).get(&r.id) {
+            return seen.clone();
+        }
+        let seen = record::observe(r, &self.monitor_dir(&r.id), || {
             self.runtime()
                 .load(&r.id)
                 .ok()
                 .and_then(|c| c.live_pid())
                 .is_some()
-        })
+        });
+        if seen.state == ContainerState::ContainerExited {
+            lock(&self.containers().exits).insert(r.id.clone(), seen.clone());
+        }
+        seen
     }
 
     fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
@@ -471,14 +484,10 @@ impl Daemon {
             )));
         }
         let dir = self.monitor_dir(&r.id);
-        let started = tokio::task::spawn_blocking(move || {
-            let h = MonitorHandle::connect(&dir)?;
-            h.start()?;
-            h.status()
-        })
-        .await
-        .map_err(|e| internal("starting the container", e))?;
-        let status = started.map_err(|e| {
+        let started = tokio::task::spawn_blocking(move || MonitorHandle::connect(&dir)?.start())
+            .await
+            .map_err(|e| internal("starting the container", e))?;
+        r.started_at = started.map_err(|e| {
             Status::new(
                 match e.kind() {
                     capsa::ErrorKind::WrongState => tonic::Code::FailedPrecondition,
@@ -491,11 +500,6 @@ impl Daemon {
                 ),
             )
         })?;
-        r.started_at = if status.started_ns > 0 {
-            status.started_ns
-        } else {
-            now_ns()
-        };
         self.containers().save(r)?;
         Ok(StartContainerResponse {})
     }

@@ -747,7 +747,9 @@ impl Monitor {
                 let container = self.runtime.load(&self.id).map_err(|e| chain(&e))?;
                 container.start().map_err(|e| chain(&e))?;
                 self.started_ns = now_ns();
-                Ok(String::new())
+                // The start time with the reply: a container that exits at once takes its
+                // monitor with it before a `status` could ask.
+                Ok(self.started_ns.to_string())
             }
             Request::Status => {
                 let status = MonitorStatus {
