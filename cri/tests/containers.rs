@@ -383,7 +383,8 @@ async fn security_context_is_seen_from_inside() {
         let (_netns, server, mut c, _) = server(kind).await;
         let pod = Pod::run(&mut c, &server, "sec").await;
         let script = "id; grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
-                      touch /x 2>/dev/null && echo writable || echo readonly";
+                      touch /x 2>/dev/null && echo writable || echo readonly; \
+                      echo firmware $(ls /sys/firmware | wc -l)";
         let mut config = container_config("sec", BUSYBOX, &["sh", "-c", script]);
         let sc = security(&mut config);
         sc.run_as_user = Some(Int64Value { value: 1234 });
@@ -391,6 +392,31 @@ async fn security_context_is_seen_from_inside() {
         sc.supplemental_groups = vec![42];
         sc.readonly_rootfs = true;
         sc.no_new_privs = true;
+        // What kubelet sends for the Default proc mount (containerd masks nothing when the
+        // list is empty; capsa-cri then masks these itself).
+        sc.masked_paths = [
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware",
+        ]
+        .map(String::from)
+        .to_vec();
+        sc.readonly_paths = [
+            "/proc/asound",
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
+        ]
+        .map(String::from)
+        .to_vec();
         sc.capabilities = Some(Capability {
             drop_capabilities: vec!["ALL".into()],
             add_capabilities: vec!["NET_BIND_SERVICE".into()],
@@ -415,6 +441,7 @@ async fn security_context_is_seen_from_inside() {
                 "NoNewPrivs:\t1",
                 "Seccomp:\t2",
                 "readonly",
+                "firmware 0",
             ],
             "{kind:?}"
         );
@@ -941,5 +968,58 @@ async fn mount_propagation_both_ways() {
         );
         pod.remove(&mut c).await;
         drop(shared);
+    }
+}
+
+/// Every call in every state: a created container removed or stopped, a running one
+/// removed without a stop (its processes go), an exited one started again (refused).
+#[tokio::test]
+async fn calls_in_every_state() {
+    for kind in KINDS {
+        let (_netns, server, mut c, _) = server(kind).await;
+        let pod = Pod::run(&mut c, &server, "states").await;
+        let sleeper = |name: &str| container_config(name, BUSYBOX, &["sleep", "1000"]);
+        // Created, then removed.
+        let id = pod.create(&mut c, &sleeper("a")).await.unwrap();
+        remove(&mut c, &id).await.unwrap();
+        let e = container_status(&mut c, &id).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{kind:?}: {e}");
+        // Created, then stopped: nothing runs yet, so nothing changes (containerd's
+        // answer); it can still start.
+        let id = pod.create(&mut c, &sleeper("b")).await.unwrap();
+        stop(&mut c, &id, 5).await.unwrap();
+        let s = state_of(&mut c, &id).await;
+        assert_eq!(s.state, ContainerState::ContainerCreated as i32, "{kind:?}");
+        start(&mut c, &id).await.unwrap();
+        remove(&mut c, &id).await.unwrap();
+        // Running, removed without a stop: init and its children are gone.
+        let id = pod
+            .start(
+                &mut c,
+                &server,
+                &container_config("c", BUSYBOX, &["sh", "-c", "sleep 1000 & exec sleep 1001"]),
+            )
+            .await;
+        let pid = container_pid(&container_status(&mut c, &id).await.unwrap());
+        remove(&mut c, &id).await.unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z "),
+            "{kind:?}: init {pid} survived RemoveContainer"
+        );
+        // Exited, started again: refused.
+        let id = pod
+            .start(&mut c, &server, &container_config("d", BUSYBOX, &["true"]))
+            .await;
+        wait_exited(&mut c, &id).await;
+        let e = start(&mut c, &id).await.unwrap_err();
+        if kind == Kind::Capsa {
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+            assert!(e.message().contains("CONTAINER_EXITED"), "{e}");
+        }
+        pod.remove(&mut c).await;
+        assert_nothing_left(&server);
     }
 }

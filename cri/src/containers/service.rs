@@ -515,13 +515,14 @@ impl Daemon {
     }
 
     /// Stops container `r`: its StopSignal, up to `timeout` seconds for it to exit, then
-    /// SIGKILL to every process of it. A container that is not running is left alone.
+    /// SIGKILL to every process of it. A container that is not running is left alone: an
+    /// exited one, and (as containerd does) a created one, which can still start.
     async fn stop(&self, r: &ContainerRecord, timeout: i64) -> Result<(), Status> {
         let seen = self.observe(r);
-        if seen.state == ContainerState::ContainerExited {
+        if seen.state != ContainerState::ContainerRunning {
             return Ok(());
         }
-        if seen.state == ContainerState::ContainerRunning && timeout > 0 {
+        if timeout > 0 {
             let name = if r.stop_signal.is_empty() {
                 "SIGTERM"
             } else {
@@ -608,6 +609,7 @@ impl Daemon {
 
     async fn remove(&self, r: &ContainerRecord) -> Result<(), Status> {
         self.stop(r, 0).await?;
+        // tear_down's capsa delete kills a created container's waiting init too.
         self.tear_down(r).await?;
         self.containers().release(&key_of(r));
         log::info!("container {} removed", r.id);
