@@ -113,6 +113,10 @@ pub struct RemoteError {
 
 impl RemoteError {
     pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        // One that already crossed a process boundary is passed on whole, errno included.
+        if let Some(remote) = err.downcast_ref::<RemoteError>() {
+            return remote.clone();
+        }
         let errno = err
             .downcast_ref::<std::io::Error>()
             .and_then(|e| e.raw_os_error());
