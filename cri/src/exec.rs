@@ -186,19 +186,19 @@ impl ExecError {
 
     /// The errno at the bottom of the cause chain, if a syscall failed.
     pub fn errno(&self) -> Option<i32> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        let mut found = None;
-        while let Some(e) = cur {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                found = io.raw_os_error().or(found);
-            } else if let Some(remote) = e.downcast_ref::<RemoteError>() {
-                found = remote.errno.or(found);
-            } else if let Some(capsa) = e.downcast_ref::<capsa::Error>() {
-                found = capsa.errno().or(found);
-            }
-            cur = e.source();
+        match self {
+            ExecError::Container { source, .. } => source.errno(),
+            // capsa's own walk of a chain that crossed a process boundary.
+            ExecError::Setup { kind, error, .. } => capsa::Error::Remote(capsa::error::Remote {
+                kind: *kind,
+                error: error.clone(),
+            })
+            .errno(),
+            ExecError::Spawn { source, .. }
+            | ExecError::Io { source, .. }
+            | ExecError::Resize { source, .. } => source.raw_os_error(),
+            _ => None,
         }
-        found
     }
 }
 
@@ -344,7 +344,7 @@ mod tests {
         let cmd = vec!["cat".to_string(), "/etc/hostname".to_string()];
         let p = exec_process(&t, &cmd, false).unwrap();
         assert_eq!(p.args().as_deref(), Some(&cmd[..]));
-        assert_eq!(p.terminal(), &Some(false));
+        assert_eq!(p.terminal(), Some(false));
         let mut want = serde_json::to_value(&t).unwrap();
         let mut got = serde_json::to_value(&p).unwrap();
         for v in [&mut want, &mut got] {
@@ -353,10 +353,7 @@ mod tests {
             o.remove("terminal");
         }
         assert_eq!(got, want);
-        assert_eq!(
-            exec_process(&t, &cmd, true).unwrap().terminal(),
-            &Some(true)
-        );
+        assert_eq!(exec_process(&t, &cmd, true).unwrap().terminal(), Some(true));
     }
 
     #[test]

@@ -7,13 +7,13 @@
 mod common;
 use capsa_cri::exec::{exec_sync, ExecError, ExecOutput, ExecRequest, ExecSession};
 use common::containers::{case, case_with, chain, wait_gone, Case, MONITOR};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, MutexGuard};
 
 /// The tests of this file run one at a time: each checks that no helper of any exec is
 /// left, which another test's running exec would break.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// A running container to exec into; on drop, checks no exec is left and removes it.
 struct Running {
@@ -23,13 +23,13 @@ struct Running {
     _serial: MutexGuard<'static, ()>,
 }
 
-fn running(prefix: &str) -> Running {
-    running_with(prefix, |_| {})
+async fn running(prefix: &str) -> Running {
+    running_with(prefix, |_| {}).await
 }
 
 /// A container whose init sleeps, its config edited by `edit`.
-fn running_with(prefix: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Running {
-    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+async fn running_with(prefix: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Running {
+    let serial = SERIAL.lock().await;
     let case = case_with(prefix, &["sleep", "100000"], false, false, edit);
     let h = case.spawn();
     h.start().unwrap();
@@ -49,6 +49,12 @@ impl Running {
                 .unwrap();
         req.program = MONITOR.into();
         req
+    }
+
+    async fn session(&self, cmd: &[&str], tty: bool, stdin: bool) -> ExecSession {
+        ExecSession::spawn(&self.request(cmd, tty, stdin))
+            .await
+            .unwrap_or_else(|e| panic!("exec {cmd:?}: {}", chain(&e)))
     }
 
     async fn sync(&self, cmd: &[&str]) -> ExecOutput {
@@ -134,7 +140,7 @@ fn text(b: &[u8]) -> &str {
 
 #[tokio::test]
 async fn stdout_and_stderr_are_captured_apart_with_the_exit_code() {
-    let b = running("exec-out");
+    let b = running("exec-out").await;
     let out = b
         .sync(&["sh", "-c", "echo out; echo err >&2; echo out2; exit 3"])
         .await;
@@ -146,16 +152,58 @@ async fn stdout_and_stderr_are_captured_apart_with_the_exit_code() {
     assert_eq!((ok.stdout.len(), ok.stderr.len(), ok.exit_code), (0, 0, 0));
 }
 
+/// Our descriptors of the kinds an exec uses: pipes, sockets, pidfds and ptys.
+fn exec_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| {
+            [
+                "pipe:",
+                "socket:",
+                "anon_inode:[pidfd]",
+                "/dev/ptmx",
+                "/dev/pts/",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[tokio::test]
+async fn no_descriptor_is_left_open_after_execs() {
+    let b = running("exec-fds").await;
+    // The first spawn of this process sets up tokio's SIGCHLD handling for good.
+    b.sync(&["true"]).await;
+    let before = exec_fds();
+    b.sync(&["sh", "-c", "echo out; echo err >&2"]).await;
+    let req = b.request(&["nope"], false, false);
+    exec_sync(&req, None, 1024).await.unwrap_err();
+    let mut s = b.session(&["sh", "-c", "exit 2"], true, true).await;
+    assert_eq!(s.wait().await.unwrap(), 2);
+    drop(s);
+    let mut s = b.session(&["cat"], false, true).await;
+    drop(s.take_stdin());
+    assert_eq!(s.wait().await.unwrap(), 0);
+    drop(s);
+    assert_eq!(exec_fds(), before);
+}
+
 #[tokio::test]
 async fn a_process_killed_by_a_signal_exits_128_plus_n() {
-    let b = running("exec-sig");
+    let b = running("exec-sig").await;
     assert_eq!(b.sync(&["sh", "-c", "kill -9 $$"]).await.exit_code, 137);
     assert_eq!(b.sync(&["sh", "-c", "kill -TERM $$"]).await.exit_code, 143);
 }
 
 #[tokio::test]
 async fn a_timeout_kills_the_process_and_what_it_started() {
-    let b = running("exec-timeout");
+    let b = running("exec-timeout").await;
     // sh forks the sleep: killing sh alone would leave it running.
     let req = b.request(&["sh", "-c", "sleep 100; echo never"], false, false);
     let e = exec_sync(&req, Some(Duration::from_secs(1)), 1024)
@@ -190,7 +238,7 @@ fn in_the_container(init: i32) -> Vec<i32> {
 
 #[tokio::test]
 async fn output_over_the_cap_is_cut_at_exactly_the_cap() {
-    let b = running("exec-cap");
+    let b = running("exec-cap").await;
     // 3 MiB on stdout, then a line on stderr once all of it was written: the process runs
     // to its end although only 100000 bytes are kept.
     let req = b.request(
@@ -211,7 +259,7 @@ async fn output_over_the_cap_is_cut_at_exactly_the_cap() {
 
 #[tokio::test]
 async fn a_missing_executable_is_a_setup_error_naming_it() {
-    let b = running("exec-nope");
+    let b = running("exec-nope").await;
     let e = exec_sync(&b.request(&["nope"], false, false), None, 1024)
         .await
         .unwrap_err();
@@ -231,7 +279,7 @@ async fn a_missing_executable_is_a_setup_error_naming_it() {
 
 #[tokio::test]
 async fn exec_into_a_stopped_container_is_a_clear_error() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = case("exec-stopped", &["true"], false, false);
     let req = {
         let h = c.spawn();
@@ -263,14 +311,15 @@ async fn exec_into_a_stopped_container_is_a_clear_error() {
 async fn the_exec_runs_as_the_containers_user() {
     let b = running_with("exec-user", |config| {
         config["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
-    });
+    })
+    .await;
     let out = b.sync(&["sh", "-c", "id -u; id -g"]).await;
     assert_eq!(text(&out.stdout), "1000\n1001\n");
 }
 
 #[tokio::test]
 async fn a_dropped_exec_sync_kills_its_process() {
-    let b = running("exec-drop");
+    let b = running("exec-drop").await;
     let req = b.request(&["sleep", "1000"], false, false);
     let task = tokio::spawn(async move { exec_sync(&req, None, 1024).await });
     common::eventually("the exec to run", || async { b.procs().len() == 2 }).await;
@@ -281,10 +330,10 @@ async fn a_dropped_exec_sync_kills_its_process() {
 
 #[tokio::test]
 async fn a_dropped_session_kills_its_process_group() {
-    let b = running("exec-drop-session");
-    let s = ExecSession::spawn(&b.request(&["sh", "-c", "sleep 1000 & sleep 1000"], false, false))
-        .await
-        .unwrap();
+    let b = running("exec-drop-session").await;
+    let s = b
+        .session(&["sh", "-c", "sleep 1000 & sleep 1000"], false, false)
+        .await;
     common::eventually("both sleeps to run", || async { b.procs().len() >= 3 }).await;
     drop(s);
     b.until_clean().await;
@@ -292,10 +341,8 @@ async fn a_dropped_session_kills_its_process_group() {
 
 #[tokio::test]
 async fn a_terminal_session_resizes_and_exits_7() {
-    let b = running("exec-tty");
-    let mut s = ExecSession::spawn(&b.request(&["sh"], true, true))
-        .await
-        .unwrap();
+    let b = running("exec-tty").await;
+    let mut s = b.session(&["sh"], true, true).await;
     assert!(s.take_stdout().is_none() && s.take_stdin().is_none());
     let mut term = s.take_terminal().unwrap();
     s.resize(30, 100).unwrap();
@@ -312,10 +359,8 @@ async fn a_terminal_session_resizes_and_exits_7() {
 
 #[tokio::test]
 async fn cat_echoes_its_stdin_and_ends_when_it_closes() {
-    let b = running("exec-cat");
-    let mut s = ExecSession::spawn(&b.request(&["cat"], false, true))
-        .await
-        .unwrap();
+    let b = running("exec-cat").await;
+    let mut s = b.session(&["cat"], false, true).await;
     assert!(s.take_terminal().is_none());
     assert!(s.resize(1, 1).is_err());
     let mut stdin = s.take_stdin().unwrap();
@@ -338,7 +383,7 @@ async fn cat_echoes_its_stdin_and_ends_when_it_closes() {
 async fn bench_exec_true() {
     use std::process::Command;
     use std::time::Instant;
-    let b = running("exec-bench");
+    let b = running("exec-bench").await;
     let runc_root = b.case.base.join("runc");
     let runc_id = format!("{}-runc", b.case.spec.id);
     let mut cfg: serde_json::Value =

@@ -5,7 +5,7 @@ use super::proto::{Report, Start, CONTROL_FD, KILL, MAX_LINE};
 use super::{ExecError, ExecRequest};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::process::Stdio;
 use std::task::{ready, Context, Poll};
@@ -107,21 +107,8 @@ impl ExecSession {
                 stdin = Some(pipe::Sender::from_owned_fd(in_w).map_err(spawn_err)?);
             }
         }
-        let fd = theirs.as_raw_fd();
-        // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = if fd == CONTROL_FD {
-                    libc::fcntl(CONTROL_FD, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, CONTROL_FD)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // SAFETY: the hook runs only async-signal-safe calls between fork and exec.
+        unsafe { cmd.pre_exec(crate::monitor::hand_over(theirs.as_raw_fd(), CONTROL_FD)) };
         let child = cmd.spawn().map_err(spawn_err)?;
         // The helper's ends are the helper's only (the command holds copies).
         drop(cmd);
@@ -231,20 +218,12 @@ impl ExecSession {
                 id: self.id.clone(),
             });
         };
-        let size = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the valid pointer.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(ExecError::Resize {
+        crate::monitor::set_window_size(master.as_fd(), rows, cols).map_err(|source| {
+            ExecError::Resize {
                 id: self.id.clone(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+                source,
+            }
+        })
     }
 
     /// Waits for the process's exit code (128 + N if signal N killed it). Once it returns the

@@ -778,20 +778,8 @@ impl Monitor {
         let Some(master) = self.out.stdout.as_ref().filter(|_| self.tty) else {
             return Err("the container has no terminal to resize".into());
         };
-        let size = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the valid pointer.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(format!(
-                "resizing the terminal: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(())
+        super::set_window_size(master.as_fd(), rows, cols)
+            .map_err(|e| format!("resizing the terminal: {e}"))
     }
 
     fn signals(&mut self) {
