@@ -175,12 +175,14 @@ impl Exec {
             kill_group(pid);
         }
         loop {
-            let none = PollFlags::empty();
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(ctl.as_fd(), if ctl_open { PollFlags::POLLIN } else { none }),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             ];
+            // Left out once closed: poll reports a hang-up whatever it is asked.
+            if ctl_open {
+                fds.push(PollFd::new(ctl.as_fd(), PollFlags::POLLIN));
+            }
             match nix::poll::poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
@@ -189,8 +191,12 @@ impl Exec {
                     break;
                 }
             }
-            let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-            let (exited, asked, signalled) = (ready(0), ready(1), ready(2));
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let (exited, signalled, asked) = (ready(0), ready(1), ready(2));
             // A kill is handled before an exit seen at the same time: the daemon asks, then
             // kills the process itself through its pidfd, and the group still has to go.
             if asked {
@@ -212,6 +218,9 @@ impl Exec {
             if exited {
                 break;
             }
+        }
+        if killed {
+            wait_group_gone(pid);
         }
         match self.process.wait() {
             Ok(status) => {
@@ -240,6 +249,51 @@ fn kill_group(pid: Pid) {
     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
 }
 
+/// How long the rest of a killed process group is waited for: a safety net for a process
+/// stuck in the kernel (uninterruptible sleep), not an expected duration.
+const GROUP_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// After the group's SIGKILL: waits until every other member has exited (became a zombie
+/// of the container's init, or was reaped), so that a kill answered means the processes are
+/// gone, not dying. The leader is still our unreaped child, so the group's id is not reused
+/// meanwhile; each member is checked to be in the group after its pidfd is taken, so a pid
+/// reused in between is not waited for.
+fn wait_group_gone(leader: Pid) {
+    let pidfds: Vec<OwnedFd> = group_members(leader)
+        .into_iter()
+        .filter_map(|pid| {
+            let fd = capsa::process::clone::pidfd_open(pid).ok()?;
+            (process_group(pid) == Some(leader)).then_some(fd)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + GROUP_EXIT_WAIT;
+    for fd in &pidfds {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+        let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        while let Err(Errno::EINTR) = nix::poll::poll(&mut p, timeout) {}
+    }
+}
+
+/// The processes of `leader`'s process group but the leader, from /proc.
+fn group_members(leader: Pid) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .filter(|&pid| pid != leader && process_group(pid) == Some(leader))
+        .collect()
+}
+
+/// The process group of `pid` (field 5 of /proc/PID/stat, after the command's ")").
+fn process_group(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(2)?.parse().ok().map(Pid::from_raw)
+}
+
 /// One report, with `fds` attached to its first byte.
 fn send(ctl: &UnixStream, line: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let rights = [ControlMessage::ScmRights(fds)];
@@ -257,4 +311,18 @@ fn send(ctl: &UnixStream, line: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
         }
     };
     (&*ctl).write_all(&line[n..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_group_is_read_from_proc() {
+        assert_eq!(
+            process_group(nix::unistd::getpid()),
+            Some(nix::unistd::getpgrp())
+        );
+        assert_eq!(process_group(Pid::from_raw(i32::MAX)), None);
+    }
 }
