@@ -340,6 +340,32 @@ async fn a_dropped_session_kills_its_process_group() {
 }
 
 #[tokio::test]
+async fn sigterm_to_the_helper_kills_the_process_and_reports_it() {
+    let b = running("exec-term").await;
+    let mut s = b.session(&["sleep", "1000"], false, false).await;
+    let helper = nix::unistd::Pid::from_raw(s.helper_pid() as i32);
+    nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(s.wait().await.unwrap(), 137);
+    b.assert_clean();
+}
+
+#[tokio::test]
+async fn a_sigkilled_helper_is_an_error_and_its_process_is_killed_anyway() {
+    let b = running("exec-helper-killed").await;
+    let mut s = b.session(&["sleep", "1000"], false, false).await;
+    let helper = nix::unistd::Pid::from_raw(s.helper_pid() as i32);
+    nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let e = s.wait().await.unwrap_err();
+    assert!(
+        matches!(e, ExecError::HelperDied { .. }) && chain(&e).contains("signal: 9"),
+        "{}",
+        chain(&e)
+    );
+    // The process, orphaned, was killed through its pidfd; init reaps it.
+    b.until_clean().await;
+}
+
+#[tokio::test]
 async fn a_terminal_session_resizes_and_exits_7() {
     let b = running("exec-tty").await;
     let mut s = b.session(&["sh"], true, true).await;
