@@ -67,9 +67,83 @@ fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Into::into)
 }
 
+/// The process's ends of its stdio the daemon keeps (none with a terminal).
+#[derive(Default)]
+struct Pipes {
+    stdin: Option<pipe::Sender>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+}
+
+/// `capsa-cri-monitor exec` with `control` as its descriptor 3 and the process's stdio as
+/// its own 0, 1 and 2 (pipes whose other ends are returned, or /dev/null).
+fn helper_command(
+    req: &ExecRequest,
+    control: &std::os::unix::net::UnixStream,
+) -> std::io::Result<(tokio::process::Command, Pipes)> {
+    let mut cmd = tokio::process::Command::new(&req.program);
+    cmd.arg("exec")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut pipes = Pipes::default();
+    if !req.tty {
+        let (out_r, out_w) = pipe_pair()?;
+        let (err_r, err_w) = pipe_pair()?;
+        cmd.stdout(out_w).stderr(err_w);
+        pipes.stdout = Some(pipe::Receiver::from_owned_fd(out_r)?);
+        pipes.stderr = Some(pipe::Receiver::from_owned_fd(err_r)?);
+        if req.stdin {
+            let (in_r, in_w) = pipe_pair()?;
+            cmd.stdin(in_r);
+            pipes.stdin = Some(pipe::Sender::from_owned_fd(in_w)?);
+        }
+    }
+    // SAFETY: the hook runs only async-signal-safe calls between fork and exec.
+    unsafe { cmd.pre_exec(crate::monitor::hand_over(control.as_raw_fd(), CONTROL_FD)) };
+    Ok((cmd, pipes))
+}
+
+/// The helper's first report: the pid and the descriptors that came with it, and what was
+/// read after it; or why the process did not start (the helper then reaped).
+async fn started(
+    id: &str,
+    stream: &UnixStream,
+    reaper: Reaper,
+) -> Result<(i32, Vec<OwnedFd>, Vec<u8>, Reaper), ExecError> {
+    let (first, fds, rest) = read_first(stream).await.map_err(|source| ExecError::Io {
+        id: id.to_string(),
+        source,
+    })?;
+    let Some(line) = first else {
+        return Err(ExecError::HelperDied {
+            id: id.to_string(),
+            expected: "the process's start",
+            status: reaper.wait().await,
+        });
+    };
+    match parse(id, &line)? {
+        Report::Started { pid } => Ok((pid, fds, rest, reaper)),
+        Report::Failed { kind, error } => {
+            // It exits right after saying so.
+            reaper.wait().await;
+            Err(ExecError::Setup {
+                id: id.to_string(),
+                kind,
+                error,
+            })
+        }
+        Report::Exited { .. } => Err(ExecError::Protocol {
+            id: id.to_string(),
+            text: "an exit before the start".into(),
+        }),
+    }
+}
+
 impl ExecSession {
     /// Starts `req`'s process through a helper; returns once it runs, or with the reason it
-    /// could not start ([`ExecError::Setup`]).
+    /// could not start ([`ExecError::Setup`]). Dropped before it returns, it kills what it
+    /// started.
     pub async fn spawn(req: &ExecRequest) -> Result<ExecSession, ExecError> {
         let id = req.id.clone();
         let spawn_err = |source| ExecError::Spawn {
@@ -82,33 +156,15 @@ impl ExecSession {
         };
         let mut process = req.process.clone();
         process.set_terminal(Some(req.tty));
-        let start = serde_json::to_vec(&Start {
+        let mut start = serde_json::to_vec(&Start {
             root: req.root.clone(),
             id: req.id.clone(),
             process,
         })
         .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        start.push(b'\n');
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(spawn_err)?;
-        let mut cmd = tokio::process::Command::new(&req.program);
-        cmd.arg("exec")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let (mut stdin, mut stdout, mut stderr) = (None, None, None);
-        if !req.tty {
-            let (out_r, out_w) = pipe_pair().map_err(spawn_err)?;
-            let (err_r, err_w) = pipe_pair().map_err(spawn_err)?;
-            cmd.stdout(out_w).stderr(err_w);
-            stdout = Some(pipe::Receiver::from_owned_fd(out_r).map_err(spawn_err)?);
-            stderr = Some(pipe::Receiver::from_owned_fd(err_r).map_err(spawn_err)?);
-            if req.stdin {
-                let (in_r, in_w) = pipe_pair().map_err(spawn_err)?;
-                cmd.stdin(in_r);
-                stdin = Some(pipe::Sender::from_owned_fd(in_w).map_err(spawn_err)?);
-            }
-        }
-        // SAFETY: the hook runs only async-signal-safe calls between fork and exec.
-        unsafe { cmd.pre_exec(crate::monitor::hand_over(theirs.as_raw_fd(), CONTROL_FD)) };
+        let (mut cmd, pipes) = helper_command(req, &theirs).map_err(spawn_err)?;
         let child = cmd.spawn().map_err(spawn_err)?;
         // The helper's ends are the helper's only (the command holds copies).
         drop(cmd);
@@ -117,45 +173,21 @@ impl ExecSession {
         let reaper = Reaper(Some(child));
         ours.set_nonblocking(true).map_err(io_err)?;
         let mut stream = UnixStream::from_std(ours).map_err(io_err)?;
-        let mut line = start;
-        line.push(b'\n');
-        // A helper gone already shows in its report below.
-        let _ = stream.write_all(&line).await;
-        let (first, mut fds, rest) = read_first(&stream).await.map_err(io_err)?;
-        let report = match first {
-            None => {
-                return Err(ExecError::HelperDied {
-                    status: reaper.wait().await,
-                    id,
-                    expected: "the process's start",
-                })
-            }
-            Some(line) => parse(&id, &line)?,
-        };
-        let pid = match report {
-            Report::Started { pid } => pid,
-            Report::Failed { kind, error } => {
-                // It exits right after saying so.
-                reaper.wait().await;
-                return Err(ExecError::Setup { id, kind, error });
-            }
-            Report::Exited { .. } => {
-                return Err(ExecError::Protocol {
-                    id,
-                    text: "an exit before the start".into(),
-                })
-            }
-        };
-        let mut fds = fds.drain(..);
-        let pidfd = fds.next().ok_or_else(|| ExecError::Protocol {
+        // A helper gone already shows in its report.
+        let _ = stream.write_all(&start).await;
+        let (pid, fds, rest, reaper) = started(&id, &stream, reaper).await?;
+        let mut fds = fds.into_iter();
+        let protocol = |text: &str| ExecError::Protocol {
             id: id.clone(),
-            text: "a start without the process's pidfd".into(),
-        })?;
+            text: text.into(),
+        };
+        let pidfd = fds
+            .next()
+            .ok_or_else(|| protocol("a start without the process's pidfd"))?;
         let (terminal, master) = if req.tty {
-            let master = fds.next().ok_or_else(|| ExecError::Protocol {
-                id: id.clone(),
-                text: "a start without the terminal".into(),
-            })?;
+            let master = fds
+                .next()
+                .ok_or_else(|| protocol("a start without the terminal"))?;
             let resize = master.try_clone().map_err(io_err)?;
             (Some(Terminal::new(master).map_err(io_err)?), Some(resize))
         } else {
@@ -171,9 +203,9 @@ impl ExecSession {
             helper_pid,
             pidfd,
             control,
-            stdin,
-            stdout,
-            stderr,
+            stdin: pipes.stdin,
+            stdout: pipes.stdout,
+            stderr: pipes.stderr,
             terminal,
             master,
             exit: Some(exit),
