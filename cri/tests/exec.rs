@@ -7,6 +7,7 @@
 mod common;
 use capsa_cri::exec::{exec_sync, ExecError, ExecOutput, ExecRequest, ExecSession};
 use common::containers::{case, case_with, chain, wait_gone, Case, MONITOR};
+use nix::sys::signal::Signal;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, MutexGuard};
@@ -339,12 +340,15 @@ async fn a_dropped_session_kills_its_process_group() {
     b.until_clean().await;
 }
 
+fn signal_helper(s: &ExecSession, sig: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.helper_pid() as i32), sig).unwrap();
+}
+
 #[tokio::test]
 async fn sigterm_to_the_helper_kills_the_process_and_reports_it() {
     let b = running("exec-term").await;
     let mut s = b.session(&["sleep", "1000"], false, false).await;
-    let helper = nix::unistd::Pid::from_raw(s.helper_pid() as i32);
-    nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGTERM).unwrap();
+    signal_helper(&s, Signal::SIGTERM);
     assert_eq!(s.wait().await.unwrap(), 137);
     b.assert_clean();
 }
@@ -353,8 +357,7 @@ async fn sigterm_to_the_helper_kills_the_process_and_reports_it() {
 async fn a_sigkilled_helper_is_an_error_and_its_process_is_killed_anyway() {
     let b = running("exec-helper-killed").await;
     let mut s = b.session(&["sleep", "1000"], false, false).await;
-    let helper = nix::unistd::Pid::from_raw(s.helper_pid() as i32);
-    nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL).unwrap();
+    signal_helper(&s, Signal::SIGKILL);
     let e = s.wait().await.unwrap_err();
     assert!(
         matches!(e, ExecError::HelperDied { .. }) && chain(&e).contains("signal: 9"),
