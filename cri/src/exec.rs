@@ -158,7 +158,8 @@ pub enum ExecError {
     },
     #[error("the exec helper of container {id} sent {text:?}, which is not understood")]
     Protocol { id: String, text: String },
-    /// The timeout passed: the process was killed and reaped, the helper is gone.
+    /// The timeout passed: the process was killed and reaped, the helper is gone (see
+    /// [`exec_sync`] for a deadline that falls during the process's setup).
     #[error("exec in container {id} timed out after {timeout:?}")]
     Timeout { id: String, timeout: Duration },
     #[error("the exec in container {id} has no terminal")]
@@ -204,8 +205,10 @@ impl ExecError {
 
 /// Runs `req` to completion without a terminal or stdin (both of `req` are ignored), its
 /// stdout and stderr captured up to `cap` bytes each. After `timeout` the process is killed
-/// and reaped and the helper gone before [`ExecError::Timeout`] returns. Dropping the future
-/// kills the process.
+/// and reaped and the helper gone before [`ExecError::Timeout`] returns; a deadline that
+/// passes while capsa is still setting the process up returns at once, and the helper kills
+/// the process as soon as it runs and is reaped in the background. Dropping the future kills
+/// the process the same way.
 pub async fn exec_sync(
     req: &ExecRequest,
     timeout: Option<Duration>,
