@@ -384,6 +384,18 @@ async fn a_terminal_session_resizes_and_exits_7() {
     // Asked again, the same answer.
     assert_eq!(s.wait().await.unwrap(), 7);
     b.assert_clean();
+    // The helper's console socket directory went with it.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("capsa-cri-exec.")
+        })
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]
