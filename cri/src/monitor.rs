@@ -292,20 +292,8 @@ impl Monitor {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr);
-        // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = if write_fd == READY_FD {
-                    libc::fcntl(READY_FD, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(write_fd, READY_FD)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // SAFETY: the hook runs only async-signal-safe calls between fork and exec.
+        unsafe { cmd.pre_exec(hand_over(write_fd, READY_FD)) };
         let mut child = cmd.spawn().map_err(|source| MonitorError::Spawn {
             program: spec.program.clone(),
             source,
@@ -539,6 +527,44 @@ impl Attach {
                 source,
             })
     }
+}
+
+/// A `pre_exec` hook that makes `fd` the child's descriptor `target`, kept across the exec.
+/// Only dup2 and fcntl run in it, both async-signal-safe.
+pub(crate) fn hand_over(fd: i32, target: i32) -> impl FnMut() -> std::io::Result<()> + Send + Sync {
+    move || {
+        // SAFETY: fcntl and dup2 on descriptors of ours, between fork and exec.
+        let r = unsafe {
+            if fd == target {
+                libc::fcntl(target, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            }
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Sets the size of the terminal whose master is `master` (the process gets SIGWINCH).
+pub(crate) fn set_window_size(
+    master: std::os::fd::BorrowedFd,
+    rows: u16,
+    cols: u16,
+) -> std::io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether `fd` is an open descriptor (the monitor checks the one it was handed).

@@ -76,9 +76,9 @@ service! {
             reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
             container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
             list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
+            exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         }
         later {
-            exec_sync(ExecSyncRequest) -> ExecSyncResponse;
             exec(ExecRequest) -> ExecResponse;
             attach(AttachRequest) -> AttachResponse;
             port_forward(PortForwardRequest) -> PortForwardResponse;

@@ -1023,3 +1023,83 @@ async fn calls_in_every_state() {
         assert_nothing_left(&server);
     }
 }
+
+/// ExecSync: stdout and stderr apart, the exit code, the container's user and environment;
+/// a timeout is DeadlineExceeded and leaves no process of the exec behind; an exec into an
+/// exited container is refused.
+#[tokio::test]
+async fn exec_sync_output_exit_code_and_timeout() {
+    for kind in KINDS {
+        let (_netns, server, mut c, _) = server(kind).await;
+        let pod = Pod::run(&mut c, &server, "exec").await;
+        let mut config = container_config("e", BUSYBOX, &["sleep", "1000"]);
+        config.envs = vec![KeyValue {
+            key: "GREETING".into(),
+            value: "hello".into(),
+        }];
+        security(&mut config).run_as_user = Some(Int64Value { value: 1000 });
+        let id = pod.start(&mut c, &server, &config).await;
+        let (out, err, code) = exec_sync(
+            &mut c,
+            &id,
+            &["sh", "-c", "echo $GREETING $(id -u); echo oops >&2; exit 3"],
+            10,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} ExecSync: {e}"));
+        assert_eq!(
+            (out.as_str(), err.as_str(), code),
+            ("hello 1000\n", "oops\n", 3),
+            "{kind:?}"
+        );
+        let (out, _, code) = exec_sync(&mut c, &id, &["cat", "/etc/hostname"], 0)
+            .await
+            .unwrap();
+        assert_eq!((out.as_str(), code), ("exec-host\n", 0), "{kind:?}");
+        let e = exec_sync(&mut c, &id, &["sh", "-c", "sleep 77777"], 1)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{kind:?}: {e}");
+        let pid = container_pid(&container_status(&mut c, &id).await.unwrap());
+        let cgroup_procs = |pid: i32| -> Vec<String> {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let rel = text
+                .lines()
+                .find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_string()))
+                .unwrap();
+            std::fs::read_to_string(format!("/sys/fs/cgroup/pids{rel}/cgroup.procs"))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let procs = cgroup_procs(pid);
+            let sleeping = procs.iter().any(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("77777")
+            });
+            if !sleeping {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kind:?}: the timed-out exec still runs: {procs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop(&mut c, &id, 0).await.unwrap();
+        let e = exec_sync(&mut c, &id, &["true"], 5).await.unwrap_err();
+        assert_ne!(e.code(), tonic::Code::Ok, "{kind:?}");
+        pod.remove(&mut c).await;
+        if kind == Kind::Capsa {
+            let helpers = std::process::Command::new("pgrep")
+                .args(["-f", "capsa-cri-monitor exec"])
+                .output()
+                .unwrap();
+            assert!(helpers.stdout.is_empty(), "exec helpers left");
+        }
+    }
+}

@@ -113,6 +113,10 @@ pub struct RemoteError {
 
 impl RemoteError {
     pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        // One that already crossed a process boundary is passed on whole, errno included.
+        if let Some(remote) = err.downcast_ref::<RemoteError>() {
+            return remote.clone();
+        }
         let errno = err
             .downcast_ref::<std::io::Error>()
             .and_then(|e| e.raw_os_error());
@@ -344,5 +348,30 @@ fn drive(
                 .into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_from_another_process_keeps_its_errno_when_passed_on() {
+        let from_child = RemoteError {
+            message: "exec: \"/x\"".into(),
+            errno: None,
+            cause: Some(Box::new(RemoteError {
+                message: "No such file or directory".into(),
+                errno: Some(libc::ENOENT),
+                cause: None,
+            })),
+        };
+        let err = crate::Error::from(ProcessError::Init(from_child));
+        let passed_on = crate::Error::Remote(crate::error::Remote {
+            kind: crate::ErrorKind::Other,
+            error: RemoteError::from_error(&err),
+        });
+        assert_eq!(passed_on.errno(), Some(libc::ENOENT));
+        assert_eq!(passed_on.to_string(), "unable to start container process");
     }
 }

@@ -788,6 +788,61 @@ impl Daemon {
         Ok(ReopenContainerLogResponse {})
     }
 
+    pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
+        use crate::exec::{self, ExecError, ExecRequest};
+        let r = self.container(&req.container_id)?;
+        let seen = self.observe(&r);
+        if seen.state != ContainerState::ContainerRunning {
+            return Err(Status::failed_precondition(format!(
+                "container {} is in {} state: exec needs a running container",
+                r.id,
+                state_name(seen.state)
+            )));
+        }
+        if req.timeout < 0 {
+            return Err(Status::invalid_argument(format!(
+                "timeout {}: must not be negative",
+                req.timeout
+            )));
+        }
+        let status = |e: ExecError| {
+            let message = format!(
+                "exec in container {}: {}",
+                r.id,
+                crate::cni::error_chain(&e)
+            );
+            match &e {
+                ExecError::Timeout { .. } => Status::deadline_exceeded(message),
+                ExecError::EmptyCommand => Status::invalid_argument(message),
+                _ => match e.kind() {
+                    capsa::ErrorKind::NotFound => Status::not_found(message),
+                    capsa::ErrorKind::InvalidInput => Status::invalid_argument(message),
+                    capsa::ErrorKind::WrongState => Status::failed_precondition(message),
+                    _ => Status::unknown(message),
+                },
+            }
+        };
+        let root = self.config().capsa_root();
+        let id = r.id.clone();
+        let cmd = req.cmd.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            ExecRequest::for_container(root, &id, &cmd, false, false)
+        })
+        .await
+        .map_err(|e| internal("preparing the exec", e))?;
+        let ereq = prepared.map_err(status)?;
+        // kubelet's 0 is "no timeout".
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let out = exec::exec_sync(&ereq, timeout, exec::DEFAULT_OUTPUT_CAP)
+            .await
+            .map_err(status)?;
+        Ok(ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
     pub async fn container_stats(
         &self,
         req: ContainerStatsRequest,

@@ -65,7 +65,7 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    fn kind(&self) -> capsa::ErrorKind {
+    pub(crate) fn kind(&self) -> capsa::ErrorKind {
         match self {
             SetupError::Capsa(e) => e.kind(),
             SetupError::SocketPath { .. } => capsa::ErrorKind::InvalidInput,
@@ -74,14 +74,14 @@ impl SetupError {
     }
 }
 
-fn sys(step: &'static str) -> impl FnOnce(nix::Error) -> SetupError {
+pub(crate) fn sys(step: &'static str) -> impl FnOnce(nix::Error) -> SetupError {
     move |e| SetupError::Sys {
         step,
         source: e.into(),
     }
 }
 
-fn sys_io(step: &'static str) -> impl FnOnce(std::io::Error) -> SetupError {
+pub(crate) fn sys_io(step: &'static str) -> impl FnOnce(std::io::Error) -> SetupError {
     move |source| SetupError::Sys { step, source }
 }
 
@@ -222,7 +222,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))
 }
 
-fn set_nonblocking(fd: BorrowedFd) -> Result<(), SetupError> {
+pub(crate) fn set_nonblocking(fd: BorrowedFd) -> Result<(), SetupError> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(sys("reading fd flags"))?;
     fcntl(
@@ -780,20 +780,8 @@ impl Monitor {
         let Some(master) = self.out.stdout.as_ref().filter(|_| self.tty) else {
             return Err("the container has no terminal to resize".into());
         };
-        let size = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the valid pointer.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(format!(
-                "resizing the terminal: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(())
+        super::set_window_size(master.as_fd(), rows, cols)
+            .map_err(|e| format!("resizing the terminal: {e}"))
     }
 
     fn signals(&mut self) {
@@ -888,7 +876,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The pty master capsa's create sent to our console socket (already queued: the create has
 /// returned, so no wait).
-fn receive_terminal(console: &UnixListener, path: &Path) -> Result<OwnedFd, SetupError> {
+pub(crate) fn receive_terminal(console: &UnixListener, path: &Path) -> Result<OwnedFd, SetupError> {
     set_nonblocking(console.as_fd())?;
     let (conn, _) = console.accept().map_err(|_| SetupError::NoTerminal {
         path: path.to_path_buf(),

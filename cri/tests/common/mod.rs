@@ -5,6 +5,7 @@
 //! deliberate and written down where the test branches on [`Kind`].
 #![allow(dead_code)]
 
+pub mod bundles;
 pub mod containers;
 pub mod images;
 pub mod registry;
