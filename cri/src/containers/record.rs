@@ -111,6 +111,22 @@ pub fn exited(r: &ContainerRecord, exit: &Exit) -> Observed {
     }
 }
 
+/// A container whose monitor runs: CREATED, or RUNNING once started.
+pub fn alive(r: &ContainerRecord) -> Observed {
+    Observed {
+        state: if r.started_at > 0 {
+            ContainerState::ContainerRunning
+        } else {
+            ContainerState::ContainerCreated
+        },
+        started_at: r.started_at,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+    }
+}
+
 /// Observes container `r` whose monitor lives in `monitor_dir`; `capsa_alive` is asked only
 /// when the monitor is gone without a record of the exit.
 pub fn observe(
@@ -120,11 +136,8 @@ pub fn observe(
 ) -> Observed {
     let running = |state, message: &str| Observed {
         state,
-        started_at: r.started_at,
-        finished_at: 0,
-        exit_code: 0,
-        reason: String::new(),
         message: message.into(),
+        ..alive(r)
     };
     match monitor::exit_status(monitor_dir) {
         Ok(Some(exit)) => return exited(r, &exit),
@@ -134,11 +147,7 @@ pub fn observe(
         }
     }
     if monitor_alive(r) {
-        return if r.started_at > 0 {
-            running(ContainerState::ContainerRunning, "")
-        } else {
-            running(ContainerState::ContainerCreated, "")
-        };
+        return alive(r);
     }
     // The monitor may have written exit.json and left between the two looks.
     if let Ok(Some(exit)) = monitor::exit_status(monitor_dir) {

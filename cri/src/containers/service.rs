@@ -19,9 +19,9 @@ use crate::monitor::{Monitor, MonitorHandle, MonitorSpec};
 use crate::pods::{capsa_status, internal, now_ns};
 use crate::store::Store;
 use k8s_cri::v1::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Status;
 
@@ -32,6 +32,9 @@ pub struct Containers {
     /// Exits already observed: final, so not read from disk again (ListContainers and the
     /// stats calls look at every container).
     exits: Mutex<HashMap<String, Observed>>,
+    /// Containers whose monitor is known to run: a task holds a pidfd of each and takes
+    /// the id out when the monitor exits. Their state needs no look at the disk or /proc.
+    watched: Arc<Mutex<HashSet<String>>>,
     unfinished: Mutex<Vec<ContainerRecord>>,
 }
 
@@ -74,6 +77,7 @@ impl Containers {
             store,
             table: Mutex::new(table),
             exits: Mutex::new(HashMap::new()),
+            watched: Arc::new(Mutex::new(HashSet::new())),
             unfinished: Mutex::new(unfinished),
         })
     }
@@ -95,6 +99,40 @@ impl Containers {
         }
         t.names.insert(key.into(), id.into());
         Ok(())
+    }
+
+    /// Watches the monitor of `r` (when it runs): its id is in `watched` until it exits.
+    /// Needs a tokio runtime.
+    pub fn watch(&self, r: &ContainerRecord) {
+        let Ok(pidfd) =
+            capsa::process::clone::pidfd_open(nix::unistd::Pid::from_raw(r.monitor_pid))
+        else {
+            return;
+        };
+        // Opened, the pidfd names that process for good: check it is still the monitor.
+        if !record::monitor_alive(r) {
+            return;
+        }
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open (and its number
+        // the same) until the AsyncFd is dropped.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        };
+        let Ok(fd) = registered else {
+            return;
+        };
+        lock(&self.watched).insert(r.id.clone());
+        let watched = self.watched.clone();
+        let id = r.id.clone();
+        tokio::spawn(async move {
+            // A pidfd turns readable when its process exits.
+            let _ = fd.readable().await;
+            lock(&watched).remove(&id);
+        });
+    }
+
+    fn watching(&self, id: &str) -> bool {
+        lock(&self.watched).contains(id)
     }
 
     fn release(&self, key: &str) {
@@ -155,6 +193,9 @@ impl Daemon {
     pub fn observe(&self, r: &ContainerRecord) -> Observed {
         if let Some(seen) = lock(&self.containers().exits).get(&r.id) {
             return seen.clone();
+        }
+        if self.containers().watching(&r.id) {
+            return record::alive(r);
         }
         let seen = record::observe(r, &self.monitor_dir(&r.id), || {
             self.runtime()
@@ -268,6 +309,7 @@ impl Daemon {
             return Err(e);
         }
         r.pending = false;
+        self.containers().watch(&r);
         self.containers().save(r)?;
         log::info!("container {id} ({key}) created");
         Ok(CreateContainerResponse { container_id: id })
@@ -451,8 +493,12 @@ impl Daemon {
         }
     }
 
-    /// Removes the containers a killed daemon left half created. Runs once, at startup.
+    /// Removes the containers a killed daemon left half created, and watches the monitors
+    /// of the others. Runs once, at startup.
     pub async fn sweep_unfinished_containers(&self) {
+        for r in self.containers().all() {
+            self.containers().watch(&r);
+        }
         let pending = std::mem::take(&mut *lock(&self.containers().unfinished));
         for r in pending {
             match self.tear_down(&r).await {
