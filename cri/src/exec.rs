@@ -27,7 +27,7 @@ pub mod helper;
 pub mod proto;
 mod session;
 
-pub use session::{ExecSession, Terminal};
+pub use session::{ExecSession, Resizer, Terminal};
 
 use capsa::process::RemoteError;
 use oci_spec::runtime::Process;

@@ -243,6 +243,19 @@ impl ExecSession {
         self.terminal.take()
     }
 
+    /// A handle that sets the terminal's size apart from the session, whose
+    /// [`wait`](Self::wait) borrows it mutably; `None` without a terminal.
+    pub fn resizer(&self) -> Result<Option<Resizer>, ExecError> {
+        let Some(master) = &self.master else {
+            return Ok(None);
+        };
+        let master = master.try_clone().map_err(|source| ExecError::Io {
+            id: self.id.clone(),
+            source,
+        })?;
+        Ok(Some(Resizer { master }))
+    }
+
     /// Sets the terminal's size; the process gets SIGWINCH.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), ExecError> {
         let Some(master) = &self.master else {
@@ -427,6 +440,17 @@ async fn watch(
         other => other,
     });
     let _ = tx.send(outcome);
+}
+
+/// Sets an exec's terminal size (see [`ExecSession::resizer`]).
+pub struct Resizer {
+    master: OwnedFd,
+}
+
+impl Resizer {
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        crate::monitor::set_window_size(self.master.as_fd(), rows, cols)
+    }
 }
 
 /// The pty master of an exec with a terminal, as tokio I/O. End of file when the last
