@@ -5,8 +5,11 @@
 //! deliberate and written down where the test branches on [`Kind`].
 #![allow(dead_code)]
 
+pub mod forward;
+pub mod host_backend;
 pub mod images;
 pub mod registry;
+pub mod stream_client;
 pub use images::*;
 pub use registry::*;
 

@@ -19,6 +19,11 @@ pub(super) async fn read_loop<R: AsyncRead>(
                 (st.closed, st.out.len() >= OUT_FRAMES_LIMIT)
             };
             if closed {
+                // Closed on this side: read (and drop) what the peer still sends until it
+                // closes too. A socket closed with unread bytes is reset, which would
+                // discard the last frames we sent before the peer reads them.
+                let mut scratch = [0u8; 8192];
+                while matches!(r.read(&mut scratch).await, Ok(n) if n > 0) {}
                 return Ok(());
             }
             if full {
