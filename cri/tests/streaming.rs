@@ -198,10 +198,7 @@ async fn a_tty_shell_is_interactive_and_resizable() {
         stdin.write_all(b"echo $((6*7))\n").await.unwrap();
         line_until(&mut out, |l| l == "42").await;
         stdin.write_all(b"exit 5\n").await.unwrap();
-        let mut rest = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut out, &mut rest)
-            .await
-            .unwrap();
+        client::read_all(&mut out).await;
         assert_eq!(client::exit_code(&r.status().await), 5, "{t:?}");
         r.close().await;
     }

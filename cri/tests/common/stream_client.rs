@@ -271,9 +271,7 @@ impl Remote {
 
     /// Reads the error stream to its end: the session's status.
     pub async fn status(&mut self) -> String {
-        let mut s = String::new();
-        self.error.read_to_string(&mut s).await.unwrap();
-        s
+        String::from_utf8(read_all(&mut self.error).await).unwrap()
     }
 
     /// Writes `input` (then half-closes stdin), reads stdout, stderr and the status to
@@ -291,11 +289,10 @@ impl Remote {
             stdin
         };
         let read = |r: Option<BoxRead>| async move {
-            let mut v = Vec::new();
-            if let Some(mut r) = r {
-                r.read_to_end(&mut v).await.unwrap();
+            match r {
+                Some(mut r) => read_all(&mut r).await,
+                None => Vec::new(),
             }
-            v
         };
         let (stdout, stderr) = (self.stdout.take(), self.stderr.take());
         let (stdin, stdout, stderr, status) =
@@ -320,6 +317,22 @@ impl Remote {
     /// Drops the connection at once, as a client that dies does.
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+/// Reads `r` to its end. A reset ends it too, as Kubernetes' clients take it: kubelet's
+/// server (containerd's) resets every stream once it wrote the status, and what came
+/// before the reset is the stream's whole content.
+pub async fn read_all(r: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => return v,
+            Ok(n) => v.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return v,
+            Err(e) => panic!("reading a stream: {e}"),
+        }
     }
 }
 
