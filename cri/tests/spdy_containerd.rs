@@ -8,14 +8,14 @@
 
 mod common;
 use common::forward::{pod_server, transfers};
-use common::host_backend::HostBackend;
-use common::stream_client::{self as client, Dial, PortForward, Remote, Streams, Transport};
+use common::host_backend::{port_forward_url, HostBackend};
+use common::stream_client::{self as client, Dial, PortForward, Streams, Transport, OUT_ERR, TTY};
 use common::*;
 use k8s_cri::v1::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bytes sent each way on each connection.
 const SIZE: usize = 2 * 1024 * 1024;
@@ -179,19 +179,6 @@ where
     }
 }
 
-const OUT_ERR: Streams = Streams {
-    stdin: false,
-    stdout: true,
-    stderr: true,
-    tty: false,
-};
-const TTY: Streams = Streams {
-    stdin: true,
-    stdout: true,
-    stderr: false,
-    tty: true,
-};
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_port_forward_through_containerds_streaming_server() {
     with_pod(|pod| async move {
@@ -236,46 +223,9 @@ async fn exec(pod: &Pod) {
     }
 }
 
-/// Reads terminal lines until one (its prompt stripped) satisfies `want`.
-async fn line_until(out: &mut BufReader<client::BoxRead>, want: impl Fn(&str) -> bool) -> String {
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).await.unwrap() > 0,
-            "the terminal ended"
-        );
-        let line = line
-            .trim_end_matches(['\r', '\n'])
-            .trim_start_matches("/ # ")
-            .to_string();
-        if want(&line) {
-            return line;
-        }
-    }
-}
-
 async fn tty(pod: &Pod) {
     let url = pod.exec_url(&["sh"], TTY).await;
-    let mut r = Remote::connect(&url, &pod.dial(), Transport::Spdy, TTY).await;
-    let mut out = BufReader::new(r.stdout.take().unwrap());
-    let mut stdin = r.stdin.take().unwrap();
-    r.resize(123, 45).await;
-    loop {
-        stdin.write_all(b"stty size\n").await.unwrap();
-        let size = line_until(&mut out, |l| {
-            let w: Vec<&str> = l.split(' ').collect();
-            w.len() == 2 && w.iter().all(|x| x.parse::<u16>().is_ok())
-        })
-        .await;
-        if size == "45 123" {
-            break;
-        }
-    }
-    stdin.write_all(b"exit 5\n").await.unwrap();
-    client::read_all(&mut out).await;
-    assert_eq!(client::exit_code(&r.status().await), 5);
-    r.close().await;
-    drop(stdin);
+    client::tty_scenario(&url, &pod.dial(), Transport::Spdy).await;
 }
 
 async fn forward(pod: &Pod) {
@@ -390,14 +340,7 @@ async fn bench_streaming_against_containerd() {
         let theirs_pf = download(&pod.port_forward_url().await, &pod.dial(), port).await;
         sent.await.unwrap();
         let (port, sent) = sender(&pod.pod_netns());
-        let url = ours
-            .get_port_forward(&PortForwardRequest {
-                pod_sandbox_id: "pod".into(),
-                port: vec![],
-            })
-            .await
-            .unwrap()
-            .url;
+        let url = port_forward_url(&ours, "pod", &[]).await;
         let ours_pf = download(&url, &here, port).await;
         sent.await.unwrap();
 

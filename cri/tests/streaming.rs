@@ -9,14 +9,16 @@ use capsa_cri::streaming::spdy::upgrade;
 use capsa_cri::streaming::tokens::TokenCache;
 use capsa_cri::streaming::{StreamingServer, TlsFiles};
 use common::forward::{pod_server, transfers};
-use common::host_backend::HostBackend;
-use common::stream_client::{self as client, Dial, PortForward, Remote, Streams, Transport};
+use common::host_backend::{port_forward_url, HostBackend};
+use common::stream_client::{
+    self as client, Dial, PortForward, Remote, Streams, Transport, IN_OUT, OUT_ERR, TTY,
+};
 use common::*;
 use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 
 const CONTAINER: &str = "c1";
 
@@ -53,25 +55,6 @@ fn exec_req(cmd: Vec<String>, s: Streams) -> ExecRequest {
 async fn exec_url(srv: &StreamingServer, cmd: Vec<String>, s: Streams) -> String {
     srv.get_exec(&exec_req(cmd, s)).await.unwrap().url
 }
-
-const OUT_ERR: Streams = Streams {
-    stdin: false,
-    stdout: true,
-    stderr: true,
-    tty: false,
-};
-const IN_OUT: Streams = Streams {
-    stdin: true,
-    stdout: true,
-    stderr: false,
-    tty: false,
-};
-const TTY: Streams = Streams {
-    stdin: true,
-    stdout: true,
-    stderr: false,
-    tty: true,
-};
 
 /// Every exec transport: SPDY at each version, WebSocket in each channel protocol.
 const TRANSPORTS: [Transport; 9] = [
@@ -151,24 +134,6 @@ async fn stdin_reaches_the_process_and_its_end_too() {
     }
 }
 
-/// Reads terminal lines until one satisfies `want`; returns it.
-async fn line_until(out: &mut BufReader<client::BoxRead>, want: impl Fn(&str) -> bool) -> String {
-    loop {
-        let mut line = String::new();
-        let n = out.read_line(&mut line).await.unwrap();
-        assert!(n > 0, "the terminal ended before the line we wait for");
-        // The shell's prompt may come before an answer: the terminal echoes input as it
-        // arrives, the shell prompts when it is ready.
-        let line = line
-            .trim_end_matches(['\r', '\n'])
-            .trim_start_matches("# ")
-            .to_string();
-        if want(&line) {
-            return line;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tty_shell_is_interactive_and_resizable() {
     let srv = server(&[]).await;
@@ -179,28 +144,7 @@ async fn a_tty_shell_is_interactive_and_resizable() {
         Transport::WebSocket("v4.base64.channel.k8s.io"),
     ] {
         let url = exec_url(&srv, vec!["sh".into()], TTY).await;
-        let mut r = Remote::connect(&url, &how, t, TTY).await;
-        let mut out = BufReader::new(r.stdout.take().unwrap());
-        let mut stdin = r.stdin.take().unwrap();
-        r.resize(123, 45).await;
-        // The resize travels on a stream of its own: ask until the shell sees it.
-        loop {
-            stdin.write_all(b"stty size\n").await.unwrap();
-            let size = line_until(&mut out, |l| {
-                let w: Vec<&str> = l.split(' ').collect();
-                w.len() == 2 && w.iter().all(|x| x.parse::<u16>().is_ok())
-            })
-            .await;
-            if size == "45 123" {
-                break;
-            }
-        }
-        stdin.write_all(b"echo $((6*7))\n").await.unwrap();
-        line_until(&mut out, |l| l == "42").await;
-        stdin.write_all(b"exit 5\n").await.unwrap();
-        client::read_all(&mut out).await;
-        assert_eq!(client::exit_code(&r.status().await), 5, "{t:?}");
-        r.close().await;
+        client::tty_scenario(&url, &how, t).await;
     }
 }
 
@@ -372,7 +316,7 @@ async fn a_client_that_goes_away_has_its_process_killed() {
         let url = exec_url(&srv, sh("sleep 1000 & echo $! $$; wait"), streams).await;
         let mut r = Remote::connect(&url, &how, t, streams).await;
         let mut out = BufReader::new(r.stdout.take().unwrap());
-        let line = line_until(&mut out, |l| l.split(' ').count() == 2).await;
+        let line = client::line_until(&mut out, |l| l.split(' ').count() == 2).await;
         let pids: Vec<String> = line.split(' ').map(String::from).collect();
         for p in &pids {
             assert!(
@@ -404,14 +348,7 @@ async fn port_forward_into_a_pod_network_namespace() {
     let srv = server(&[("pod", Some(netns.path.clone())), ("hostnet", None)]).await;
     let how = Dial::default();
     let (port, received) = pod_server(Some(&netns.path), CONNECTIONS, SIZE);
-    let url = srv
-        .get_port_forward(&PortForwardRequest {
-            pod_sandbox_id: "pod".into(),
-            port: vec![],
-        })
-        .await
-        .unwrap()
-        .url;
+    let url = port_forward_url(&srv, "pod", &[]).await;
     let pf = PortForward::connect(&url, &how).await;
     let took = transfers(&pf, port, CONNECTIONS, SIZE, received).await;
     eprintln!("port-forward through capsa-cri's server: {CONNECTIONS} connections, 64 MiB each way, in {took:?}");
@@ -437,14 +374,7 @@ async fn port_forward_into_a_pod_network_namespace() {
 
     // A host-network pod, with its ports limited to the request's.
     let (port, received) = pod_server(None, 1, 1 << 20);
-    let url = srv
-        .get_port_forward(&PortForwardRequest {
-            pod_sandbox_id: "hostnet".into(),
-            port: vec![i32::from(port)],
-        })
-        .await
-        .unwrap()
-        .url;
+    let url = port_forward_url(&srv, "hostnet", &[port]).await;
     let pf = PortForward::connect(&url, &how).await;
     transfers(&pf, port, 1, 1 << 20, received).await;
     let (error, data) = pf.pair(port.wrapping_add(1).max(1), 7).await;
@@ -464,14 +394,7 @@ async fn port_forward_into_a_pod_network_namespace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_over_websocket_is_refused_with_400() {
     let srv = server(&[("pod", None)]).await;
-    let url = srv
-        .get_port_forward(&PortForwardRequest {
-            pod_sandbox_id: "pod".into(),
-            port: vec![80],
-        })
-        .await
-        .unwrap()
-        .url;
+    let url = port_forward_url(&srv, "pod", &[80]).await;
     let (io, host, path) = client::dial(&url, &Dial::default()).await.unwrap();
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{host}{path}").into_client_request().unwrap();

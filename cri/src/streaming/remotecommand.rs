@@ -350,6 +350,15 @@ pub struct Expected {
 }
 
 impl Expected {
+    pub fn of(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Expected {
+        Expected {
+            stdin,
+            stdout,
+            stderr,
+            tty,
+        }
+    }
+
     /// The stream types expected in `version` (error always; resize with a tty from v3).
     pub fn types(&self, version: Version) -> Vec<&'static str> {
         let mut t = vec!["error"];

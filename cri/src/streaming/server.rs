@@ -361,34 +361,30 @@ where
         }
         (cached, ws) => {
             let (expected, exec) = match &cached {
-                Cached::Exec(r) => (
-                    Expected {
-                        stdin: r.stdin,
-                        stdout: r.stdout,
-                        stderr: r.stderr,
-                        tty: r.tty,
-                    },
-                    true,
-                ),
-                Cached::Attach(r) => (
-                    Expected {
-                        stdin: r.stdin,
-                        stdout: r.stdout,
-                        stderr: r.stderr,
-                        tty: r.tty,
-                    },
-                    false,
-                ),
+                Cached::Exec(r) => (Expected::of(r.stdin, r.stdout, r.stderr, r.tty), true),
+                Cached::Attach(r) => (Expected::of(r.stdin, r.stdout, r.stderr, r.tty), false),
                 Cached::PortForward(_) => return Ok(()),
             };
-            let start = start(shared.backend.as_ref(), cached);
+            let command = Command {
+                expected,
+                exec,
+                start: start(shared.backend.as_ref(), cached),
+            };
             if ws {
-                websocket_command(io, &req, expected, exec, start).await
+                websocket_command(io, &req, command).await
             } else {
-                spdy_command(io, &req, expected, exec, start).await
+                spdy_command(io, &req, command).await
             }
         }
     }
+}
+
+/// An exec or an attach whose client is connecting: the streams it asked for, whether its
+/// exit code is reported, and the start of its process.
+struct Command<F> {
+    expected: Expected,
+    exec: bool,
+    start: F,
 }
 
 /// Starts the process of an exec, or joins the container of an attach.
@@ -422,15 +418,18 @@ async fn run_or_report(
     }
 }
 
-async fn spdy_command<T>(
+async fn spdy_command<T, F>(
     mut io: Upgraded<T>,
     req: &Request,
-    expected: Expected,
-    exec: bool,
-    start: impl std::future::Future<Output = Result<Box<dyn ExecIo>, BackendError>>,
+    Command {
+        expected,
+        exec,
+        start,
+    }: Command<F>,
 ) -> Result<(), StreamError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<Box<dyn ExecIo>, BackendError>>,
 {
     let protocol = upgrade::answer(&mut io, req, &CHANNEL_PROTOCOLS).await?;
     let version = Version::of_spdy(protocol);
@@ -444,16 +443,20 @@ where
     result
 }
 
-async fn websocket_command<T>(
+async fn websocket_command<T, F>(
     mut io: Upgraded<T>,
     req: &Request,
-    expected: Expected,
-    exec: bool,
-    start: impl std::future::Future<Output = Result<Box<dyn ExecIo>, BackendError>>,
+    command: Command<F>,
 ) -> Result<(), StreamError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<Box<dyn ExecIo>, BackendError>>,
 {
+    let Command {
+        expected,
+        exec,
+        start,
+    } = command;
     let answer = websocket::negotiate(req, &websocket::CHANNEL_PROTOCOLS)
         .and_then(|p| Ok((p, websocket::accept_answer(req, p)?)));
     let (protocol, answer) = match answer {

@@ -232,3 +232,18 @@ impl Backend for HostBackend {
             })
     }
 }
+
+/// The URL of a PortForward of `sandbox` on our server, limited to `ports` (none: any).
+pub async fn port_forward_url(
+    srv: &capsa_cri::streaming::StreamingServer,
+    sandbox: &str,
+    ports: &[u16],
+) -> String {
+    srv.get_port_forward(&k8s_cri::v1::PortForwardRequest {
+        pod_sandbox_id: sandbox.into(),
+        port: ports.iter().map(|p| i32::from(*p)).collect(),
+    })
+    .await
+    .unwrap()
+    .url
+}

@@ -44,6 +44,28 @@ pub struct Streams {
     pub tty: bool,
 }
 
+/// stdout and stderr apart.
+pub const OUT_ERR: Streams = Streams {
+    stdin: false,
+    stdout: true,
+    stderr: true,
+    tty: false,
+};
+/// stdin in, stdout out.
+pub const IN_OUT: Streams = Streams {
+    stdin: true,
+    stdout: true,
+    stderr: false,
+    tty: false,
+};
+/// An interactive terminal.
+pub const TTY: Streams = Streams {
+    stdin: true,
+    stdout: true,
+    stderr: false,
+    tty: true,
+};
+
 /// Splits `http://HOST:PORT/PATH` (or https).
 pub fn split_url(url: &str) -> (bool, String, String) {
     let (tls, rest) = match url.strip_prefix("https://") {
@@ -404,4 +426,55 @@ pub async fn error_message(mut error: Stream) -> String {
     let mut message = String::new();
     error.read_to_string(&mut message).await.unwrap();
     message
+}
+
+/// Reads terminal lines until one satisfies `want`; returns it. A shell's prompt (`# `, or
+/// busybox's `/ # `) may come before an answer: the terminal echoes input as it arrives,
+/// the shell prompts when it is ready.
+pub async fn line_until(
+    out: &mut tokio::io::BufReader<BoxRead>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).await.unwrap();
+        assert!(n > 0, "the terminal ended before the line we wait for");
+        let line = line
+            .trim_end_matches(['\r', '\n'])
+            .trim_start_matches("/ # ")
+            .trim_start_matches("# ")
+            .to_string();
+        if want(&line) {
+            return line;
+        }
+    }
+}
+
+/// An interactive shell at `url` (exec of `sh` with stdin and a tty): resized to 123x45,
+/// which `stty size` must come to show (the resize travels on a stream of its own: it asks
+/// until then), answering a command, then exiting 5, which the status reports.
+pub async fn tty_scenario(url: &str, how: &Dial, t: Transport) {
+    let mut r = Remote::connect(url, how, t, TTY).await;
+    let mut out = tokio::io::BufReader::new(r.stdout.take().unwrap());
+    let mut stdin = r.stdin.take().unwrap();
+    r.resize(123, 45).await;
+    loop {
+        stdin.write_all(b"stty size\n").await.unwrap();
+        let size = line_until(&mut out, |l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            w.len() == 2 && w.iter().all(|x| x.parse::<u16>().is_ok())
+        })
+        .await;
+        if size == "45 123" {
+            break;
+        }
+    }
+    stdin.write_all(b"echo $((6*7))\n").await.unwrap();
+    line_until(&mut out, |l| l == "42").await;
+    stdin.write_all(b"exit 5\n").await.unwrap();
+    read_all(&mut out).await;
+    assert_eq!(exit_code(&r.status().await), 5, "{t:?}");
+    r.close().await;
+    drop(stdin);
 }
