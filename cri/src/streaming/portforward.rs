@@ -218,8 +218,13 @@ async fn copy_both_ways(data: Stream, conn: TcpStream) -> Result<(), String> {
 /// keeps its namespace wherever it is used), then handed to tokio.
 pub async fn dial(netns: Option<&Path>, port: u16, sandbox_id: &str) -> Result<TcpStream, String> {
     let Some(netns) = netns else {
-        return connect_localhost(port, sandbox_id)
-            .and_then(|s| TcpStream::from_std(s).map_err(|e| e.to_string()));
+        let v4 = match TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        return TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
+            .await
+            .map_err(|v6| dial_error(port, sandbox_id, &v4, &v6));
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let path = netns.to_path_buf();
@@ -255,12 +260,16 @@ fn connect_localhost(port: u16, sandbox_id: &str) -> Result<std::net::TcpStream,
         Ok(s) => return Ok(s),
         Err(e) => e,
     };
-    connect((std::net::Ipv6Addr::LOCALHOST, port).into()).map_err(|v6| {
-        format!(
-            "failed to connect to localhost:{port} inside namespace {sandbox_id:?}, \
-             IPv4: {v4} IPv6: {v6}"
-        )
-    })
+    connect((std::net::Ipv6Addr::LOCALHOST, port).into())
+        .map_err(|v6| dial_error(port, sandbox_id, &v4, &v6))
+}
+
+/// containerd's wording, which names both attempts.
+fn dial_error(port: u16, sandbox_id: &str, v4: &io::Error, v6: &io::Error) -> String {
+    format!(
+        "failed to connect to localhost:{port} inside namespace {sandbox_id:?}, \
+         IPv4: {v4} IPv6: {v6}"
+    )
 }
 
 #[cfg(test)]
