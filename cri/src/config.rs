@@ -66,6 +66,10 @@ pub struct Config {
     pub cni_plugin_dirs: Vec<PathBuf>,
     /// The streaming server's address (`127.0.0.1:0`: a free port on loopback).
     pub stream_address: String,
+    /// The streaming server serves HTTPS with this certificate chain and key (PEM), both or
+    /// neither.
+    pub stream_tls_cert: Option<PathBuf>,
+    pub stream_tls_key: Option<PathBuf>,
     pub registry: RegistryConfig,
     /// The infra program of every pod (default: `capsa-pause` next to this program).
     pub pause_binary: Option<PathBuf>,
@@ -83,6 +87,8 @@ impl Default for Config {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_plugin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             stream_address: "127.0.0.1:0".into(),
+            stream_tls_cert: None,
+            stream_tls_key: None,
             registry: RegistryConfig::default(),
             pause_binary: None,
             log_level: "info".into(),
@@ -152,6 +158,12 @@ impl Config {
             });
         }
         self.level()?;
+        if self.stream_tls_cert.is_some() != self.stream_tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "stream_tls_cert",
+                reason: "stream_tls_cert and stream_tls_key go together".into(),
+            });
+        }
         self.stream_address
             .parse::<std::net::SocketAddr>()
             .map_err(|e| ConfigError::Invalid {

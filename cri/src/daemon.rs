@@ -44,6 +44,8 @@ pub enum DaemonError {
     Images(#[from] crate::images::service::ImagesError),
     #[error("serving the CRI")]
     Serve(#[source] tonic::transport::Error),
+    #[error("starting the streaming server")]
+    Streaming(#[source] crate::streaming::server::ServerError),
     #[error("the server task ended: {0}")]
     ServerTask(String),
 }
@@ -62,6 +64,8 @@ pub struct Daemon {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The previous CPU sample of each sandbox, for usage in nano-cores.
     pub(crate) cpu_samples: crate::stats::CpuSamples,
+    /// The streaming server (Exec, Attach, PortForward URLs), started by [`serve`].
+    streaming: std::sync::OnceLock<crate::streaming::server::StreamingServer>,
     /// Pending records found at startup: sandboxes a killed daemon left half made, for
     /// [`Daemon::sweep_unfinished`]. Never served, and their names are not reserved.
     unfinished: Mutex<Vec<SandboxRecord>>,
@@ -134,6 +138,7 @@ impl Daemon {
             table: Mutex::new(table),
             locks: Mutex::new(HashMap::new()),
             cpu_samples: Default::default(),
+            streaming: std::sync::OnceLock::new(),
             unfinished: Mutex::new(unfinished),
         })
     }
@@ -245,6 +250,56 @@ impl Daemon {
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone();
         m.lock_owned().await
+    }
+
+    /// Starts the streaming server on the configured address (once).
+    pub async fn start_streaming(self: &Arc<Self>) -> Result<(), DaemonError> {
+        if self.streaming.get().is_some() {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr = self.config.stream_address.parse().map_err(|e| {
+            DaemonError::Streaming(crate::streaming::server::ServerError::Bind {
+                addr: ([127, 0, 0, 1], 0).into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })
+        })?;
+        let tls = match (&self.config.stream_tls_cert, &self.config.stream_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::streaming::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let backend = Arc::new(crate::containers::streams::DaemonBackend(Arc::downgrade(
+            self,
+        )));
+        let server = crate::streaming::server::StreamingServer::start(addr, tls, backend)
+            .await
+            .map_err(DaemonError::Streaming)?;
+        log::info!("streaming on {}", server.addr());
+        let _ = self.streaming.set(server);
+        Ok(())
+    }
+
+    fn streaming(&self) -> Result<&crate::streaming::server::StreamingServer, Status> {
+        self.streaming
+            .get()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running"))
+    }
+
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Status> {
+        self.streaming()?.get_exec(&req).await
+    }
+
+    pub async fn attach(&self, req: AttachRequest) -> Result<AttachResponse, Status> {
+        self.streaming()?.get_attach(&req).await
+    }
+
+    pub async fn port_forward(
+        &self,
+        req: PortForwardRequest,
+    ) -> Result<PortForwardResponse, Status> {
+        self.streaming()?.get_port_forward(&req).await
     }
 
     pub fn config(&self) -> &Config {
@@ -401,6 +456,7 @@ pub fn network_status(dir: &Path) -> Result<PathBuf, String> {
 /// Serves the CRI on the configured socket until SIGTERM or SIGINT.
 pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
     let listen = daemon.config.listen.clone();
+    daemon.start_streaming().await?;
     let listener = crate::socket::bind(&listen)?;
     let services = Services(daemon);
     let runtime = RuntimeServiceServer::new(services.clone())

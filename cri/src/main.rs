@@ -16,7 +16,8 @@ cgroup driver. Pod sandboxes are capsa pods (the infra process is capsa-pause, n
 program); their networks come from the first CNI config of --cni-conf-dir.
 
 The configuration file (TOML) takes the same settings as the flags: listen, state_dir,
-runtime_root, cni_conf_dir, cni_plugin_dirs, stream_address, pause_binary, log_level,
+runtime_root, cni_conf_dir, cni_plugin_dirs, stream_address, stream_tls_cert, stream_tls_key,
+pause_binary, log_level,
 log_format, and [registry] mirrors and insecure. Unknown keys are refused.
 
 SIGTERM and SIGINT stop serving (calls in flight get 2 seconds) and remove the socket; pods
@@ -46,6 +47,12 @@ struct Args {
     /// The streaming server's address [default: 127.0.0.1:0].
     #[arg(long = "stream-address", value_name = "IP:PORT")]
     stream_address: Option<String>,
+    /// Serve streaming over HTTPS with this certificate chain (PEM); needs --stream-tls-key.
+    #[arg(long = "stream-tls-cert", value_name = "FILE")]
+    stream_tls_cert: Option<PathBuf>,
+    /// The streaming server's private key (PEM).
+    #[arg(long = "stream-tls-key", value_name = "FILE")]
+    stream_tls_key: Option<PathBuf>,
     /// A registry mirror, HOST=URL (e.g. docker.io=http://127.0.0.1:5000); repeatable.
     #[arg(long = "registry-mirror", value_name = "HOST=URL")]
     registry_mirrors: Vec<String>,
@@ -83,6 +90,12 @@ fn configure(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.stream_address {
         c.stream_address = v;
+    }
+    if let Some(v) = args.stream_tls_cert {
+        c.stream_tls_cert = Some(v);
+    }
+    if let Some(v) = args.stream_tls_key {
+        c.stream_tls_key = Some(v);
     }
     for m in args.registry_mirrors {
         let (host, url) = m

@@ -77,11 +77,11 @@ service! {
             container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
             list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
             exec_sync(ExecSyncRequest) -> ExecSyncResponse;
-        }
-        later {
             exec(ExecRequest) -> ExecResponse;
             attach(AttachRequest) -> AttachResponse;
             port_forward(PortForwardRequest) -> PortForwardResponse;
+        }
+        later {
             checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
             get_container_events(GetEventsRequest) -> EventStream;
             list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;

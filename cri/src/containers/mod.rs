@@ -2,3 +2,4 @@ pub mod record;
 pub mod seccomp_default;
 pub mod service;
 pub mod spec;
+pub mod streams;

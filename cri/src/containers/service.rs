@@ -185,7 +185,7 @@ impl Daemon {
         self.config().state_dir.join("containers").join(id)
     }
 
-    fn monitor_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn monitor_dir(&self, id: &str) -> PathBuf {
         record::monitor_dir(&self.runtime_dir().join("m"), id)
     }
 

@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, watch};
 /// The daemon, held weakly: the daemon owns the streaming server that owns this.
 pub struct DaemonBackend(pub Weak<Daemon>);
 
-fn failed(op: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+fn failed(
+    op: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> BackendError {
     BackendError::Failed {
         op: op.into(),
         source: Box::new(e),
@@ -107,7 +110,11 @@ impl Backend for DaemonBackend {
             match session.take_terminal() {
                 Some(term) => {
                     let (r, w) = tokio::io::split(term);
-                    (stdin.then(|| Box::new(w) as ProcWrite), Some(Box::new(r)), None)
+                    (
+                        stdin.then(|| Box::new(w) as ProcWrite),
+                        Some(Box::new(r)),
+                        None,
+                    )
                 }
                 None => (
                     session.take_stdin().map(|w| Box::new(w) as ProcWrite),
@@ -150,11 +157,14 @@ impl Backend for DaemonBackend {
         if record.host_network {
             return Ok(None);
         }
-        record.netns.map(Some).ok_or_else(|| BackendError::NotReady {
-            what: "sandbox",
-            id: sandbox_id.to_string(),
-            state: "without a network namespace (stopped)".into(),
-        })
+        record
+            .netns
+            .map(Some)
+            .ok_or_else(|| BackendError::NotReady {
+                what: "sandbox",
+                id: sandbox_id.to_string(),
+                state: "without a network namespace (stopped)".into(),
+            })
     }
 }
 

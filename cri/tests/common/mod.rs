@@ -7,8 +7,11 @@
 
 pub mod bundles;
 pub mod containers;
+pub mod forward;
+pub mod host_backend;
 pub mod images;
 pub mod registry;
+pub mod stream_client;
 pub use images::*;
 pub use registry::*;
 

@@ -99,6 +99,11 @@ pub struct Upgraded<T> {
 }
 
 impl<T> Upgraded<T> {
+    /// `io` with `rest` (bytes already read past the head) to be read first.
+    pub fn new(rest: BytesMut, io: T) -> Upgraded<T> {
+        Upgraded { rest, io }
+    }
+
     pub fn into_inner(self) -> (BytesMut, T) {
         (self.rest, self.io)
     }
@@ -138,7 +143,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Upgraded<T> {
 
 /// Reads an HTTP head (request or response) up to its blank line; returns the head's
 /// bytes and what was read after it.
-async fn read_head<T: AsyncRead + Unpin>(io: &mut T) -> Result<(Vec<u8>, BytesMut), UpgradeError> {
+pub async fn read_head<T: AsyncRead + Unpin>(
+    io: &mut T,
+) -> Result<(Vec<u8>, BytesMut), UpgradeError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -258,14 +265,31 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
     supported: &[&'static str],
 ) -> Result<(Request, &'static str, Upgraded<T>), UpgradeError> {
     let (head, rest) = read_head(&mut io).await?;
-    let result = parse_request(&head).and_then(|req| Ok((negotiate(&req, supported)?, req)));
-    let answer = match &result {
-        Ok((protocol, _)) => switching_protocols(protocol),
+    let req = match parse_request(&head) {
+        Ok(req) => req,
+        Err(e) => {
+            write(&mut io, &refusal(&e), "writing the HTTP answer").await?;
+            return Err(e);
+        }
+    };
+    let protocol = answer(&mut io, &req, supported).await?;
+    Ok((req, protocol, Upgraded { rest, io }))
+}
+
+/// Answers a request already read: 101 with the negotiated protocol, or the refusal (and
+/// then the error).
+pub async fn answer<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    req: &Request,
+    supported: &[&'static str],
+) -> Result<&'static str, UpgradeError> {
+    let result = negotiate(req, supported);
+    let text = match &result {
+        Ok(protocol) => switching_protocols(protocol),
         Err(e) => refusal(e),
     };
-    write(&mut io, &answer, "writing the HTTP answer").await?;
-    let (protocol, req) = result?;
-    Ok((req, protocol, Upgraded { rest, io }))
+    write(io, &text, "writing the HTTP answer").await?;
+    result
 }
 
 /// The client's side: sends the upgrade request for `path` offering `protocols`, and

@@ -464,17 +464,19 @@ impl Session {
         }
     }
 
-    /// Sends GOAWAY, lets the writer flush what is queued, and closes the connection. A
-    /// peer that does not read can hold this up: bound it with a timeout, after which
-    /// dropping the future drops the session (and closes the connection regardless).
+    /// Sends GOAWAY, lets the writer flush what is queued, closes our half of the
+    /// connection, and waits for the peer to close its half (reading what it still sends,
+    /// so that the close is not a reset). A peer that does not read, or does not close, can
+    /// hold this up: bound it with a timeout, after which dropping the future drops the
+    /// session (and closes the connection regardless).
     pub async fn close(mut self) {
         {
             let mut st = self.shared.lock();
             send_goaway(&self.shared, &mut st, goaway::OK);
             self.shared.close(&mut st);
         }
-        if let Some(writer) = self.tasks.pop() {
-            let _ = writer.await;
+        while let Some(task) = self.tasks.pop() {
+            let _ = task.await;
         }
     }
 }

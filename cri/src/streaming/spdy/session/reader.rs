@@ -19,6 +19,11 @@ pub(super) async fn read_loop<R: AsyncRead>(
                 (st.closed, st.out.len() >= OUT_FRAMES_LIMIT)
             };
             if closed {
+                // Closed on this side: read (and drop) what the peer still sends until it
+                // closes too. A socket closed with unread bytes is reset, which would
+                // discard the last frames we sent before the peer reads them.
+                let mut scratch = [0u8; 8192];
+                while matches!(r.read(&mut scratch).await, Ok(n) if n > 0) {}
                 return Ok(());
             }
             if full {
@@ -143,9 +148,10 @@ async fn handle(
         Frame::RstStream { stream_id, status } => {
             let mut st = shared.lock();
             if let Some(s) = st.streams.get_mut(&stream_id) {
+                // What came before the reset stays readable, as spdystream delivers it:
+                // kubelet's streaming server resets every stream right after writing the
+                // exit status (apimachinery's connection.Close).
                 s.reset.get_or_insert(status);
-                s.recv.clear();
-                s.recv_len = 0;
                 s.wake_all();
             }
         }
@@ -306,7 +312,7 @@ pub(super) fn consumed(shared: &Shared, st: &mut State, stream: Option<u32>, n: 
     if let Some(id) = stream {
         if let Some(s) = st.streams.get_mut(&id) {
             s.recv_unacked += n as u32;
-            if s.recv_unacked >= half && !s.recv_fin {
+            if s.recv_unacked >= half && !s.recv_fin && s.reset.is_none() {
                 updates.push((id, s.recv_unacked));
                 s.recv_window += i64::from(s.recv_unacked);
                 s.recv_unacked = 0;

@@ -121,8 +121,14 @@ impl AsyncRead for Stream {
         let mut guard = shared.lock();
         let st = &mut *guard;
         let closed = st.closed;
+        // Data that came before a reset is read first.
+        let buffered = st.streams.get(&self.id).is_some_and(|s| !s.recv.is_empty());
         let s = match st.live(self.id) {
             Ok(s) => s,
+            Err(_) if buffered => match st.streams.get_mut(&self.id) {
+                Some(s) => s,
+                None => return Poll::Ready(Err(io_error(SessionError::Closed))),
+            },
             Err(e) => return Poll::Ready(Err(io_error(e))),
         };
         if s.recv.is_empty() {

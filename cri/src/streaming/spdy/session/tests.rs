@@ -538,3 +538,26 @@ async fn several_tasks_accept_at_once() {
     ids.sort();
     assert_eq!(ids, [1, 3]);
 }
+
+#[tokio::test]
+async fn data_before_a_peers_reset_stays_readable() {
+    // kubelet's server writes the exit status, then resets every stream.
+    let (session, mut peer) = pair(Role::Client, Config::kubernetes());
+    let mut s = session.open(Headers::new()).unwrap();
+    peer.send(Frame::Data {
+        stream_id: 1,
+        flags: 0,
+        data: Bytes::from_static(b"status"),
+    })
+    .await;
+    peer.send(Frame::RstStream {
+        stream_id: 1,
+        status: rst::CANCEL,
+    })
+    .await;
+    let mut got = [0u8; 6];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"status");
+    let err = s.read(&mut [0u8; 4]).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+}
