@@ -11,12 +11,15 @@
 //!   `sleep` is the workload and counted for neither;
 //! - 100 pods started 8 at a time: the wall time;
 //! - ExecSync of `/bin/true`: median of 50;
+//! - the streaming exec round trip: the Exec RPC, then a SPDY session running `true` to its
+//!   exit status, median of 30;
 //! - ListContainers with 500 containers (50 pods of 10 created containers): median of 20.
 //!
 //! Ignored by default: `runtime-tests/bench/cri.sh` runs it on a release build.
 
 mod common;
 use common::containers::*;
+use common::stream_client as client;
 use common::*;
 use k8s_cri::v1::*;
 use std::sync::Arc;
@@ -53,6 +56,8 @@ struct Results {
     pod_kib: f64,
     hundred_s: f64,
     exec_ms: Option<f64>,
+    /// Exec + a SPDY session running `true` to its exit status, median of 30.
+    stream_exec_ms: f64,
     list_ms: f64,
 }
 
@@ -89,7 +94,7 @@ async fn remove_pods(c: &Clients, pods: Vec<Pod>) {
 }
 
 async fn bench(kind: Kind) -> Results {
-    let (_netns, server, mut c) = networked(kind, "bridge").await;
+    let (netns, server, mut c) = networked(kind, "bridge").await;
     server
         .registry
         .push(Fixture::Busybox, "library/busybox:latest");
@@ -146,6 +151,32 @@ async fn bench(kind: Kind) -> Results {
         }
     }
     r.exec_ms = exec_ok.then(|| median(execs));
+    // The streaming round trip: the Exec RPC, then the session to its status.
+    let dial = client::Dial {
+        netns: Some(netns.path.clone()),
+        ca: None,
+    };
+    let mut rounds = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let url = c
+            .runtime
+            .exec(ExecRequest {
+                container_id: target.clone(),
+                cmd: vec!["true".into()],
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let out = client::exec(&url, &dial, client::Transport::Spdy, client::OUT_ERR, b"").await;
+        assert_eq!(out.exit_code(), 0, "{kind:?}");
+        rounds.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    r.stream_exec_ms = median(rounds);
     remove_pods(&c, pods.into_iter().map(|(p, _)| p).collect()).await;
     // 100 pods, 8 at a time.
     let sem = Arc::new(tokio::sync::Semaphore::new(8));
@@ -233,6 +264,12 @@ async fn pods_containers_exec_and_list_capsa_cri_against_containerd() {
         ),
         (a, b) => println!("| ExecSync /bin/true, median of 50 (ms) | {a:?} | {b:?} | - |"),
     }
+    println!(
+        "| Exec + SPDY session of `true` to its exit status, median of 30 (ms) | {:.1} | {:.1} | {:.2}x |",
+        capsa.stream_exec_ms,
+        ctrd.stream_exec_ms,
+        ratio(capsa.stream_exec_ms, ctrd.stream_exec_ms)
+    );
     println!(
         "| memory per running pod with one container (KiB, Pss) | {:.0} | {:.0} | {:.2}x |",
         capsa.pod_kib,

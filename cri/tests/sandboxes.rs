@@ -711,7 +711,7 @@ async fn a_daemon_killed_in_run_pod_sandbox_leaves_nothing_once_restarted() {
         let id = left[0]["id"].as_str().unwrap().to_string();
         let files = server.dir.join("state/sandbox-files").join(&id);
         assert!(files.join("hostname").exists(), "{point:?}");
-        let pod = server.dir.join("run/.pods").join(&id);
+        let pod = server.dir.join("run/capsa/.pods").join(&id);
         let pod_json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(pod.join("pod.json")).unwrap()).unwrap();
         let infra = pod_json["pid"].as_i64().unwrap() as i32;
