@@ -97,12 +97,9 @@ async fn exec_attach_and_port_forward_into_containers() {
         // An interactive terminal: resized, answering, exit 5.
         let url = exec_url(&mut c, &sleeper, &["sh"], client::TTY).await;
         client::tty_scenario(&url, &dial, Transport::Spdy).await;
-        // Attach to a container reading its stdin.
-        let mut reader = container_config(
-            "r",
-            BUSYBOX,
-            &["sh", "-c", "read a; echo got $a; read b; echo got $b"],
-        );
+        // Attach to a container reading its stdin: with stdin_once, the first client's end
+        // of input is the container's (cat ends; without stdin_once it would wait on).
+        let mut reader = container_config("r", BUSYBOX, &["sh", "-c", "cat; echo cat done"]);
         reader.stdin = true;
         reader.stdin_once = true;
         let reader = pod.start(&mut c, &server, &reader).await;
@@ -120,7 +117,7 @@ async fn exec_attach_and_port_forward_into_containers() {
             .into_inner()
             .url;
         let out = client::exec(&url, &dial, Transport::Spdy, IN_OUT, b"one\ntwo\n").await;
-        assert_eq!(out.stdout(), "got one\ngot two\n", "{kind:?}");
+        assert_eq!(out.stdout(), "one\ntwo\ncat done\n", "{kind:?}");
         let s = wait_exited(&mut c, &reader).await;
         assert_eq!(s.exit_code, 0, "{kind:?}");
         // Port-forward to a server in the pod's network namespace.
