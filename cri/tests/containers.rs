@@ -1103,3 +1103,43 @@ async fn exec_sync_output_exit_code_and_timeout() {
         }
     }
 }
+
+/// The state a daemon SIGKILLed between the monitor's start and the record's save leaves
+/// (the container runs, its record says never started), made by hand since no test can stop
+/// the daemon between those two lines: the restarted daemon asks the monitor and reports
+/// the container RUNNING with the monitor's start time. capsa-cri's alone.
+#[tokio::test]
+async fn a_start_the_killed_daemon_did_not_record_is_recovered() {
+    let (_netns, mut server, mut c, _) = server(Kind::Capsa).await;
+    let pod = Pod::run(&mut c, &server, "recover").await;
+    let id = pod
+        .start(
+            &mut c,
+            &server,
+            &container_config("r", BUSYBOX, &["sleep", "1000"]),
+        )
+        .await;
+    let started = state_of(&mut c, &id).await.started_at;
+    drop(c);
+    server.stop_with(nix::sys::signal::Signal::SIGKILL);
+    let path = server
+        .dir
+        .join("state/container-records")
+        .join(format!("{id}.json"));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["started_at"] = serde_json::json!(0);
+    std::fs::write(&path, record.to_string()).unwrap();
+    server.restart().await;
+    let mut c = server.clients().await;
+    let s = state_of(&mut c, &id).await;
+    assert_eq!(
+        s.state,
+        ContainerState::ContainerRunning as i32,
+        "{}",
+        server.log()
+    );
+    assert_eq!(s.started_at, started);
+    pod.remove(&mut c).await;
+    assert_nothing_left(&server);
+}

@@ -486,6 +486,26 @@ impl Daemon {
         Ok(())
     }
 
+    /// A daemon killed between the monitor's start and the record's save left a started
+    /// container recorded as never started: its monitor knows the start time.
+    async fn recover_start(&self, mut r: ContainerRecord) {
+        if !record::monitor_alive(&r) {
+            return;
+        }
+        let dir = self.monitor_dir(&r.id);
+        let asked =
+            tokio::task::spawn_blocking(move || MonitorHandle::connect(&dir)?.status()).await;
+        if let Ok(Ok(status)) = asked {
+            if status.started_ns > 0 {
+                r.started_at = status.started_ns;
+                log::info!("container {} was started before the daemon died", r.id);
+                if let Err(e) = self.containers().save(r) {
+                    log::error!("saving a recovered start: {}", e.message());
+                }
+            }
+        }
+    }
+
     async fn wait_monitor_gone(&self, r: &ContainerRecord, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         while record::monitor_alive(r) && tokio::time::Instant::now() < deadline {
@@ -498,6 +518,9 @@ impl Daemon {
     pub async fn sweep_unfinished_containers(&self) {
         for r in self.containers().all() {
             self.containers().watch(&r);
+            if r.started_at == 0 {
+                self.recover_start(r).await;
+            }
         }
         let pending = std::mem::take(&mut *lock(&self.containers().unfinished));
         for r in pending {

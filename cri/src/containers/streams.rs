@@ -253,9 +253,8 @@ impl Attached {
             let outcome = loop {
                 match proto::take_frame(&mut buf) {
                     Ok(Some((proto::FRAME_STDOUT, data))) => {
-                        if out_w.write_all(&data).await.is_err() {
-                            // The client stopped reading stdout: its other streams go on.
-                        }
+                        // A client that stopped reading stdout: its other streams go on.
+                        let _ = out_w.write_all(&data).await;
                         continue;
                     }
                     Ok(Some((proto::FRAME_STDERR, data))) => {
