@@ -70,7 +70,7 @@ impl Containers {
                 unfinished.push(r);
                 continue;
             }
-            table.names.insert(key_of(&r), id.clone());
+            table.names.insert(r.name_key.clone(), id.clone());
             table.records.insert(id, r);
         }
         Ok(Containers {
@@ -153,20 +153,21 @@ impl Containers {
         self.store.remove(&r.id).map_err(store_status)?;
         let mut t = lock(&self.table);
         t.records.remove(&r.id);
-        t.names.remove(&key_of(r));
+        t.names.remove(&r.name_key);
         drop(t);
         lock(&self.exits).remove(&r.id);
         Ok(())
     }
 }
 
-fn key_of(r: &ContainerRecord) -> String {
-    r.name_key.clone()
-}
-
-/// The request's annotations, as sent.
-fn annotations(r: &ContainerRecord) -> HashMap<String, String> {
-    r.config.annotations.clone()
+/// The id prefix, sandbox id prefix and label filters ListContainers and
+/// ListContainerStats share.
+fn matches(r: &ContainerRecord, id: &str, sandbox: &str, labels: &HashMap<String, String>) -> bool {
+    r.id.starts_with(id)
+        && r.sandbox_id.starts_with(sandbox)
+        && labels
+            .iter()
+            .all(|(k, v)| r.config.labels.get(k) == Some(v))
 }
 
 fn not_found(id: &str) -> Status {
@@ -680,7 +681,7 @@ impl Daemon {
         self.stop(r, 0).await?;
         // tear_down's capsa delete kills a created container's waiting init too.
         self.tear_down(r).await?;
-        self.containers().release(&key_of(r));
+        self.containers().release(&r.name_key);
         log::info!("container {} removed", r.id);
         Ok(())
     }
@@ -705,13 +706,7 @@ impl Daemon {
             .containers()
             .all()
             .into_iter()
-            .filter(|r| {
-                (f.id.is_empty() || r.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| r.config.labels.get(k) == Some(v))
-            })
+            .filter(|r| matches(r, &f.id, &f.pod_sandbox_id, &f.label_selector))
             .filter_map(|r| {
                 let seen = self.observe(&r);
                 if let Some(want) = &f.state {
@@ -728,7 +723,7 @@ impl Daemon {
                     state: seen.state as i32,
                     created_at: r.created_at,
                     labels: r.config.labels.clone(),
-                    annotations: annotations(&r),
+                    annotations: r.config.annotations.clone(),
                     image_id: r.image_id.clone(),
                 })
             })
@@ -780,7 +775,7 @@ impl Daemon {
                 reason: seen.reason,
                 message: seen.message,
                 labels: r.config.labels.clone(),
-                annotations: annotations(&r),
+                annotations: r.config.annotations.clone(),
                 mounts: r.config.mounts.clone(),
                 log_path: r.log_path.clone(),
                 resources: r.resources.clone().map(|linux| ContainerResources {
@@ -929,11 +924,7 @@ impl Daemon {
         let f = req.filter.unwrap_or_default();
         let mut stats = Vec::new();
         for r in self.containers().all() {
-            let wanted = (f.id.is_empty() || r.id.starts_with(&f.id))
-                && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
-                && f.label_selector
-                    .iter()
-                    .all(|(k, v)| r.config.labels.get(k) == Some(v));
+            let wanted = matches(&r, &f.id, &f.pod_sandbox_id, &f.label_selector);
             if wanted && self.observe(&r).state != ContainerState::ContainerExited {
                 stats.push(self.stats_of(&r).await);
             }
@@ -996,7 +987,7 @@ impl Daemon {
                 id: r.id.clone(),
                 metadata: r.config.metadata.clone(),
                 labels: r.config.labels.clone(),
-                annotations: annotations(r),
+                annotations: r.config.annotations.clone(),
             }),
             cpu,
             memory,
