@@ -66,6 +66,8 @@ pub fn unique(prefix: &str) -> String {
 /// A test's world: its own state root, bundles under scratch, and the containers it made,
 /// checked for leftovers when it ends.
 pub struct World {
+    /// The runtime binary this world drives: capsa, or runc where runc is the reference.
+    pub bin: &'static str,
     pub root: PathBuf,
     pub dirs: Vec<PathBuf>,
     pub ids: Vec<String>,
@@ -76,9 +78,18 @@ pub struct World {
 
 impl World {
     pub fn new() -> Self {
+        Self::with_runtime(BIN)
+    }
+
+    /// A world that drives `bin` (capsa's [`BIN`] or [`RUNC`]) with the same bundles.
+    pub fn with_runtime(bin: &'static str) -> Self {
         setup();
+        if bin == RUNC {
+            require("runc", "runc");
+        }
         let root = scratch().join(unique("root"));
         World {
+            bin,
             root,
             dirs: Vec::new(),
             ids: Vec::new(),
@@ -114,6 +125,13 @@ impl World {
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = json!(false);
         config["process"]["args"] = json!(args);
+        if self.bin != BIN {
+            // runc nests a container without cgroupsPath under the caller's own cgroup (the
+            // machine's); give it capsa's default place instead, which the leak check knows.
+            let name = unique("runc");
+            config["linux"]["cgroupsPath"] = json!(format!("/capsa/{name}"));
+            self.ids.push(name);
+        }
         self.dirs.push(dir.clone());
         let b = Bundle { dir, config };
         b.write();
@@ -128,7 +146,7 @@ impl World {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(self.bin);
         c.arg("--root").arg(&self.root);
         c
     }
@@ -228,6 +246,30 @@ impl World {
 impl Default for World {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The reference runtime for the parity tests (Debian's runc).
+pub const RUNC: &str = "runc";
+
+/// Runs a parity scenario against capsa and then runc, each in a world of its own: the
+/// behaviour the test asserts is runc's, and capsa must show it too. A failure names the
+/// runtime it happened with.
+pub fn on_both(scenario: impl Fn(&mut World)) {
+    for bin in [BIN, RUNC] {
+        let name = if bin == BIN { "capsa" } else { "runc" };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut world = World::with_runtime(bin);
+            scenario(&mut world);
+        }));
+        if let Err(e) = result {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("with {name}: {msg}");
+        }
     }
 }
 
