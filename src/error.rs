@@ -26,6 +26,8 @@ pub enum Error {
     Overlay(#[from] crate::overlay::OverlayError),
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::KernelError),
     /// An error from the single-threaded child that did the work for a multithreaded
     /// caller (see `process::isolate`): its chain, errno and kind, as text.
     #[error(transparent)]

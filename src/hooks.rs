@@ -66,11 +66,7 @@ pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
     // embeds the library (or of capsa's caller) are theirs, and stay as they are in it.
     // SAFETY: runs between fork and exec, and makes a single syscall (async-signal-safe).
     unsafe {
-        cmd.pre_exec(|| {
-            // Before Linux 5.11 (ENOSYS, EINVAL) the descriptors are left as they are.
-            let _ = crate::process::close_range_cloexec(3);
-            Ok(())
-        });
+        cmd.pre_exec(|| crate::process::cloexec_from(3));
     }
     let spawn_err = |source| HookError::Spawn {
         kind,

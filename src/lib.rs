@@ -19,6 +19,7 @@ pub mod console;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod kernel;
 pub mod namespaces;
 pub mod overlay;
 pub mod pod;

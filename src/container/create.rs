@@ -236,6 +236,7 @@ impl Runtime {
         opts: &CreateOptions,
         own_console: Option<OwnedFd>,
     ) -> crate::Result<Container> {
+        crate::kernel::check()?;
         let dir = self.dir(id)?;
         let bundle =
             std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {

@@ -258,6 +258,7 @@ impl Runtime {
     /// Safe from a multithreaded caller: the clone then happens in a single-threaded child
     /// (see `process::isolate`).
     pub fn create_pod(&self, id: &str, opts: &PodOptions) -> crate::Result<Pod> {
+        crate::kernel::check()?;
         self.pod_dir(id)?;
         check_sysctls(opts)?;
         crate::process::isolate::single_threaded(|| self.create_pod_here(id, opts).map(|_| ()))?;

@@ -1,4 +1,4 @@
-//! clone3 (with a clone fallback), the guard that owns a child pid, and waiting on pidfds.
+//! clone3, the guard that owns a child pid, and waiting on pidfds.
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
@@ -63,31 +63,13 @@ pub fn clone_into(
     // SAFETY: clone3 without CLONE_VM duplicates the process like fork; the args struct is
     // valid for the call and its size is passed. The caller is single-threaded, so no lock
     // can be held by a thread that does not exist in the child.
-    let mut ret = unsafe {
+    let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
             &mut args as *mut CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    if ret < 0 && cgroup.is_some() {
-        return Err(io::Error::last_os_error());
-    }
-    if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-        // Kernels before 5.3: the classic clone, the exit signal in the low byte of flags
-        // (CLONE_NEWTIME does not fit there, but time namespaces are only unshared).
-        // SAFETY: as above; a null stack makes the child use a copy of the parent's stack.
-        ret = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (all as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                0usize,
-            )
-        };
-    }
     match ret {
         r if r < 0 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),

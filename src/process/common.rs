@@ -80,9 +80,11 @@ pub(super) fn close_inherited(min: i32, keep: &[i32]) {
     }
 }
 
-/// close_range(min, ~0, CLOSE_RANGE_CLOEXEC) alone: one syscall, async-signal-safe (for use
-/// between fork and exec); Linux 5.11 or later.
-pub(crate) fn close_range_cloexec(min: u32) -> std::io::Result<()> {
+/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
+/// (CVE-2024-21626): close_range(min, ~0, CLOSE_RANGE_CLOEXEC), one syscall and
+/// async-signal-safe (for use between fork and exec). A failure is an error: a descriptor
+/// left open would leak.
+pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on our own descriptors.
     let r = unsafe {
         libc::syscall(
@@ -97,33 +99,6 @@ pub(crate) fn close_range_cloexec(min: u32) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
-/// (CVE-2024-21626). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; before it, each open
-/// descriptor is marked by hand. A failure is an error: a descriptor left open would leak.
-pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
-    let Err(err) = close_range_cloexec(min) else {
-        return Ok(());
-    };
-    if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
-        return Err(err);
-    }
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd: &i32| *fd >= 0 && *fd as u32 >= min)
-        .collect();
-    for fd in fds {
-        // SAFETY: F_SETFD on a descriptor number only changes its flags; one closed since
-        // the listing (the listing's own) fails with EBADF, which is ignored.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EBADF) {
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Marks every descriptor above stdio and the preserved ones close-on-exec, in a clone of

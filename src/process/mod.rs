@@ -12,7 +12,7 @@ pub(crate) mod isolate;
 mod seccomp_listener;
 
 pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
-pub(crate) use common::{cloexec_from, close_range_cloexec, reset_signals};
+pub(crate) use common::{cloexec_from, reset_signals};
 pub use exec::{spawn_exec, ExecConfig};
 
 use crate::cgroups;

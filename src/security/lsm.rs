@@ -35,15 +35,13 @@ impl Lsm {
         }
     }
 
-    /// The "exec" attribute files to try, newest interface first, and what to write.
-    fn attr(self, label: &str) -> (&'static [&'static str], String) {
+    /// The "exec" attribute file (relative to /proc/<pid>) and what to write into it. Each
+    /// LSM has its own directory (Linux 5.8+, below capsa's minimum kernel); SELinux keeps
+    /// the shared file.
+    fn attr(self, label: &str) -> (&'static str, String) {
         match self {
-            // Since Linux 5.8 each LSM has its own directory; before, the shared file.
-            Lsm::AppArmor => (
-                &["attr/apparmor/exec", "attr/exec"],
-                format!("exec {label}"),
-            ),
-            Lsm::SeLinux => (&["attr/exec"], label.to_string()),
+            Lsm::AppArmor => ("attr/apparmor/exec", format!("exec {label}")),
+            Lsm::SeLinux => ("attr/exec", label.to_string()),
         }
     }
 }
@@ -67,25 +65,14 @@ pub fn set_exec_label(
     pid: i32,
 ) -> Result<(), SecurityError> {
     check(lsm, Some(label))?;
-    let (files, value) = lsm.attr(label);
-    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
-    for file in files {
-        let path = Path::new(&pid.to_string()).join(file);
-        match crate::rootfs::resolve::open_proc_file(proc_dir, &path, nix::fcntl::OFlag::O_WRONLY) {
-            Ok(fd) => {
-                return std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes())
-                    .map_err(|source| SecurityError::Lsm {
-                        lsm: lsm.name(),
-                        label: label.to_string(),
-                        source,
-                    });
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(SecurityError::Lsm {
+    let (file, value) = lsm.attr(label);
+    let path = Path::new(&pid.to_string()).join(file);
+    let err = |source| SecurityError::Lsm {
         lsm: lsm.name(),
         label: label.to_string(),
-        source: last,
-    })
+        source,
+    };
+    let fd = crate::rootfs::resolve::open_proc_file(proc_dir, &path, nix::fcntl::OFlag::O_WRONLY)
+        .map_err(err)?;
+    std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(err)
 }
