@@ -1,4 +1,4 @@
-//! capsa-pause: the infra process of a pod (design notes §7).
+//! capsa-pause: the infra process of a pod (docs/design.md, "Pods").
 //!
 //! It holds the pod's namespaces open and does nothing else: it blocks SIGINT, SIGTERM and
 //! SIGCHLD and waits for them with rt_sigtimedwait. SIGINT/SIGTERM end it with status 0;

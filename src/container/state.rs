@@ -1,7 +1,8 @@
 //! state.json and the derived status.
 //!
 //! What is stored is what cannot be observed (pid, its start time, bundle, cgroup path,
-//! hooks); the status never is: it is derived each time from the facts (design notes §3).
+//! hooks); the status never is: it is derived each time from the facts (docs/design.md,
+//! "State and status").
 
 use super::ContainerError;
 use oci_spec::runtime::Hooks;

@@ -1,4 +1,4 @@
-//! Image layers and overlay roots (design notes §8).
+//! Image layers and overlay roots (docs/design.md, "Overlay roots").
 //!
 //! - [`unpack`]: an OCI layer (tar, tar+gzip, tar+zstd, detected by content) into a layer
 //!   directory, whiteouts converted to what overlayfs reads, escapes refused.

@@ -1,5 +1,5 @@
 //! Pods: an infra process holding shared namespaces, and containers that join them
-//! (design notes §7).
+//! (docs/design.md, "Pods").
 //!
 //! ```text
 //! <root>/.pods/<id>/pod.json        the pod: infra pid (+ start time), shared namespaces, cgroup
