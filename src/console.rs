@@ -5,8 +5,8 @@
 //! redirect: the ptmx is checked to be a devpts's own, the slave comes from the master
 //! (TIOCGPTPEER), and /dev/console is mounted from that descriptor (CVE-2025-52565).
 
-use crate::rootfs::procfs::{ProcRoot, ProcfsError};
-use crate::rootfs::resolve;
+use crate::sys::procfs::{ProcRoot, ProcfsError};
+use crate::sys::resolve;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};

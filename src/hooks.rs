@@ -66,7 +66,7 @@ pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
     // embeds the library (or of capsa's caller) are theirs, and stay as they are in it.
     // SAFETY: runs between fork and exec, and makes a single syscall (async-signal-safe).
     unsafe {
-        cmd.pre_exec(|| crate::process::cloexec_from(3));
+        cmd.pre_exec(|| crate::sys::fds::cloexec_from(3));
     }
     let spawn_err = |source| HookError::Spawn {
         kind,
@@ -82,7 +82,7 @@ pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
     let timeout = hook.timeout().filter(|t| *t > 0);
     if let Some(seconds) = timeout {
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let exited = crate::process::wait_exited(pid, Some(Duration::from_secs(seconds as u64)))
+        let exited = crate::sys::pidfd::wait_exited(pid, Some(Duration::from_secs(seconds as u64)))
             .map_err(spawn_err)?;
         if !exited {
             let _ = child.kill();

@@ -27,6 +27,7 @@ pub mod process;
 pub mod rootfs;
 pub mod security;
 pub mod spec;
+pub mod sys;
 pub mod time;
 
 pub use container::{Container, CreateOptions, Runtime, Status, StdioFds};

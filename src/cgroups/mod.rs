@@ -9,6 +9,7 @@
 mod bpf;
 pub mod devices;
 mod fs;
+mod oom;
 pub mod resources;
 pub mod stats;
 pub mod v1;
@@ -54,6 +55,12 @@ pub enum CgroupError {
     },
     #[error("{what} needs a cgroup, and this rootless container has none (the host delegates no cgroup to this user; set linux.cgroupsPath to one that is)")]
     Disabled { what: &'static str },
+    #[error("watching {} for OOM kills", path.display())]
+    OomNotifier {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the {controller} cgroup controller is not available (needed for {file})")]
     ControllerMissing { controller: String, file: String },
     #[error("writing {value:?} to {}: below the current usage of {usage} bytes", path.display())]

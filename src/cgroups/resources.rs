@@ -80,7 +80,7 @@ fn device_rule(r: &LinuxDeviceCgroup) -> String {
 /// Devices every container may use: the nodes capsa creates, /dev/console, /dev/ptmx and
 /// the pty slaves (what runc allows by default).
 pub fn default_device_rules() -> Vec<String> {
-    let mut rules: Vec<String> = crate::rootfs::DEFAULT_DEVICES
+    let mut rules: Vec<String> = crate::spec::DEFAULT_DEVICES
         .iter()
         .map(|(_, major, minor)| format!("c {major}:{minor} rwm"))
         .collect();

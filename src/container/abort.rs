@@ -16,7 +16,7 @@
 //! signal's default action, they left init's cgroups, the state directory and the hooks.
 
 use super::{Container, ContainerError};
-use crate::process::clone::pidfd_open;
+use crate::sys::pidfd::pidfd_open;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};

@@ -2,10 +2,10 @@
 
 use super::{Container, ContainerError, Status};
 use crate::cgroups::stats::Stats;
-use crate::process::clone::pidfd_open;
+use crate::sys::pidfd::pidfd_open;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// One line of `capsa events`.
@@ -53,7 +53,7 @@ impl Container {
         };
         let cg = self.cgroup()?;
         let pidfd = pidfd_open(Pid::from_raw(pid.as_raw())).map_err(ContainerError::Wait)?;
-        let notifier = oom_notifier(&cg)?;
+        let notifier = cg.oom_notifier()?;
         let mut ooms = cg.oom_kills();
         let mut next = Instant::now();
         loop {
@@ -89,66 +89,6 @@ impl Container {
             if exited || self.status() == Status::Stopped {
                 return Ok(());
             }
-        }
-    }
-}
-
-/// A descriptor that becomes readable when the cgroup runs out of memory: on v1 an eventfd
-/// registered for memory.oom_control through cgroup.event_control; on v2 an inotify watch on
-/// memory.events (whose oom_kill counter the kernel updates).
-fn oom_notifier(cg: &crate::cgroups::Manager) -> crate::Result<OwnedFd> {
-    let err = |e: std::io::Error| crate::Error::from(ContainerError::Wait(e));
-    match cg {
-        crate::cgroups::Manager::None(_) => {
-            Err(crate::cgroups::CgroupError::Disabled { what: "OOM events" }.into())
-        }
-        crate::cgroups::Manager::V1(m) => {
-            let dir = m.controller_dir("memory").ok_or_else(|| {
-                crate::cgroups::CgroupError::ControllerMissing {
-                    controller: "memory".into(),
-                    file: "memory.oom_control".into(),
-                }
-            })?;
-            // SAFETY: eventfd(0, flags) returns a new descriptor or -1.
-            let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if efd < 0 {
-                return Err(err(std::io::Error::last_os_error()));
-            }
-            // SAFETY: the kernel returned a new descriptor that only we own.
-            let efd = unsafe { OwnedFd::from_raw_fd(efd) };
-            let control = std::fs::File::open(dir.join("memory.oom_control")).map_err(err)?;
-            let line = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
-            std::fs::write(dir.join("cgroup.event_control"), &line).map_err(|source| {
-                crate::cgroups::CgroupError::Write {
-                    path: dir.join("cgroup.event_control"),
-                    value: line.clone(),
-                    source,
-                }
-            })?;
-            Ok(efd)
-        }
-        crate::cgroups::Manager::V2(m) => {
-            // SAFETY: inotify_init1 returns a new descriptor or -1.
-            let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-            if fd < 0 {
-                return Err(err(std::io::Error::last_os_error()));
-            }
-            // SAFETY: the kernel returned a new descriptor that only we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let path = std::ffi::CString::new(
-                m.dir()
-                    .join("memory.events")
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            )
-            .map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
-            // SAFETY: a valid inotify fd and NUL-terminated path.
-            if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) }
-                < 0
-            {
-                return Err(err(std::io::Error::last_os_error()));
-            }
-            Ok(fd)
         }
     }
 }

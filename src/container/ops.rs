@@ -5,7 +5,7 @@ use super::lock::DirLock;
 use super::state::{self, Status, StoredState};
 use super::{Container, ContainerError};
 use crate::hooks;
-use crate::process::{self, clone::pidfd_open};
+use crate::sys::pidfd::pidfd_open;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -295,7 +295,7 @@ impl Container {
             if status == Status::Paused || (status == Status::Unknown && cg.is_frozen()) {
                 cg.thaw()?;
             }
-            process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            crate::sys::pidfd::wait_exited(pid, None).map_err(ContainerError::Wait)?;
         }
         // The cgroup is ours unless another container holds the claim on its path (then
         // this one never made it: a create killed before claiming, or one of an older
@@ -389,7 +389,7 @@ fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
             cg.thaw()?;
         }
         for pid in pids {
-            process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            crate::sys::pidfd::wait_exited(pid, None).map_err(ContainerError::Wait)?;
         }
     }
     Ok(())

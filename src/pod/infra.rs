@@ -105,7 +105,7 @@ fn setup_and_exec(
         stdio_to_null().map_err(PodError::Stdio)?;
         crate::process::reset_signals();
         // The channel must survive until exec.
-        crate::process::cloexec_from(3).map_err(crate::process::ProcessError::Cloexec)?;
+        crate::sys::fds::cloexec_from(3).map_err(crate::process::ProcessError::Cloexec)?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -137,7 +137,7 @@ fn setup_and_exec(
 /// Writes each sysctl through a verified /proc (ours, in the pod's new namespaces: net and
 /// ipc sysctls are those of the writer's namespaces).
 fn set_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> crate::Result<()> {
-    let proc = crate::rootfs::procfs::ProcRoot::open().map_err(crate::rootfs::RootfsError::from)?;
+    let proc = crate::sys::procfs::ProcRoot::open().map_err(crate::rootfs::RootfsError::from)?;
     for (key, value) in sysctls {
         let err = |source: std::io::Error| PodError::Sysctl {
             key: key.clone(),

@@ -462,9 +462,9 @@ fn stop_infra(id: &str, pid: Pid) -> Result<(), PodError> {
         source,
     };
     let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-    if !crate::process::wait_exited(pid, Some(Duration::from_secs(5))).map_err(err)? {
+    if !crate::sys::pidfd::wait_exited(pid, Some(Duration::from_secs(5))).map_err(err)? {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        crate::process::wait_exited(pid, None).map_err(err)?;
+        crate::sys::pidfd::wait_exited(pid, None).map_err(err)?;
     }
     // Reap it when it is our own child (a library caller that created the pod in-process).
     let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));

@@ -1,13 +1,11 @@
 //! clone3, the guard that owns a child pid, and waiting on pidfds.
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// struct clone_args of <linux/sched.h> (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
@@ -142,42 +140,5 @@ pub fn exit_code(status: &WaitStatus) -> i32 {
         WaitStatus::Exited(_, code) => *code,
         WaitStatus::Signaled(_, sig, _) => 128 + *sig as i32,
         _ => 255,
-    }
-}
-
-pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that only we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Waits until `pid` has exited (zombie or gone), without reaping it: the pidfd becomes
-/// readable when the process terminates. Returns false on timeout.
-pub fn wait_exited(pid: Pid, timeout: Option<Duration>) -> io::Result<bool> {
-    let fd = match pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
-        Err(e) => return Err(e),
-    };
-    let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        let ms = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(left.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
     }
 }

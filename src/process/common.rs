@@ -80,32 +80,11 @@ pub(super) fn close_inherited(min: i32, keep: &[i32]) {
     }
 }
 
-/// Marks every descriptor from `min` up close-on-exec, so that none reaches the container
-/// (CVE-2024-21626): close_range(min, ~0, CLOSE_RANGE_CLOEXEC), one syscall and
-/// async-signal-safe (for use between fork and exec). A failure is an error: a descriptor
-/// left open would leak.
-pub(crate) fn cloexec_from(min: u32) -> std::io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on our own descriptors.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            min,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Marks every descriptor above stdio and the preserved ones close-on-exec, in a clone of
 /// the runtime (its own copy of the table): nothing the caller leaked may reach the
 /// container (CVE-2024-21626), and the caller's descriptors keep their flags.
 pub(super) fn cloexec_inherited(preserve_fds: i32) -> Result<(), ProcessError> {
-    cloexec_from(3 + preserve_fds.max(0) as u32).map_err(ProcessError::Cloexec)
+    crate::sys::fds::cloexec_from(3 + preserve_fds.max(0) as u32).map_err(ProcessError::Cloexec)
 }
 
 /// Makes `fds` this process's 0, 1 and 2. Each is first copied above 2, so that one given
@@ -307,7 +286,7 @@ fn apply_lsm_labels(process: &Process) -> crate::Result<()> {
     if labels.iter().all(|(_, l)| l.is_none_or(str::is_empty)) {
         return Ok(());
     }
-    let proc = crate::rootfs::procfs::ProcRoot::open().map_err(ProcessError::Proc)?;
+    let proc = crate::sys::procfs::ProcRoot::open().map_err(ProcessError::Proc)?;
     // "self" is a symlink, which the verified open refuses: name our pid in this procfs.
     let pid = nix::unistd::getpid();
     for (lsm, label) in labels {
@@ -326,7 +305,7 @@ pub(super) fn exec(
     preserve_fds: i32,
 ) -> Result<std::convert::Infallible, crate::Error> {
     nix::sys::stat::umask(Mode::from_bits_truncate(exec.umask));
-    cloexec_from(3 + preserve_fds as u32).map_err(ProcessError::Cloexec)?;
+    crate::sys::fds::cloexec_from(3 + preserve_fds as u32).map_err(ProcessError::Cloexec)?;
     let Err(err) = nix::unistd::execve(&exec.path, &exec.args, &exec.env);
     Err(ProcessError::Executable {
         name: exec.path.to_string_lossy().into_owned(),

@@ -11,8 +11,8 @@ mod init;
 pub(crate) mod isolate;
 mod seccomp_listener;
 
-pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
-pub(crate) use common::{cloexec_from, reset_signals};
+pub use clone::{describe_status, exit_code, ChildGuard};
+pub(crate) use common::reset_signals;
 pub use exec::{spawn_exec, ExecConfig};
 
 use crate::cgroups;
@@ -83,7 +83,7 @@ pub enum ProcessError {
     #[error("signals")]
     Signals(#[source] std::io::Error),
     #[error("opening the container's /proc")]
-    Proc(#[source] crate::rootfs::procfs::ProcfsError),
+    Proc(#[source] crate::sys::procfs::ProcfsError),
     #[error("{field} holds a NUL byte, which cannot be passed to execve: {value:?}")]
     Nul { field: String, value: String },
     #[error("marking descriptors close-on-exec before execve")]

@@ -12,16 +12,6 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-/// The nodes every container gets (as runc and crun create them): path, major, minor.
-pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
-    ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
-    ("/dev/tty", 5, 0),
-];
-
 struct Node {
     path: PathBuf,
     kind: SFlag,
@@ -196,7 +186,7 @@ pub(super) fn create_all(
     spec_devices: &[LinuxDevice],
     new_user_ns: bool,
 ) -> Result<(), RootfsError> {
-    let defaults = DEFAULT_DEVICES
+    let defaults = crate::spec::DEFAULT_DEVICES
         .iter()
         .filter(|(p, _, _)| !spec_devices.iter().any(|d| d.path() == Path::new(p)))
         .map(|&(p, major, minor)| Node {

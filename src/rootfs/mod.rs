@@ -12,13 +12,11 @@ mod mounts;
 pub mod options;
 mod paths;
 mod pivot;
-pub mod procfs;
-pub mod resolve;
 
-pub use devices::DEFAULT_DEVICES;
 pub use pivot::enter;
 
 use crate::cgroups::MountSource;
+use crate::sys::{procfs, resolve};
 use mountinfo::MountEntry;
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Spec;

@@ -72,7 +72,7 @@ pub fn set_exec_label(
         label: label.to_string(),
         source,
     };
-    let fd = crate::rootfs::resolve::open_proc_file(proc_dir, &path, nix::fcntl::OFlag::O_WRONLY)
+    let fd = crate::sys::resolve::open_proc_file(proc_dir, &path, nix::fcntl::OFlag::O_WRONLY)
         .map_err(err)?;
     std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes()).map_err(err)
 }

@@ -102,6 +102,17 @@ fn make_rootless(spec: &mut Value, uid: u32, gid: u32) {
     }
 }
 
+/// The nodes every container gets (as runc and crun create them), which the device cgroup
+/// allows too: path, major, minor.
+pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
 /// The spec `capsa spec` writes; `rootless` maps the given uid/gid to root in a user namespace.
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
     let mut value = base();

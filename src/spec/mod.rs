@@ -6,7 +6,7 @@
 mod default;
 mod validate;
 
-pub use default::{default_spec, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
+pub use default::{default_spec, DEFAULT_DEVICES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 pub use validate::validate;
 pub(crate) use validate::{sysctl_name_ok, sysctl_namespace};
 

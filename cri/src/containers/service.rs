@@ -104,8 +104,7 @@ impl Containers {
     /// Watches the monitor of `r` (when it runs): its id is in `watched` until it exits.
     /// Needs a tokio runtime.
     pub fn watch(&self, r: &ContainerRecord) {
-        let Ok(pidfd) =
-            capsa::process::clone::pidfd_open(nix::unistd::Pid::from_raw(r.monitor_pid))
+        let Ok(pidfd) = capsa::sys::pidfd::pidfd_open(nix::unistd::Pid::from_raw(r.monitor_pid))
         else {
             return;
         };

@@ -141,7 +141,7 @@ impl Accounts for RootfsAccounts {
     fn scan(&self, file: EtcFile, visit: &mut dyn FnMut(&[&str]) -> bool) -> io::Result<()> {
         use nix::fcntl::OFlag;
         let name = file.path();
-        let handle = match capsa::rootfs::resolve::open_in_root(
+        let handle = match capsa::sys::resolve::open_in_root(
             self.root.as_fd(),
             Path::new(name),
             OFlag::O_PATH | OFlag::O_CLOEXEC,
