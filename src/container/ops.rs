@@ -248,8 +248,8 @@ impl Container {
         Ok(())
     }
 
-    /// `kill`: one signal to init, or with `all` to every process in the container's cgroup.
-    /// A frozen container is thawed after SIGKILL so the processes can act on it.
+    /// `kill`: one signal to init, or with `all` to every process in the container's cgroup
+    /// (none once it has stopped: not an error, as in runc). A frozen container is thawed after SIGKILL so the processes can act on it.
     pub fn kill(&self, signal: KillSignal, all: bool) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
         // /proc/<init>/stat is read once: init is alive exactly when the status is not
@@ -258,12 +258,13 @@ impl Container {
         let status = c.status_given(init.is_some(), || {
             c.cgroup().map(|cg| cg.is_frozen()).unwrap_or(false)
         });
-        if all && (init.is_some() || c.state.shared_pid_ns) {
-            let cg = c.cgroup()?;
-            for pid in cg.procs()? {
+        if all {
+            // Whatever the status, as runc: a stopped container has no process left to
+            // signal (or, sharing a pid namespace, those still in its cgroup).
+            for pid in c.pids()? {
                 send(pid, signal)?;
             }
-        } else if let (false, Some(pid)) = (all, init) {
+        } else if let Some(pid) = init {
             send(pid, signal)?;
         } else {
             return Err(ContainerError::NotRunning.into());
