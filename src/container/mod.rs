@@ -39,6 +39,8 @@ pub enum ContainerError {
     Exists { id: String },
     #[error("linux.cgroupsPath {}: the cgroup is already in use by {by}", path.display())]
     CgroupInUse { path: PathBuf, by: String },
+    #[error("linux.cgroupsPath {}: the cgroup is unexpectedly frozen (thaw it first)", path.display())]
+    CgroupFrozen { path: PathBuf },
     #[error("container {id} does not exist")]
     NotExist { id: String },
     #[error("container not running")]
