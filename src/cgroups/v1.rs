@@ -248,7 +248,11 @@ impl Manager {
         };
         let file = d.join("freezer.state");
         if !frozen {
-            return fs::write(&file, "THAWED");
+            // Cgroups made below this one may be frozen on their own; a frozen process does
+            // not act even on SIGKILL.
+            return fs::subtree(&d)
+                .iter()
+                .try_for_each(|sub| fs::write(&sub.join("freezer.state"), "THAWED"));
         }
         let mut state = String::new();
         let froze = fs::retry_until(fs::FREEZE_TIMEOUT, |n| {

@@ -117,6 +117,11 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("process {pid} did not exit within {}s of SIGKILL", timeout.as_secs())]
+    NotKilled {
+        pid: i32,
+        timeout: std::time::Duration,
+    },
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
     #[error("waiting for the container process")]

@@ -296,7 +296,7 @@ impl Container {
             if status == Status::Paused || (status == Status::Unknown && cg.is_frozen()) {
                 cg.thaw()?;
             }
-            process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            wait_killed(pid)?;
         }
         // The cgroup is ours unless another container holds the claim on its path (then
         // this one never made it: a create killed before claiming, or one of an older
@@ -390,10 +390,26 @@ fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
             cg.thaw()?;
         }
         for pid in pids {
-            process::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            wait_killed(pid)?;
         }
     }
     Ok(())
+}
+
+/// How long a process may take to exit after SIGKILL before `delete` gives up on it.
+const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for `pid`, sent SIGKILL, to exit; one that does not (frozen in a cgroup the
+/// runtime did not thaw, stuck in the kernel) is an error naming it rather than a hang.
+fn wait_killed(pid: Pid) -> Result<(), ContainerError> {
+    match process::wait_exited(pid, Some(KILL_TIMEOUT)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ContainerError::NotKilled {
+            pid: pid.as_raw(),
+            timeout: KILL_TIMEOUT,
+        }),
+        Err(e) => Err(ContainerError::Wait(e)),
+    }
 }
 
 #[cfg(test)]
