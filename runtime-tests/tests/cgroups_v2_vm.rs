@@ -1,7 +1,8 @@
 //! cgroup v2, proven in a VM: this host runs the v1 hybrid layout, so runtime-tests/vm/run.sh
 //! boots Debian's kernel under qemu with cgroup2 mounted and runs the same scenarios there
 //! (OOM kill, cpu.max throttling, pids.max, CLONE_INTO_CGROUP, update, pause/resume, ps,
-//! events --stats, cgroup namespace, the BPF device filter, cleanup). Each scenario is one RESULT line.
+//! events --stats, cgroup namespace, the BPF device filter, runc parity of cpu.max updates,
+//! BFQ weights, pausing at full quota, nested cgroups, frozen cgroups, cleanup). Each scenario is one RESULT line.
 
 use std::process::Command;
 
@@ -36,6 +37,12 @@ fn cgroup_v2_scenarios_pass_in_a_vm() {
         "cgroupns_mount",
         "devices_denied",
         "devices_allowed",
+        "cpu_max_merge",
+        "io_weight",
+        "pause_busy",
+        "delete_nested",
+        "frozen_refused",
+        "devices_letters_fifo",
         "bad_quota",
         "nothing_left",
     ] {

@@ -120,6 +120,37 @@ out=$(capsa run --bundle "$b" dev2 2>&1 | tr '\n' ' ')
 [ "$out" = "mknod-mem-denied null-ok kmsg-written " ] && result devices_allowed PASS "$out" || result devices_allowed FAIL "$out"
 rm -f $S/rootfs/tmp/kmsg
 
+# runc parity (issue #17): cpu.max keeps the quota when only the period is updated and the
+# reverse; a container at its whole quota pauses every time; delete --force removes cgroups
+# the container made inside its own; a frozen cgroup is refused at create; device rules drop
+# unknown access letters and a fifo needs none; the blkio weight goes to io.bfq.weight when
+# the kernel has it.
+b=$(bundle merge 'c["process"]["args"] = ["sh", "-c", "while :; do :; done & while :; do :; done"]; c["linux"]["resources"] = {"cpu": {"quota": 20000, "period": 100000}, "blockIO": {"weight": 500}}')
+capsa run -d --bundle "$b" merge
+capsa update --cpu-period 50000 merge; m1=$(cat $cg/merge/cpu.max)
+capsa update --cpu-quota 30000 merge; m2=$(cat $cg/merge/cpu.max)
+[ "$m1 | $m2" = "20000 50000 | 30000 50000" ] && result cpu_max_merge PASS "$m1 | $m2" || result cpu_max_merge FAIL "$m1 | $m2"
+if [ -e $cg/merge/io.bfq.weight ]; then w=$(cat $cg/merge/io.bfq.weight); want="default 500"; else w=$(cat $cg/merge/io.weight); want="default 4950"; fi
+[ "$w" = "$want" ] && result io_weight PASS "$w" || result io_weight FAIL "$w (wanted $want)"
+capsa update --cpu-quota 20000 --cpu-period 100000 merge
+paused=0
+for i in $(seq 10); do capsa pause merge && paused=$((paused + 1)); capsa resume merge; done
+[ "$paused" = 10 ] && result pause_busy PASS "10 of 10" || result pause_busy FAIL "$paused of 10"
+mkdir -p $cg/merge/system.slice/inner
+head -1 $cg/merge/cgroup.procs > $cg/merge/system.slice/inner/cgroup.procs
+capsa delete --force merge && [ ! -e $cg/merge ] && result delete_nested PASS "" || result delete_nested FAIL "$(find $cg/merge -type d 2>&1 | tr '\n' ' ')"
+mkdir -p $cg/frz; echo 1 > $cg/frz/cgroup.freeze
+b=$(bundle frz 'c["process"]["args"] = ["true"]; c["linux"]["cgroupsPath"] = "/capsa/frz"')
+err=$(capsa run --bundle "$b" frz 2>&1) && result frozen_refused FAIL "ran" || {
+    case "$err" in *"unexpectedly frozen"*) [ -z "$(ls $root)" ] && result frozen_refused PASS "$err" || result frozen_refused FAIL "state left: $(ls $root)" ;;
+    *) result frozen_refused FAIL "$err" ;; esac; }
+echo 0 > $cg/frz/cgroup.freeze; rmdir $cg/frz 2>/dev/null
+mknod $S/rootfs/tmp/kmsg c 1 11
+b=$(bundle dev3 'c["process"]["args"] = ["sh", "-c", "test -p /dev/myfifo && echo fifo; (echo capsa-devices-test > /tmp/kmsg) 2>/dev/null && echo kmsg-written || echo kmsg-denied"]; c["linux"]["devices"] = [{"path": "/dev/myfifo", "type": "p"}]; c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "wa"}]}')
+out=$(capsa run --bundle "$b" dev3 2>&1 | tr '\n' ' ')
+[ "$out" = "fifo kmsg-written " ] && result devices_letters_fifo PASS "$out" || result devices_letters_fifo FAIL "$out"
+rm -f $S/rootfs/tmp/kmsg
+
 # Bad values leave nothing behind.
 b=$(bundle bad 'c["process"]["args"] = ["true"]; c["linux"]["resources"] = {"cpu": {"quota": -5}}')
 err=$(capsa run --bundle "$b" bad 2>&1) && result bad_quota FAIL "accepted" || {

@@ -2,9 +2,9 @@
 //! cgroup is, placing processes in it, listing and freezing them, and removing it.
 //!
 //! Layout detection: /sys/fs/cgroup itself being cgroup2 means a unified (v2) host. Anything
-//! else is v1; on a hybrid host (v1 controllers plus a nearly empty cgroup2 at
-//! /sys/fs/cgroup/unified) the v1 hierarchies are authoritative and the cgroup2 mount is
-//! ignored, as runc does.
+//! else is v1; on a hybrid host (v1 controllers plus a cgroup2 without controllers at
+//! /sys/fs/cgroup/unified) the v1 hierarchies hold the limits, and the container gets a
+//! cgroup in the cgroup2 one too, as runc gives it.
 
 mod bpf;
 pub mod devices;
@@ -76,8 +76,11 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the cgroup of this container did not freeze: {state}")]
-    NotFrozen { state: String },
+    #[error("the cgroup of this container did not freeze in {}s: {state}", timeout.as_secs())]
+    NotFrozen {
+        state: String,
+        timeout: std::time::Duration,
+    },
     #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]
     NoHierarchy,
     #[error("linux.cgroupsPath {path:?}: {reason}")]
@@ -147,12 +150,23 @@ pub fn is_unified() -> bool {
 /// moving itself skips the kernel's global threadgroup lock, and the first write under that
 /// lock after an idle spell waits a whole RCU grace period (7-15 ms on this kernel, measured
 /// with strace -T); writing a pid to cgroup.procs always takes it.
+///
+/// On a hybrid host the child is instead born in its cgroup of the unified hierarchy
+/// (CLONE_INTO_CGROUP with `unified`, opened here before any namespace is joined): writing
+/// "0" to a cgroup2 cgroup.procs would take that lock.
 #[derive(Debug)]
 pub struct SelfJoin {
     files: Vec<(PathBuf, std::fs::File)>,
+    unified: Option<std::fs::File>,
 }
 
 impl SelfJoin {
+    /// The unified-hierarchy cgroup to clone the child into (hybrid hosts).
+    pub fn unified(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        self.unified.as_ref().map(|f| f.as_fd())
+    }
+
     /// Moves the calling thread (the whole process, while it has one thread) into the cgroup.
     pub fn enter(&self) -> Result<(), CgroupError> {
         use std::io::Write as _;
@@ -224,6 +238,7 @@ impl Manager {
         match self {
             Manager::V1(m) => Ok(Some(SelfJoin {
                 files: m.task_files()?,
+                unified: m.unified_handle()?,
             })),
             Manager::V2(_) | Manager::None(_) => Ok(None),
         }
@@ -287,7 +302,7 @@ impl Manager {
                 m.apply(&writes)
             }
             Manager::V2(m) => {
-                m.apply(&resources::v2_writes(r)?)?;
+                m.apply(&resources::v2_writes(r, &m.cpu_max_now())?)?;
                 if devices {
                     let rules: Vec<devices::Rule> =
                         resources::v1_device_writes(r.devices().as_deref(), extra_devices)

@@ -11,6 +11,19 @@ pub struct Write {
     pub controller: &'static str,
     pub file: String,
     pub value: String,
+    /// The write to make instead where the kernel has no `file` (BFQ's weight files exist
+    /// only with BFQ, the others only without it on recent kernels).
+    pub fallback: Option<Box<Write>>,
+}
+
+impl Write {
+    /// This write, or its fallback when `exists` says the file is missing.
+    pub fn resolve(&self, exists: impl Fn(&str) -> bool) -> &Write {
+        match &self.fallback {
+            Some(f) if !exists(&self.file) => f,
+            _ => self,
+        }
+    }
 }
 
 fn w(controller: &'static str, file: impl Into<String>, value: impl ToString) -> Write {
@@ -18,6 +31,15 @@ fn w(controller: &'static str, file: impl Into<String>, value: impl ToString) ->
         controller,
         file: file.into(),
         value: value.to_string(),
+        fallback: None,
+    }
+}
+
+/// `preferred`, or `fallback` where the kernel lacks the preferred file.
+fn either(preferred: Write, fallback: Write) -> Write {
+    Write {
+        fallback: Some(Box::new(fallback)),
+        ..preferred
     }
 }
 
@@ -58,23 +80,33 @@ pub fn v2_swap_max(limit: Option<i64>, swap: i64) -> Result<String, CgroupError>
     }
 }
 
-fn device_rule(r: &LinuxDeviceCgroup) -> String {
+/// The v1 text of a rule ("c 1:3 rw"), or None for a rule that grants or denies nothing.
+/// Access letters the kernel does not know are dropped, as runc drops them (the kernel
+/// refuses the whole rule over one); no `access` means all three.
+fn device_rule(r: &LinuxDeviceCgroup) -> Option<String> {
     let t = match r.typ() {
         Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
         Some(LinuxDeviceType::B) => "b",
-        Some(LinuxDeviceType::P) => "p",
+        // A fifo is no device: the devices cgroup has no rule for it.
+        Some(LinuxDeviceType::P) => return None,
         Some(LinuxDeviceType::A) | None => "a",
     };
     let num = |n: Option<i64>| {
         n.filter(|n| *n >= 0)
             .map_or("*".to_string(), |n| n.to_string())
     };
-    let access = r
-        .access()
-        .clone()
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| "rwm".into());
-    format!("{t} {}:{} {access}", num(r.major()), num(r.minor()))
+    let access: String = match r.access().as_deref().filter(|a| !a.is_empty()) {
+        None => "rwm".into(),
+        Some(a) => "rwm".chars().filter(|c| a.contains(*c)).collect(),
+    };
+    if access.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{t} {}:{} {access}",
+        num(r.major()),
+        num(r.minor())
+    ))
 }
 
 /// Devices every container may use: the nodes capsa creates, /dev/console, /dev/ptmx and
@@ -101,7 +133,9 @@ pub fn v1_device_writes(rules: Option<&[LinuxDeviceCgroup]>, extra_allow: &[Stri
                 } else {
                     "devices.deny"
                 };
-                out.push(w("devices", file, device_rule(r)));
+                if let Some(rule) = device_rule(r) {
+                    out.push(w("devices", file, rule));
+                }
             }
         }
     }
@@ -201,18 +235,23 @@ pub fn v1_writes(r: &LinuxResources) -> Result<Vec<Write>, CgroupError> {
         out.push(w("pids", "pids.max", v));
     }
     if let Some(b) = r.block_io() {
+        // BFQ's files where the kernel has them, as runc chooses (CFQ's blkio.weight is
+        // gone since 5.0).
         if let Some(wt) = b.weight() {
-            out.push(w("blkio", "blkio.weight", wt));
+            out.push(either(
+                w("blkio", "blkio.bfq.weight", wt),
+                w("blkio", "blkio.weight", wt),
+            ));
         }
         if let Some(lw) = b.leaf_weight() {
             out.push(w("blkio", "blkio.leaf_weight", lw));
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(wt) = d.weight() {
-                out.push(w(
-                    "blkio",
-                    "blkio.weight_device",
-                    format!("{}:{} {wt}", d.major(), d.minor()),
+                let value = format!("{}:{} {wt}", d.major(), d.minor());
+                out.push(either(
+                    w("blkio", "blkio.bfq.weight_device", &value),
+                    w("blkio", "blkio.weight_device", value),
                 ));
             }
         }
@@ -269,8 +308,26 @@ pub fn v1_writes(r: &LinuxResources) -> Result<Vec<Write>, CgroupError> {
     Ok(out)
 }
 
-/// The v2 writes for `r`.
-pub fn v2_writes(r: &LinuxResources) -> Result<Vec<Write>, CgroupError> {
+/// cpu.max for a quota and a period, either of which may be missing: v2 keeps both in one
+/// file, so the missing one is kept from `now` (the file's current "$QUOTA $PERIOD"), as
+/// runc keeps it from the container's recorded config. A quota of -1 is "max".
+pub fn v2_cpu_max(quota: Option<i64>, period: Option<u64>, now: &str) -> String {
+    let mut current = now.split_whitespace();
+    let (quota_now, period_now) = (current.next(), current.next());
+    let quota = match quota {
+        Some(q) if q > 0 => q.to_string(),
+        Some(_) => "max".into(),
+        None => quota_now.unwrap_or("max").to_string(),
+    };
+    let period = period.map_or_else(
+        || period_now.unwrap_or("100000").to_string(),
+        |p| p.to_string(),
+    );
+    format!("{quota} {period}")
+}
+
+/// The v2 writes for `r`; `cpu_max_now` is the cgroup's cpu.max ("max 100000" when new).
+pub fn v2_writes(r: &LinuxResources, cpu_max_now: &str) -> Result<Vec<Write>, CgroupError> {
     check_cpu(r)?;
     let mut out = Vec::new();
     if let Some(cpu) = r.cpu() {
@@ -278,14 +335,10 @@ pub fn v2_writes(r: &LinuxResources) -> Result<Vec<Write>, CgroupError> {
             out.push(w("cpu", "cpu.weight", shares_to_weight(s)));
         }
         if cpu.quota().is_some() || cpu.period().is_some() {
-            let quota = match cpu.quota() {
-                Some(q) if q > 0 => q.to_string(),
-                _ => "max".into(),
-            };
             out.push(w(
                 "cpu",
                 "cpu.max",
-                format!("{quota} {}", cpu.period().unwrap_or(100_000)),
+                v2_cpu_max(cpu.quota(), cpu.period(), cpu_max_now),
             ));
         }
         if let Some(b) = cpu.burst() {
@@ -354,19 +407,27 @@ pub fn v2_writes(r: &LinuxResources) -> Result<Vec<Write>, CgroupError> {
         out.push(w("pids", "pids.max", v));
     }
     if let Some(b) = r.block_io() {
+        // io.bfq.weight takes blkio's 1..1000 as it is; io.weight, its own scale.
         if let Some(wt) = b.weight() {
-            out.push(w(
-                "io",
-                "io.weight",
-                format!("default {}", blkio_to_io_weight(wt)),
+            out.push(either(
+                w("io", "io.bfq.weight", format!("default {wt}")),
+                w(
+                    "io",
+                    "io.weight",
+                    format!("default {}", blkio_to_io_weight(wt)),
+                ),
             ));
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(wt) = d.weight() {
-                out.push(w(
-                    "io",
-                    "io.weight",
-                    format!("{}:{} {}", d.major(), d.minor(), blkio_to_io_weight(wt)),
+                let dev = format!("{}:{}", d.major(), d.minor());
+                out.push(either(
+                    w("io", "io.bfq.weight", format!("{dev} {wt}")),
+                    w(
+                        "io",
+                        "io.weight",
+                        format!("{dev} {}", blkio_to_io_weight(wt)),
+                    ),
                 ));
             }
         }
@@ -483,11 +544,16 @@ mod tests {
                         "blockIO":{"weight":500,"throttleWriteBpsDevice":[{"major":254,"minor":0,"rate":2097152}]},
                         "hugepageLimits":[{"pageSize":"2MB","limit":0}],
                         "unified":{"memory.high":"50000000"}}"#);
-        let files: Vec<(String, String)> = v2_writes(&r)
-            .unwrap()
-            .into_iter()
-            .map(|w| (w.file, w.value))
+        let writes = v2_writes(&r, "max 100000").unwrap();
+        // Without BFQ's files: what the fallbacks write.
+        let files: Vec<(String, String)> = writes
+            .iter()
+            .map(|w| w.resolve(|f| !f.contains("bfq")))
+            .map(|w| (w.file.clone(), w.value.clone()))
             .collect();
+        assert!(writes
+            .iter()
+            .any(|w| w.file == "io.bfq.weight" && w.value == "default 500"));
         for expected in [
             ("cpu.weight", "100"),
             ("cpu.max", "20000 100000"),
@@ -508,12 +574,27 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_quota_or_period_alone_keeps_the_other() {
+        assert_eq!(
+            v2_cpu_max(None, Some(50_000), "20000 100000"),
+            "20000 50000"
+        );
+        assert_eq!(v2_cpu_max(Some(30_000), None, "20000 50000"), "30000 50000");
+        assert_eq!(v2_cpu_max(Some(-1), None, "20000 50000"), "max 50000");
+        assert_eq!(
+            v2_cpu_max(Some(10_000), Some(20_000), "max 100000"),
+            "10000 20000"
+        );
+        assert_eq!(v2_cpu_max(None, Some(50_000), ""), "max 50000");
+    }
+
+    #[test]
     fn bad_values_are_refused_before_any_write() {
         assert!(v1_writes(&res(r#"{"cpu":{"quota":-5}}"#)).is_err());
-        assert!(v2_writes(&res(r#"{"cpu":{"quota":0}}"#)).is_err());
+        assert!(v2_writes(&res(r#"{"cpu":{"quota":0}}"#), "max 100000").is_err());
         assert!(v1_writes(&res(r#"{"memory":{"swappiness":101}}"#)).is_err());
         assert!(v1_writes(&res(r#"{"unified":{"memory.high":"1"}}"#)).is_err());
-        assert!(v2_writes(&res(r#"{"unified":{"../x":"1"}}"#)).is_err());
+        assert!(v2_writes(&res(r#"{"unified":{"../x":"1"}}"#), "max 100000").is_err());
         assert_eq!(
             v1_writes(&res(r#"{"cpu":{"quota":-1}}"#)).unwrap()[0].value,
             "-1"
@@ -535,5 +616,21 @@ mod tests {
         let writes = v1_device_writes(Some(&[rule]), &[]);
         assert_eq!(writes[0].value, "c 10:* rw");
         assert_eq!(writes[0].file, "devices.allow");
+    }
+
+    #[test]
+    fn unknown_access_letters_are_dropped_and_fifos_get_no_rule() {
+        let rules: Vec<LinuxDeviceCgroup> = serde_json::from_str(
+            r#"[{"allow":true,"type":"c","major":1,"minor":11,"access":"rwa"},
+                {"allow":true,"type":"c","major":1,"minor":12,"access":"x"},
+                {"allow":true,"type":"p","access":"rwm"},
+                {"allow":false,"type":"b","major":8,"access":"mr"}]"#,
+        )
+        .unwrap();
+        let writes = v1_device_writes(Some(&rules), &[]);
+        assert_eq!(writes[0].value, "c 1:11 rw");
+        assert_eq!(writes[1].value, "b 8:* rm");
+        assert_eq!(writes[1].file, "devices.deny");
+        assert_eq!(writes[2].value, "c 1:3 rwm", "then the defaults");
     }
 }

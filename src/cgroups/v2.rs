@@ -46,8 +46,14 @@ impl Manager {
         Ok(())
     }
 
+    /// The cgroup's cpu.max now (empty when it cannot be read).
+    pub fn cpu_max_now(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cpu.max")).unwrap_or_default()
+    }
+
     pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
         for wr in writes {
+            let wr = wr.resolve(|f| self.dir.join(f).exists());
             let path = self.dir.join(&wr.file);
             // v1 refuses a limit below current usage (EBUSY); v2 accepts it and OOM-kills the
             // container. Refuse it the same way on both.
@@ -88,34 +94,37 @@ impl Manager {
         std::fs::read_to_string(self.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
     }
 
-    /// Writes cgroup.freeze and, when freezing, waits for cgroup.events to say "frozen 1".
+    /// Writes cgroup.freeze and, when freezing, waits (at most [`fs::FREEZE_TIMEOUT`]) for
+    /// cgroup.events to say "frozen 1"; one that does not is thawed and reported.
     pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        fs::write(
-            &self.dir.join("cgroup.freeze"),
-            if frozen { "1" } else { "0" },
-        )?;
+        let freeze = self.dir.join("cgroup.freeze");
+        fs::write(&freeze, if frozen { "1" } else { "0" })?;
         if !frozen {
             return Ok(());
         }
         let events = self.dir.join("cgroup.events");
-        for _ in 0..10_000 {
-            if super::stats::keyed(&events, "frozen") == 1 {
-                return Ok(());
-            }
-            std::thread::yield_now();
+        let froze = fs::retry_until(fs::FREEZE_TIMEOUT, |_| {
+            Ok(super::stats::keyed(&events, "frozen") == 1)
+        })?;
+        if froze {
+            return Ok(());
         }
+        let state = fs::read(&events)?.replace('\n', " ");
+        let _ = fs::write(&freeze, "0");
         Err(CgroupError::NotFrozen {
-            state: fs::read(&events)?.replace('\n', " "),
+            state,
+            timeout: fs::FREEZE_TIMEOUT,
         })
     }
 
-    /// cgroup.kill (5.14+) takes every process down at once before the rmdir.
+    /// Removes the cgroup and those made below it. cgroup.kill (5.14+) takes every process
+    /// of the subtree down at once before the rmdirs.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let kill = self.dir.join("cgroup.kill");
         if kill.exists() && !fs::read_pids(&self.dir)?.is_empty() {
             fs::write(&kill, "1")?;
         }
-        fs::rmdir(&self.dir)
+        fs::rmdir_tree(&self.dir)
     }
 
     pub fn exists(&self) -> bool {

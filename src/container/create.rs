@@ -318,13 +318,14 @@ impl Runtime {
             .and_then(|l| l.devices().as_ref())
             .into_iter()
             .flatten()
-            .map(|d| {
+            .filter_map(|d| {
                 let t = match d.typ() {
                     oci_spec::runtime::LinuxDeviceType::B => "b",
-                    oci_spec::runtime::LinuxDeviceType::P => "p",
+                    // A fifo is made without the devices cgroup's leave.
+                    oci_spec::runtime::LinuxDeviceType::P => return None,
                     _ => "c",
                 };
-                format!("{t} {}:{} m", d.major(), d.minor())
+                Some(format!("{t} {}:{} m", d.major(), d.minor()))
             })
             .collect();
         cgroup.apply(&resources, &device_nodes, true)?;
@@ -439,10 +440,25 @@ impl Runtime {
         if dir.exists() {
             return Err(ContainerError::Exists { id: id.to_string() }.into());
         }
-        if cgroup.exists() && !cgroup.procs()?.is_empty() {
+        // runc 1.1 only warns of a cgroup that has processes (1.2 refuses it): capsa refuses,
+        // since deleting the container would kill processes that are not its own.
+        let others = if cgroup.exists() {
+            cgroup.procs()?
+        } else {
+            Vec::new()
+        };
+        if !others.is_empty() {
+            let pids: Vec<String> = others.iter().map(|p| p.to_string()).collect();
             return Err(ContainerError::CgroupInUse {
                 path: stored.cgroup_path.clone(),
-                by: "processes that are not this container's".into(),
+                by: format!("other processes (pids {})", pids.join(", ")),
+            }
+            .into());
+        }
+        // init would be cloned into a frozen cgroup and never report back (runc's check).
+        if cgroup.is_frozen() {
+            return Err(ContainerError::CgroupFrozen {
+                path: stored.cgroup_path.clone(),
             }
             .into());
         }

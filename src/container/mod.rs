@@ -39,6 +39,8 @@ pub enum ContainerError {
     Exists { id: String },
     #[error("linux.cgroupsPath {}: the cgroup is already in use by {by}", path.display())]
     CgroupInUse { path: PathBuf, by: String },
+    #[error("linux.cgroupsPath {}: the cgroup is unexpectedly frozen (thaw it first)", path.display())]
+    CgroupFrozen { path: PathBuf },
     #[error("container {id} does not exist")]
     NotExist { id: String },
     #[error("container not running")]
@@ -114,6 +116,11 @@ pub enum ContainerError {
         pid: i32,
         #[source]
         source: std::io::Error,
+    },
+    #[error("process {pid} did not exit within {}s of SIGKILL", timeout.as_secs())]
+    NotKilled {
+        pid: i32,
+        timeout: std::time::Duration,
     },
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),

@@ -248,8 +248,8 @@ impl Container {
         Ok(())
     }
 
-    /// `kill`: one signal to init, or with `all` to every process in the container's cgroup.
-    /// A frozen container is thawed after SIGKILL so the processes can act on it.
+    /// `kill`: one signal to init, or with `all` to every process in the container's cgroup
+    /// (none once it has stopped: not an error, as in runc). A frozen container is thawed after SIGKILL so the processes can act on it.
     pub fn kill(&self, signal: KillSignal, all: bool) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
         // /proc/<init>/stat is read once: init is alive exactly when the status is not
@@ -258,12 +258,13 @@ impl Container {
         let status = c.status_given(init.is_some(), || {
             c.cgroup().map(|cg| cg.is_frozen()).unwrap_or(false)
         });
-        if all && (init.is_some() || c.state.shared_pid_ns) {
-            let cg = c.cgroup()?;
-            for pid in cg.procs()? {
+        if all {
+            // Whatever the status, as runc: a stopped container has no process left to
+            // signal (or, sharing a pid namespace, those still in its cgroup).
+            for pid in c.pids()? {
                 send(pid, signal)?;
             }
-        } else if let (false, Some(pid)) = (all, init) {
+        } else if let Some(pid) = init {
             send(pid, signal)?;
         } else {
             return Err(ContainerError::NotRunning.into());
@@ -295,7 +296,7 @@ impl Container {
             if status == Status::Paused || (status == Status::Unknown && cg.is_frozen()) {
                 cg.thaw()?;
             }
-            crate::sys::pidfd::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            wait_killed(pid)?;
         }
         // The cgroup is ours unless another container holds the claim on its path (then
         // this one never made it: a create killed before claiming, or one of an older
@@ -389,10 +390,26 @@ fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
             cg.thaw()?;
         }
         for pid in pids {
-            crate::sys::pidfd::wait_exited(pid, None).map_err(ContainerError::Wait)?;
+            wait_killed(pid)?;
         }
     }
     Ok(())
+}
+
+/// How long a process may take to exit after SIGKILL before `delete` gives up on it.
+const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for `pid`, sent SIGKILL, to exit; one that does not (frozen in a cgroup the
+/// runtime did not thaw, stuck in the kernel) is an error naming it rather than a hang.
+fn wait_killed(pid: Pid) -> Result<(), ContainerError> {
+    match crate::sys::pidfd::wait_exited(pid, Some(KILL_TIMEOUT)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ContainerError::NotKilled {
+            pid: pid.as_raw(),
+            timeout: KILL_TIMEOUT,
+        }),
+        Err(e) => Err(ContainerError::Wait(e)),
+    }
 }
 
 #[cfg(test)]

@@ -188,6 +188,15 @@ pub(crate) fn clone_in_cgroup(
             }
         }
     }
+    // A hybrid host: born in the unified cgroup, the child joins the v1 ones itself. Where
+    // CLONE_INTO_CGROUP fails, the runtime places it in all of them.
+    if let Some(unified) = join.and_then(cgroups::SelfJoin::unified) {
+        if let Ok(forked) = clone::clone_into(flags, parent, Some(unified)) {
+            return Ok((forked, true));
+        }
+        let forked = clone::clone_process(flags, parent).map_err(ProcessError::Clone)?;
+        return Ok((forked, false));
+    }
     let forked = clone::clone_process(flags, parent).map_err(ProcessError::Clone)?;
     Ok((forked, join.is_some()))
 }

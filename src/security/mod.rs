@@ -38,6 +38,14 @@ pub enum SecurityError {
         #[source]
         source: libseccomp::error::SeccompError,
     },
+    #[error("seccomp: {what}")]
+    SeccompLoad {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("seccomp: the filter has {len} instructions, more than the kernel's {max}")]
+    SeccompTooLong { len: usize, max: usize },
     #[error("unknown capability {name:?}")]
     UnknownCapability { name: String },
     #[error("{what} capability {cap}")]
