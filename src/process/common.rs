@@ -148,13 +148,71 @@ pub(super) fn install_stdio(fds: &[BorrowedFd; 3]) -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// chdir into the process's cwd and check that it really is inside the container: a cwd
-/// reached through a leaked host fd shows up as "(unreachable)" (CVE-2024-21626).
-fn enter_cwd(cwd: &Path) -> Result<(), ProcessError> {
-    nix::unistd::chdir(cwd).map_err(|e| ProcessError::Cwd {
+/// Gives the process's stdio to its user before the switch to it, as runc's
+/// fixStdioPermissions: a pipe or file the runtime was handed belongs to the runtime's
+/// caller, and a process of another uid could not reopen it as /dev/stdout. Only the owner
+/// changes (the group may be one the mount prefers); /dev/null, and a descriptor that
+/// already has the uid, are left alone; one whose owner is not ours to change (EPERM, an
+/// unmapped id: EINVAL, a read-only /dev: EROFS) is left as it is, as runc leaves it.
+fn give_stdio(uid: u32) -> Result<(), ProcessError> {
+    const NULL: libc::dev_t = libc::makedev(1, 3);
+    for fd in 0..3 {
+        let st = match nix::sys::stat::fstat(fd) {
+            Ok(st) => st,
+            // A closed descriptor: nothing to give.
+            Err(nix::errno::Errno::EBADF) => continue,
+            Err(e) => {
+                return Err(ProcessError::StdioOwner {
+                    fd,
+                    uid,
+                    source: e.into(),
+                })
+            }
+        };
+        let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+        if st.st_uid == uid || (is_char && st.st_rdev == NULL) {
+            continue;
+        }
+        // SAFETY: fchown on one of our descriptors; no memory is passed.
+        if unsafe { libc::fchown(fd, uid, u32::MAX) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EROFS)
+            ) {
+                return Err(ProcessError::StdioOwner { fd, uid, source: e });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cwd_error(cwd: &Path) -> impl FnOnce(nix::errno::Errno) -> ProcessError + '_ {
+    move |e| ProcessError::Cwd {
         cwd: cwd.to_path_buf(),
         source: e.into(),
-    })?;
+    }
+}
+
+/// The first chdir into the process's cwd, as the runtime's user, before the switch to the
+/// container's (runc's order): a directory only root can traverse is entered now. Returns
+/// whether it is done; permission refused leaves it to [`enter_cwd`] as the container's
+/// user, who may be allowed where root is not (a root-squashed volume).
+fn enter_cwd_early(cwd: &Path) -> Result<bool, ProcessError> {
+    match nix::unistd::chdir(cwd) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => Ok(false),
+        Err(e) => Err(cwd_error(cwd)(e)),
+    }
+}
+
+/// chdir into the process's cwd unless [`enter_cwd_early`] did, and check that it really is
+/// inside the container: a cwd reached through a leaked host fd shows up as "(unreachable)"
+/// (CVE-2024-21626).
+fn enter_cwd(cwd: &Path, entered: bool) -> Result<(), ProcessError> {
+    if !entered {
+        nix::unistd::chdir(cwd).map_err(cwd_error(cwd))?;
+    }
     let now = nix::unistd::getcwd().map_err(|e| ProcessError::Cwd {
         cwd: cwd.to_path_buf(),
         source: e.into(),
@@ -277,15 +335,17 @@ pub(super) fn prepare(
         Some(c) => security::CapabilitySets::from_spec(c)?,
         None => security::CapabilitySets::default(),
     };
+    let entered = enter_cwd_early(process.cwd())?;
     security::drop_bounding(&caps)?;
     let user = process.user();
+    give_stdio(user.uid())?;
     security::set_identity(
         user.uid(),
         user.gid(),
         user.additional_gids().as_deref().unwrap_or(&[]),
     )?;
     security::apply_capabilities(&caps)?;
-    enter_cwd(process.cwd())?;
+    enter_cwd(process.cwd(), entered)?;
     let env = environment(process)?;
     let args = process.args().clone().unwrap_or_default();
     let c_args = c_strings("process.args", &args)?;

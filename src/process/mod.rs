@@ -88,6 +88,13 @@ pub enum ProcessError {
     Nul { field: String, value: String },
     #[error("marking descriptors close-on-exec before execve")]
     Cloexec(#[source] std::io::Error),
+    #[error("giving stdio descriptor {fd} to the process's uid {uid}")]
+    StdioOwner {
+        fd: i32,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("making the descriptors given as stdio the process's 0, 1 and 2")]
     Stdio(#[source] std::io::Error),
     #[error("running the clone chain in a single-threaded child")]
