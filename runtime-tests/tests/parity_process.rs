@@ -39,3 +39,139 @@ fn a_workdir_only_root_can_traverse_is_entered_before_the_switch_to_the_user() {
         assert_eq!((code, out.as_str()), (0, "/secret/work\n"), "stderr: {err}");
     });
 }
+
+/// A running container of `args` in `w` (config edited by `edit`): (id, init pid).
+fn running(w: &mut World, edit: impl FnOnce(&mut serde_json::Value)) -> (String, i32, Bundle) {
+    let mut b = w.bundle(&["sleep", "100"]);
+    b.set(edit);
+    let id = w.id("par");
+    let pid = w.create(&id, &b);
+    w.ok(&["start", &id]);
+    (id, pid, b)
+}
+
+fn finish(w: &World, id: &str, pid: i32) {
+    w.ok(&["delete", "--force", id]);
+    wait_exit(pid);
+}
+
+/// A command line of `w`'s runtime, for a shell.
+fn line(w: &World, rest: &str) -> String {
+    format!("{} --root {} {rest}", w.bin, w.root.display())
+}
+
+#[test]
+fn exec_tty_without_a_console_socket_relays_a_pty_in_the_foreground() {
+    on_both(|w| {
+        let (id, pid, b) = running(w, |_| {});
+        let out = b.dir.join("exec.out");
+        // A terminal on stdin (the pty of script(1)), stdout a file.
+        in_terminal(&line(
+            w,
+            &format!(
+                "exec -t {id} sh -c '[ -t 0 ] && echo a; echo b' > {}",
+                out.display()
+            ),
+        ));
+        let bytes = std::fs::read_to_string(&out).unwrap();
+        assert!(bytes.ends_with("a\nb\n"), "{bytes:?}");
+        finish(w, &id, pid);
+    });
+}
+
+#[test]
+fn run_tty_in_the_foreground_passes_newlines_unchanged() {
+    on_both(|w| {
+        let mut b = w.bundle(&["sh", "-c", "echo a; echo b"]);
+        b.set(|c| c["process"]["terminal"] = json!(true));
+        let id = w.id("tty");
+        let out = b.dir.join("run.out");
+        in_terminal(&line(
+            w,
+            &format!("run --bundle {} {id} > {}", b.dir_str(), out.display()),
+        ));
+        let bytes = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            bytes.ends_with("a\nb\n") && !bytes.contains('\r'),
+            "{bytes:?}"
+        );
+    });
+}
+
+#[test]
+fn exec_process_file_without_a_user_runs_as_root() {
+    on_both(|w| {
+        let (id, pid, b) = running(w, |c| {
+            c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        });
+        let file = b.dir.join("process.json");
+        let process = json!({"args": ["id"], "cwd": "/", "env": ["PATH=/bin"]});
+        std::fs::write(&file, process.to_string()).unwrap();
+        let out = w.ok(&["exec", "--process", file.to_str().unwrap(), &id]);
+        assert_eq!(out, "uid=0(root) gid=0(root)\n");
+        finish(w, &id, pid);
+    });
+}
+
+#[test]
+fn exec_env_from_the_command_line_wins_over_the_config() {
+    on_both(|w| {
+        let (id, pid, _b) = running(w, |c| {
+            c["process"]["env"] = json!(["PATH=/bin", "FOO=config", "BAR=kept"]);
+        });
+        // `env` itself, not a shell, which would tidy a duplicate away.
+        let out = w.ok(&["exec", "-e", "FOO=cli", &id, "env"]);
+        let foo: Vec<&str> = out.lines().filter(|l| l.starts_with("FOO=")).collect();
+        assert_eq!(foo, ["FOO=cli"], "{out}");
+        assert!(out.lines().any(|l| l == "BAR=kept"), "{out}");
+        finish(w, &id, pid);
+    });
+}
+
+#[test]
+fn exec_ignore_paused_runs_in_a_paused_container_once_resumed() {
+    on_both(|w| {
+        let (id, pid, b) = running(w, |_| {});
+        let cgroup = b.config["linux"]["cgroupsPath"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("/capsa/{id}"));
+        let procs = cgroup_file(
+            "freezer",
+            cgroup.trim_start_matches("/capsa/"),
+            "cgroup.procs",
+        );
+        w.ok(&["pause", &id]);
+        let err = w.fails(&["exec", &id, "true"]);
+        assert!(
+            err.contains("cannot exec in a paused container (use --ignore-paused to override)"),
+            "{err}"
+        );
+        let child = w
+            .cmd()
+            .args(["exec", "--ignore-paused", &id, "echo", "ran"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The process is in the frozen cgroup before the container is resumed.
+        wait_until("the exec'd process in the frozen cgroup", || {
+            std::fs::read_to_string(&procs).unwrap().lines().count() > 1
+        });
+        w.ok(&["resume", &id]);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+        finish(w, &id, pid);
+    });
+}
+
+#[test]
+fn a_non_semver_oci_version_is_accepted_as_runc_accepts_it() {
+    on_both(|w| {
+        let mut b = w.bundle(&["true"]);
+        b.set(|c| c["ociVersion"] = json!("not-a-version"));
+        let (code, _, err) = w.run(&b);
+        assert_eq!(code, 0, "{err}");
+    });
+}

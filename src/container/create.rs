@@ -182,6 +182,19 @@ pub(super) fn console_for(terminal: bool, socket: Option<&Path>) -> crate::Resul
     }
 }
 
+/// As [`console_for`], with the runtime's own console socket (`run` or `exec` in the
+/// foreground, relaying the pty) standing in for a `--console-socket` not given.
+pub(super) fn console_or_own(
+    terminal: bool,
+    socket: Option<&Path>,
+    own: Option<OwnedFd>,
+) -> crate::Result<Option<OwnedFd>> {
+    match own {
+        Some(fd) if terminal && socket.is_none() => Ok(Some(fd)),
+        _ => console_for(terminal, socket),
+    }
+}
+
 /// A requested AppArmor profile or SELinux label needs its LSM: refused before anything is
 /// made, rather than running the process unconfined.
 pub(super) fn check_lsm(process: Option<&oci_spec::runtime::Process>) -> crate::Result<()> {
@@ -254,10 +267,7 @@ impl Runtime {
             .and_then(|p| p.terminal())
             .unwrap_or(false);
         let stdio = stdio_for(terminal, opts.stdio.as_ref())?;
-        let console_socket = match own_console {
-            Some(fd) if terminal && opts.console_socket.is_none() => Some(fd),
-            _ => console_for(terminal, opts.console_socket.as_deref())?,
-        };
+        let console_socket = console_or_own(terminal, opts.console_socket.as_deref(), own_console)?;
         let rootfs =
             std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
                 spec::SpecError::Path {

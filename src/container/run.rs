@@ -4,7 +4,6 @@
 use super::abort::{self, SetupWatch};
 use super::relay;
 use super::{ContainerError, CreateOptions, Runtime};
-use crate::console::ConsoleError;
 use crate::process::{exit_code, ProcessError};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -120,7 +119,10 @@ impl Runtime {
                 .as_ref()
                 .and_then(|p| p.terminal())
                 .unwrap_or(false);
-            let console = match ours.filter(|_| terminal).map(|s| Console::attach(&s)) {
+            let console = match ours
+                .filter(|_| terminal)
+                .map(|s| relay::Console::attach(&s))
+            {
                 Some(Err(e)) => {
                     let aborted = watch.finish();
                     let _ = c.delete(true);
@@ -150,39 +152,5 @@ impl Runtime {
         })();
         let _ = old.thread_set_mask();
         result
-    }
-}
-
-/// capsa as the container's console: the pty master, the copying thread, the caller's
-/// terminal in raw mode. Dropping it (after the container is gone) drains the output and
-/// restores the terminal.
-struct Console {
-    master: std::os::fd::OwnedFd,
-    copier: Option<std::thread::JoinHandle<()>>,
-    _raw: relay::RawMode,
-}
-
-impl Console {
-    fn attach(socket: &std::os::fd::OwnedFd) -> Result<Self, ConsoleError> {
-        let master = crate::console::receive_master(socket.as_fd())?;
-        relay::copy_window_size(master.as_fd());
-        let copy_end = master.try_clone().map_err(|source| ConsoleError::Pty {
-            step: "duplicating the pty master",
-            source,
-        })?;
-        let raw = relay::RawMode::enter();
-        Ok(Console {
-            master,
-            copier: Some(std::thread::spawn(move || relay::copy(copy_end))),
-            _raw: raw,
-        })
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        if let Some(t) = self.copier.take() {
-            let _ = t.join(); // ends when the last slave end closes
-        }
     }
 }

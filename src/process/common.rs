@@ -228,13 +228,29 @@ fn enter_cwd(cwd: &Path, entered: bool) -> Result<(), ProcessError> {
 /// The spec's environment, plus HOME from the container's /etc/passwd (or "/") when unset,
 /// as runc does.
 fn environment(process: &Process) -> Result<Vec<String>, ProcessError> {
-    let mut env = process.env().clone().unwrap_or_default();
+    let mut env = merge_env(process.env().as_deref().unwrap_or(&[]));
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let uid = process.user().uid();
         let home = passwd_home(uid).map_err(|source| ProcessError::Passwd { uid, source })?;
         env.push(format!("HOME={}", home.unwrap_or_else(|| "/".into())));
     }
     Ok(env)
+}
+
+/// One entry per variable: a later `KEY=` replaces an earlier one's value in its place, as
+/// runc's init builds the environment with one setenv per entry (so `exec -e KEY=VAL`, added
+/// after the config's, wins over it).
+fn merge_env(entries: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        let same = |o: &String| o.split_once('=').map_or(o.as_str(), |(k, _)| k) == key;
+        match out.iter_mut().find(|o| same(o)) {
+            Some(slot) => slot.clone_from(e),
+            None => out.push(e.clone()),
+        }
+    }
+    out
 }
 
 /// The home directory of `uid` from /etc/passwd, opened inside the container (a symlink in
@@ -435,6 +451,16 @@ mod tests {
         assert_eq!(home(1000).as_deref(), Some("/home/a"));
         assert_eq!(home(7).as_deref(), Some("/"));
         assert_eq!(home(42), None);
+    }
+
+    #[test]
+    fn a_later_variable_replaces_an_earlier_one_in_its_place() {
+        let env = |v: &[&str]| merge_env(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            env(&["PATH=/bin", "A=1", "B=2", "A=3", "C", "C=4"]),
+            ["PATH=/bin", "A=3", "B=2", "C=4"]
+        );
+        assert_eq!(env(&["A=1", "AB=2", "A="]), ["A=", "AB=2"]);
     }
 
     #[test]

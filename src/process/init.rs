@@ -110,7 +110,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        crate::console::setup(socket, size, true)?;
+        crate::console::setup(socket, size, true, false)?;
     }
     namespaces::set_uts(
         cfg.spec.hostname().as_deref(),
