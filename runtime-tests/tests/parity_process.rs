@@ -175,3 +175,80 @@ fn a_non_semver_oci_version_is_accepted_as_runc_accepts_it() {
         assert_eq!(code, 0, "{err}");
     });
 }
+
+#[test]
+fn create_container_hooks_run_in_the_root_and_container_hooks_get_the_process_env() {
+    on_both(|w| {
+        let mut b = w.bundle(&["true"]);
+        let created = b.dir.join("create-container.out");
+        let script = format!("{{ pwd; echo \"$CONT\"; }} > {}", created.display());
+        b.set(|c| {
+            c["root"]["readonly"] = json!(false);
+            c["process"]["env"] = json!(["PATH=/bin", "CONT=from-process"]);
+            c["hooks"] = json!({
+                // Run by init before pivot_root: the host's sh, writing to the bundle.
+                "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", script]}],
+                // Run by init inside the container: its sh, writing to its root.
+                "startContainer": [{"path": "/bin/sh",
+                    "args": ["sh", "-c", "echo \"$CONT\" > /start-container.out"]}],
+            });
+        });
+        let (code, _, err) = w.run(&b);
+        assert_eq!(code, 0, "{err}");
+        let rootfs = b.rootfs().canonicalize().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&created).unwrap(),
+            format!("{}\nfrom-process\n", rootfs.display())
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("start-container.out")).unwrap(),
+            "from-process\n"
+        );
+    });
+}
+
+#[test]
+fn the_runtimes_hooks_run_in_the_bundle() {
+    on_both(|w| {
+        let mut b = w.bundle(&["true"]);
+        let hook = |kind: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("pwd > {kind}.out")]});
+        b.set(|c| {
+            c["hooks"] = json!({
+                "createRuntime": [hook("create-runtime")],
+                "poststart": [hook("poststart")],
+                "poststop": [hook("poststop")],
+            });
+        });
+        let (code, _, err) = w.run(&b);
+        assert_eq!(code, 0, "{err}");
+        let bundle = b.dir.canonicalize().unwrap();
+        for kind in ["create-runtime", "poststart", "poststop"] {
+            let out = std::fs::read_to_string(bundle.join(format!("{kind}.out")));
+            assert_eq!(out.unwrap(), format!("{}\n", bundle.display()), "{kind}");
+        }
+    });
+}
+
+/// The spec's rule, not runc's: runc 1.1 stops at the first failing poststop hook.
+#[test]
+fn every_poststop_hook_runs_after_one_fails_and_the_delete_succeeds() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["true"]);
+    let second = b.dir.join("second.out");
+    b.set(|c| {
+        c["hooks"] = json!({"poststop": [
+            {"path": "/bin/false"},
+            {"path": "/bin/sh", "args": ["sh", "-c", format!("echo ran > {}", second.display())]},
+        ]});
+    });
+    let id = w.id("poststop");
+    w.create(&id, &b);
+    let out = w.capsa(&["delete", &id]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("poststop hook #0 (/bin/false): exit status 1"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), "ran\n");
+}

@@ -161,11 +161,21 @@ impl SpawnHooks for CreateHooks<'_> {
     fn create_runtime(&mut self, state: &str) -> crate::Result<()> {
         let h = self.spec.hooks().as_ref();
         #[allow(deprecated)]
-        hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), state)?;
+        let ctx = hooks::Context {
+            cwd: Some(self.bundle),
+            env: None,
+        };
+        hooks::run_all(
+            "prestart",
+            h.and_then(|h| h.prestart().as_ref()),
+            state,
+            ctx,
+        )?;
         hooks::run_all(
             "createRuntime",
             h.and_then(|h| h.create_runtime().as_ref()),
             state,
+            ctx,
         )?;
         Ok(())
     }

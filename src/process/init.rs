@@ -18,6 +18,9 @@ struct Ready {
     /// /proc/self/fd of the host's procfs, opened before pivot_root, to reopen exec.fifo.
     proc_fd_dir: OwnedFd,
     state: String,
+    /// The process's environment (HOME included), for startContainer hooks without an
+    /// env of their own: runc's init has it as its own by then.
+    env: Vec<String>,
 }
 
 /// Init's entry point; never returns.
@@ -100,6 +103,10 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
         "createContainer",
         hooks.and_then(|h| h.create_container().as_ref()),
         &state,
+        hooks::Context {
+            cwd: Some(cfg.rootfs),
+            env: process.env().as_deref(),
+        },
     )?;
     let proc_fd_dir = std::fs::File::open("/proc/self/fd")
         .map(OwnedFd::from)
@@ -124,9 +131,14 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     chan.ready()?;
     chan.wait_for_hand_over(|| common::die_with_parent(false))?;
     Ok(Ready {
-        exec,
         proc_fd_dir,
         state,
+        env: exec
+            .env
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect(),
+        exec,
     })
 }
 
@@ -148,10 +160,15 @@ fn start(cfg: &InitConfig, ready: Ready) -> crate::Result<()> {
     // that the container process has been executed, so poststart hooks run after it.
     drop(ready.proc_fd_dir);
     let hooks = cfg.spec.hooks().as_ref();
+    // In the process's cwd, entered by now.
     hooks::run_all(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
         &ready.state,
+        hooks::Context {
+            cwd: None,
+            env: Some(&ready.env),
+        },
     )?;
     let Err(e) = common::exec(&ready.exec, cfg.preserve_fds);
     drop(fifo);
