@@ -55,6 +55,15 @@ fn finish(w: &World, id: &str, pid: i32) {
     wait_exit(pid);
 }
 
+/// The name under /capsa of the cgroup of container `id` (runc's is in the bundle).
+fn cgroup_name(b: &Bundle, id: &str) -> String {
+    b.config["linux"]["cgroupsPath"]
+        .as_str()
+        .and_then(|p| p.strip_prefix("/capsa/"))
+        .unwrap_or(id)
+        .to_string()
+}
+
 /// A command line of `w`'s runtime, for a shell.
 fn line(w: &World, rest: &str) -> String {
     format!("{} --root {} {rest}", w.bin, w.root.display())
@@ -132,15 +141,7 @@ fn exec_env_from_the_command_line_wins_over_the_config() {
 fn exec_ignore_paused_runs_in_a_paused_container_once_resumed() {
     on_both(|w| {
         let (id, pid, b) = running(w, |_| {});
-        let cgroup = b.config["linux"]["cgroupsPath"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("/capsa/{id}"));
-        let procs = cgroup_file(
-            "freezer",
-            cgroup.trim_start_matches("/capsa/"),
-            "cgroup.procs",
-        );
+        let procs = cgroup_file("freezer", &cgroup_name(&b, &id), "cgroup.procs");
         w.ok(&["pause", &id]);
         let err = w.fails(&["exec", &id, "true"]);
         assert!(
@@ -251,4 +252,46 @@ fn every_poststop_hook_runs_after_one_fails_and_the_delete_succeeds() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&second).unwrap(), "ran\n");
+}
+
+#[test]
+fn run_keep_leaves_the_container_stopped_until_delete() {
+    on_both(|w| {
+        let b = w.bundle(&["sh", "-c", "exit 3"]);
+        let id = w.id("keep");
+        let out = w.capsa(&["run", "--keep", "--bundle", b.dir_str(), &id]);
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(w.status(&id), "stopped");
+        w.ok(&["delete", &id]);
+        assert!(w.fails(&["state", &id]).contains("does not exist"));
+    });
+}
+
+#[test]
+fn exec_cgroup_puts_the_process_in_sub_cgroups_of_the_containers() {
+    on_both(|w| {
+        let (id, pid, b) = running(w, |_| {});
+        let name = cgroup_name(&b, &id);
+        let subs = ["pids", "memory"].map(|c| cgroup_file(c, &name, "sub"));
+        subs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
+        let placed = |arg: &str| -> Vec<String> {
+            let out = w.ok(&["exec", "--cgroup", arg, &id, "cat", "/proc/self/cgroup"]);
+            ["pids", "memory", "cpu"]
+                .iter()
+                .map(|c| {
+                    let line = out.lines().find(|l| l.split(':').nth(1) == Some(c));
+                    let line = line.unwrap_or_else(|| panic!("{c} not in {out}"));
+                    format!("{c}{}", if line.ends_with("/sub") { "/sub" } else { "" })
+                })
+                .collect()
+        };
+        assert_eq!(placed("pids:sub"), ["pids/sub", "memory", "cpu"]);
+        assert_eq!(placed("pids,memory:sub"), ["pids/sub", "memory/sub", "cpu"]);
+        let err = w.fails(&["exec", "--cgroup", "a:b:c", &id, "true"]);
+        assert!(err.contains("invalid --cgroup argument"), "{err}");
+        let err = w.fails(&["exec", "--cgroup", "bogus:sub", &id, "true"]);
+        assert!(err.contains("unknown controller bogus"), "{err}");
+        subs.iter().for_each(|d| std::fs::remove_dir(d).unwrap());
+        finish(w, &id, pid);
+    });
 }

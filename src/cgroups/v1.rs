@@ -61,6 +61,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
 pub struct Manager {
     path: PathBuf,
     hierarchies: Vec<Hierarchy>,
+    /// (mountpoint, sub-cgroup): hierarchies where the directory is a sub-cgroup of `path`
+    /// (`exec --cgroup`).
+    subs: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Manager {
@@ -73,6 +76,7 @@ impl Manager {
         Ok(Manager {
             path: path.to_path_buf(),
             hierarchies,
+            subs: Vec::new(),
         })
     }
 
@@ -85,12 +89,47 @@ impl Manager {
         Manager {
             path: path.to_path_buf(),
             hierarchies: self.hierarchies.clone(),
+            subs: Vec::new(),
         }
     }
 
+    /// This cgroup with the sub-cgroups `sub` in place of its own directories: every
+    /// hierarchy for `sub.all`, the one holding each controller named.
+    pub fn below(&self, sub: &super::SubCgroups) -> Result<Self, CgroupError> {
+        let mut subs: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut set = |mountpoint: &Path, path: &Path| {
+            subs.retain(|(m, _)| m != mountpoint);
+            subs.push((mountpoint.to_path_buf(), path.to_path_buf()));
+        };
+        if let Some(all) = &sub.all {
+            self.hierarchies
+                .iter()
+                .for_each(|h| set(&h.mountpoint, all));
+        }
+        for (controller, path) in &sub.by_controller {
+            let h = self
+                .hierarchies
+                .iter()
+                .find(|h| h.has(controller))
+                .ok_or_else(|| CgroupError::SubCgroup {
+                    reason: format!("unknown controller {controller}"),
+                })?;
+            set(&h.mountpoint, path);
+        }
+        Ok(Manager {
+            subs,
+            ..self.clone()
+        })
+    }
+
     fn dir(&self, h: &Hierarchy) -> PathBuf {
-        h.mountpoint
-            .join(self.path.strip_prefix("/").unwrap_or(&self.path))
+        let dir = h
+            .mountpoint
+            .join(self.path.strip_prefix("/").unwrap_or(&self.path));
+        match self.subs.iter().find(|(m, _)| *m == h.mountpoint) {
+            Some((_, sub)) => dir.join(sub),
+            None => dir,
+        }
     }
 
     fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {

@@ -51,6 +51,10 @@ pub struct Args {
     /// AppArmor profile for the process (an error when AppArmor is not enabled)
     #[arg(long, value_name = "PROFILE")]
     pub apparmor: Option<String>,
+    /// Run the process in an existing sub-cgroup of the container's: PATH (every
+    /// hierarchy) or CONTROLLER[,CONTROLLER]:PATH, repeated
+    #[arg(long = "cgroup", value_name = "[CONTROLLER:]PATH")]
+    pub cgroup: Vec<String>,
     /// Run the process even if the container is paused (it stays frozen until resume)
     #[arg(long = "ignore-paused")]
     pub ignore_paused: bool,
@@ -153,6 +157,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
         preserve_fds: args.preserve_fds,
         stdio: None,
         ignore_paused: args.ignore_paused,
+        sub_cgroups: capsa::cgroups::SubCgroups::parse(&args.cgroup)?,
     };
     let pid_file = args.pid_file.as_ref().map(|p| cwd.join(p));
     let write_pid = |pid: nix::unistd::Pid| -> capsa::Result<()> {

@@ -20,6 +20,8 @@ pub struct ExecOptions {
     /// Run it in a paused container too (runc's `--ignore-paused`): it stays frozen with
     /// the rest until `resume`.
     pub ignore_paused: bool,
+    /// Sub-cgroups of the container's that the process joins instead (runc's `--cgroup`).
+    pub sub_cgroups: crate::cgroups::SubCgroups,
 }
 
 impl Container {
@@ -49,10 +51,15 @@ impl Container {
         let own = own_console.is_some() && opts.console_socket.is_none();
         let socket =
             super::create::console_or_own(terminal, opts.console_socket.as_deref(), own_console)?;
+        let placed = if opts.sub_cgroups.is_empty() {
+            cgroup
+        } else {
+            cgroup.below(&opts.sub_cgroups)?
+        };
         process::spawn_exec(&ExecConfig {
             init,
             process,
-            cgroup: &cgroup,
+            cgroup: &placed,
             console_socket: socket.as_ref().map(|s| s.as_fd()),
             own_console: own,
             preserve_fds: opts.preserve_fds as i32,

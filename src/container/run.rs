@@ -77,8 +77,15 @@ fn reap(pid: Pid) -> crate::Result<Option<i32>> {
 
 impl Runtime {
     /// Creates and starts `id`. Detached, returns 0 once it runs. In the foreground, returns
-    /// the container's exit status (128+N for a signal) after deleting it.
-    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> crate::Result<i32> {
+    /// the container's exit status (128+N for a signal) after deleting it, or, with `keep`
+    /// (runc's `run --keep`), leaving it stopped for `state` and `delete`.
+    pub fn run(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> crate::Result<i32> {
         if detach {
             abort::abortable(|| {
                 let c = self.create_with_console(id, opts, None)?;
@@ -140,7 +147,11 @@ impl Runtime {
                 Some(sig) => Ok(killed_by(sig)),
                 None => started.and_then(|()| forward_until_exit(pid, &set, master)),
             };
-            let deleted = c.delete(true);
+            // Kept only when it ran to its end; a run undone by a signal is deleted.
+            let deleted = match (keep, aborted, &outcome) {
+                (true, None, Ok(_)) => Ok(()),
+                _ => c.delete(true),
+            };
             if aborted.is_some() {
                 // Killed, and waited for by delete: reap it, as forward_until_exit would.
                 let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
