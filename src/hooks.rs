@@ -64,6 +64,7 @@ pub fn run(
     ctx: Context,
 ) -> Result<(), HookError> {
     let path = hook.path().clone();
+    log::debug!("running {kind} hook #{index} ({})", path.display());
     let mut cmd = Command::new(&path);
     if let Some(args) = hook.args() {
         if let Some(arg0) = args.first() {

@@ -295,3 +295,67 @@ fn exec_cgroup_puts_the_process_in_sub_cgroups_of_the_containers() {
         finish(w, &id, pid);
     });
 }
+
+#[test]
+fn debug_goes_to_the_log_file_in_its_format_from_every_step() {
+    on_both(|w| {
+        let mut b = w.bundle(&["true"]);
+        b.set(|c| c["hooks"] = json!({"createContainer": [{"path": "/bin/true"}]}));
+        for format in ["json", "text"] {
+            let log = b.dir.join(format!("{format}.log"));
+            let id = w.id("debug");
+            let out = w.capsa(&[
+                "--debug",
+                "--log",
+                log.to_str().unwrap(),
+                "--log-format",
+                format,
+                "run",
+                "--bundle",
+                b.dir_str(),
+                &id,
+            ]);
+            assert!(out.status.success());
+            let text = std::fs::read_to_string(&log).unwrap();
+            let debug: Vec<&str> = text
+                .lines()
+                .filter(|l| match format {
+                    "json" => {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        assert!(v["msg"].is_string() && v["time"].is_string(), "{l}");
+                        v["level"] == "debug"
+                    }
+                    _ => l.starts_with("time=\"") && l.contains(" level=debug msg=\""),
+                })
+                .collect();
+            assert!(debug.len() > 3, "{format}: {text}");
+            if w.bin == BIN {
+                // Each step says what it does, from the runtime and from init.
+                for step in [
+                    "namespaces: new",
+                    "cgroup /capsa/",
+                    "init: mounted proc on /proc",
+                    "running createContainer hook #0",
+                    "init: pivot_root",
+                    "init: executing /bin/true",
+                ] {
+                    assert!(
+                        debug.iter().any(|l| l.contains(step)),
+                        "{step} not in {text}"
+                    );
+                }
+                if format == "json" {
+                    let keys = |l: &str| {
+                        let v: serde_json::Map<String, serde_json::Value> =
+                            serde_json::from_str(l).unwrap();
+                        v.keys().cloned().collect::<Vec<_>>()
+                    };
+                    assert!(debug.iter().all(|l| keys(l) == ["level", "msg", "time"]));
+                    assert!(debug
+                        .iter()
+                        .all(|l| l.starts_with("{\"level\":\"debug\",\"msg\":")));
+                }
+            }
+        }
+    });
+}

@@ -347,6 +347,20 @@ impl Runtime {
             })
             .collect();
         cgroup.apply(&resources, &device_nodes, true)?;
+        log::debug!(
+            "cgroup {}: created, linux.resources applied",
+            cgroup_path.display()
+        );
+        log::debug!(
+            "namespaces: new {:?}{}, joining {:?}",
+            plan.clone_flags,
+            if plan.unshare_cgroup {
+                " and cgroup"
+            } else {
+                ""
+            },
+            plan.joins
+        );
 
         let fifo_path = dir.join(state::EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).map_err(|e| {

@@ -51,6 +51,7 @@ impl Container {
         let own = own_console.is_some() && opts.console_socket.is_none();
         let socket =
             super::create::console_or_own(terminal, opts.console_socket.as_deref(), own_console)?;
+        log::debug!("exec: joining the namespaces of init {init}");
         let placed = if opts.sub_cgroups.is_empty() {
             cgroup
         } else {

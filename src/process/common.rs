@@ -344,8 +344,10 @@ pub(super) fn prepare(
     let nnp = process.no_new_privileges().unwrap_or(false);
     if nnp {
         security::set_no_new_privs()?;
+        log::debug!("no_new_privs set");
     } else if let Some(f) = &filter {
         load(f)?;
+        log::debug!("seccomp filter loaded (before the user switch: no no_new_privs)");
     }
     let caps = match process.capabilities() {
         Some(c) => security::CapabilitySets::from_spec(c)?,
@@ -361,6 +363,12 @@ pub(super) fn prepare(
         user.additional_gids().as_deref().unwrap_or(&[]),
     )?;
     security::apply_capabilities(&caps)?;
+    log::debug!(
+        "user {}:{} (additional gids {:?}), capabilities set",
+        user.uid(),
+        user.gid(),
+        user.additional_gids().as_deref().unwrap_or(&[])
+    );
     enter_cwd(process.cwd(), entered)?;
     let env = environment(process)?;
     let args = process.args().clone().unwrap_or_default();
@@ -370,6 +378,7 @@ pub(super) fn prepare(
     apply_lsm_labels(process)?;
     if let (Some(f), true) = (&filter, nnp) {
         load(f)?;
+        log::debug!("seccomp filter loaded");
     }
     Ok(Exec {
         // The name had no NUL (checked above), and PATH entries joined to it come from env.

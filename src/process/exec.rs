@@ -110,7 +110,7 @@ fn setup(
     cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
-    common::close_inherited(3 + cfg.preserve_fds, &keep);
+    common::close_inherited(3 + cfg.preserve_fds, &super::with_log_fd(keep));
     chan.wait_for_proceed()?;
     if joined_user {
         security::set_identity(0, 0, &[])?;
