@@ -114,11 +114,13 @@ fn peer_of(master: BorrowedFd) -> Result<OwnedFd, ConsoleError> {
 /// Allocates a pty from the container's own devpts, sends its master over `socket`, and
 /// makes its peer our stdio and controlling terminal. With `mount_console` (the container's
 /// init, not an exec) the peer is also bind-mounted on /dev/console, from the descriptor,
-/// as runc does.
+/// as runc does. With `clear_onlcr` (a runtime that is itself the console, as runc's
+/// foreground exec) the pty passes newlines as written, before anything is run on it.
 pub fn setup(
     socket: BorrowedFd,
     size: Option<(u16, u16)>,
     mount_console: bool,
+    clear_onlcr: bool,
 ) -> Result<(), ConsoleError> {
     let root: OwnedFd = std::fs::File::open("/")
         .map_err(io_err("opening /"))?
@@ -167,6 +169,9 @@ pub fn setup(
             .map_err(pty_err("setting the console size"))?;
     }
     let slave = peer_of(master.as_fd())?;
+    if clear_onlcr {
+        clear_onlcr_of(slave.as_fd())?;
+    }
     if mount_console {
         // /dev/console is the same terminal (as runc and crun do it).
         let console = resolve::ensure(root.as_fd(), Path::new("/dev/console"), false)
@@ -205,6 +210,16 @@ pub fn setup(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// Turns off a pty's NL -> CRNL translation, as runc's own console does (ClearONLCR): the
+/// caller gets the container's bytes as written, and its terminal (raw) shows them as the
+/// container's would.
+pub fn clear_onlcr_of(pty: BorrowedFd) -> Result<(), ConsoleError> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, OutputFlags, SetArg};
+    let mut t = tcgetattr(pty).map_err(pty_err("reading the pty's termios"))?;
+    t.output_flags.remove(OutputFlags::ONLCR);
+    tcsetattr(pty, SetArg::TCSANOW, &t).map_err(pty_err("clearing ONLCR on the pty"))
+}
 
 /// Receives the pty master that init (or an exec'd process) sent over a console socket:
 /// the caller's side of `--console-socket`, connected.

@@ -3,7 +3,7 @@
 use oci_spec::runtime::Hook;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -43,9 +43,28 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
+/// Where a list of hooks runs, and the environment a hook without `env` gets (runc's
+/// places: the runtime's hooks in the bundle, createContainer in the container's root
+/// (before pivot_root), startContainer in the process's cwd; those two run by the
+/// container's init, which has the process's environment by then).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The working directory; `None`: the caller's own.
+    pub cwd: Option<&'a Path>,
+    /// The environment of a hook that names none; `None`: an empty one.
+    pub env: Option<&'a [String]>,
+}
+
 /// Runs one hook; `kind` names the hook list ("createRuntime", ...) in errors.
-pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
+pub fn run(
+    kind: &'static str,
+    index: usize,
+    hook: &Hook,
+    state: &str,
+    ctx: Context,
+) -> Result<(), HookError> {
     let path = hook.path().clone();
+    log::debug!("running {kind} hook #{index} ({})", path.display());
     let mut cmd = Command::new(&path);
     if let Some(args) = hook.args() {
         if let Some(arg0) = args.first() {
@@ -54,10 +73,14 @@ pub fn run(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
         cmd.args(args.iter().skip(1));
     }
     cmd.env_clear();
-    for kv in hook.env().iter().flatten() {
+    let env = hook.env().as_deref().or(ctx.env).unwrap_or(&[]);
+    for kv in env {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }
+    }
+    if let Some(dir) = ctx.cwd {
+        cmd.current_dir(dir);
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -122,9 +145,20 @@ pub fn run_all(
     kind: &'static str,
     hooks: Option<&Vec<Hook>>,
     state: &str,
+    ctx: Context,
 ) -> Result<(), HookError> {
     for (index, hook) in hooks.into_iter().flatten().enumerate() {
-        run(kind, index, hook, state)?;
+        run(kind, index, hook, state, ctx)?;
     }
     Ok(())
+}
+
+/// Runs every hook of a list, each failure logged as a warning and the rest run all the
+/// same: the spec's rule for poststop hooks (runc 1.1 stops at the first failure).
+pub fn run_all_warning(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &str, ctx: Context) {
+    for (index, hook) in hooks.into_iter().flatten().enumerate() {
+        if let Err(e) = run(kind, index, hook, state, ctx) {
+            log::warn!("{e}");
+        }
+    }
 }

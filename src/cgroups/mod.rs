@@ -12,11 +12,13 @@ mod fs;
 mod oom;
 pub mod resources;
 pub mod stats;
+mod sub;
 pub mod v1;
 pub mod v2;
 
 use nix::unistd::Pid;
 use std::path::{Component, Path, PathBuf};
+pub use sub::SubCgroups;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -85,6 +87,10 @@ pub enum CgroupError {
     NoHierarchy,
     #[error("linux.cgroupsPath {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
+    #[error("invalid --cgroup argument {arg:?}: {reason}")]
+    InvalidSubCgroup { arg: String, reason: &'static str },
+    #[error("--cgroup: {reason}")]
+    SubCgroup { reason: String },
 }
 
 /// What a `cgroup` mount inside the container shows.
@@ -377,6 +383,31 @@ impl Manager {
             Manager::V1(m) => Manager::V1(m.at(path)),
             Manager::V2(_) => Manager::V2(v2::Manager::new(path)),
             Manager::None(_) => Manager::None(path.to_path_buf()),
+        }
+    }
+
+    /// The manager that places a process in the sub-cgroups `sub` of this one (`exec
+    /// --cgroup`); they must exist already.
+    pub fn below(&self, sub: &SubCgroups) -> Result<Manager, CgroupError> {
+        match self {
+            Manager::V1(m) => Ok(Manager::V1(m.below(sub)?)),
+            Manager::V2(m) => {
+                // One hierarchy: every path given must be the same one.
+                let mut paths = sub
+                    .all
+                    .iter()
+                    .chain(sub.by_controller.iter().map(|(_, p)| p));
+                let first = paths.next().cloned().unwrap_or_default();
+                if paths.any(|p| *p != first) {
+                    return Err(CgroupError::SubCgroup {
+                        reason: "different sub-cgroups for one cgroup v2 hierarchy".into(),
+                    });
+                }
+                Ok(Manager::V2(v2::Manager::new(&m.path().join(first))))
+            }
+            Manager::None(_) => Err(CgroupError::SubCgroup {
+                reason: "the container has no cgroup".into(),
+            }),
         }
     }
 

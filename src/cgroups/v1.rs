@@ -100,6 +100,9 @@ pub struct Manager {
     /// The cgroup2 mount of a hybrid host. It has no controllers, but the container has a
     /// cgroup there too, as runc gives it one: what runs inside (systemd) looks for it.
     unified: Option<PathBuf>,
+    /// (mountpoint, sub-cgroup): hierarchies where the directory is a sub-cgroup of `path`
+    /// (`exec --cgroup`).
+    subs: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Manager {
@@ -113,6 +116,7 @@ impl Manager {
             path: path.to_path_buf(),
             hierarchies,
             unified: parse_unified(&info),
+            subs: Vec::new(),
         })
     }
 
@@ -132,12 +136,47 @@ impl Manager {
             path: path.to_path_buf(),
             hierarchies: self.hierarchies.clone(),
             unified: self.unified.clone(),
+            subs: Vec::new(),
         }
     }
 
+    /// This cgroup with the sub-cgroups `sub` in place of its own directories: every
+    /// hierarchy for `sub.all`, the one holding each controller named.
+    pub fn below(&self, sub: &super::SubCgroups) -> Result<Self, CgroupError> {
+        let mut subs: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut set = |mountpoint: &Path, path: &Path| {
+            subs.retain(|(m, _)| m != mountpoint);
+            subs.push((mountpoint.to_path_buf(), path.to_path_buf()));
+        };
+        if let Some(all) = &sub.all {
+            self.hierarchies
+                .iter()
+                .for_each(|h| set(&h.mountpoint, all));
+        }
+        for (controller, path) in &sub.by_controller {
+            let h = self
+                .hierarchies
+                .iter()
+                .find(|h| h.has(controller))
+                .ok_or_else(|| CgroupError::SubCgroup {
+                    reason: format!("unknown controller {controller}"),
+                })?;
+            set(&h.mountpoint, path);
+        }
+        Ok(Manager {
+            subs,
+            ..self.clone()
+        })
+    }
+
     fn dir(&self, h: &Hierarchy) -> PathBuf {
-        h.mountpoint
-            .join(self.path.strip_prefix("/").unwrap_or(&self.path))
+        let dir = h
+            .mountpoint
+            .join(self.path.strip_prefix("/").unwrap_or(&self.path));
+        match self.subs.iter().find(|(m, _)| *m == h.mountpoint) {
+            Some((_, sub)) => dir.join(sub),
+            None => dir,
+        }
     }
 
     /// The cgroup's directory in every v1 hierarchy.

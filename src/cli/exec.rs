@@ -11,7 +11,8 @@ pub struct Args {
     /// A process JSON (the OCI process object) instead of a command line
     #[arg(short = 'p', long, value_name = "FILE")]
     pub process: Option<PathBuf>,
-    /// Allocate a terminal (needs --console-socket)
+    /// Allocate a terminal: its master goes to --console-socket, or, in the foreground
+    /// without one, capsa relays it to its own stdio
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Unix socket that receives the pty master
@@ -50,6 +51,13 @@ pub struct Args {
     /// AppArmor profile for the process (an error when AppArmor is not enabled)
     #[arg(long, value_name = "PROFILE")]
     pub apparmor: Option<String>,
+    /// Run the process in an existing sub-cgroup of the container's: PATH (every
+    /// hierarchy) or CONTROLLER[,CONTROLLER]:PATH, repeated
+    #[arg(long = "cgroup", value_name = "[CONTROLLER:]PATH")]
+    pub cgroup: Vec<String>,
+    /// Run the process even if the container is paused (it stays frozen until resume)
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
     /// The container's id
     pub id: String,
     /// The command and its arguments (unless --process)
@@ -68,8 +76,13 @@ fn build(args: &Args, template: Option<&Process>) -> anyhow::Result<Process> {
     if let Some(path) = &args.process {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let v: Value =
+        let mut v: Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        // runc reads the file into Go's zero values: a process without a user runs as 0:0.
+        if let Some(p) = v.as_object_mut() {
+            p.entry("user")
+                .or_insert_with(|| json!({"uid": 0, "gid": 0}));
+        }
         return parse_process(v);
     }
     anyhow::ensure!(
@@ -143,6 +156,8 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
         console_socket: args.console_socket.as_ref().map(|p| cwd.join(p)),
         preserve_fds: args.preserve_fds,
         stdio: None,
+        ignore_paused: args.ignore_paused,
+        sub_cgroups: capsa::cgroups::SubCgroups::parse(&args.cgroup)?,
     };
     let pid_file = args.pid_file.as_ref().map(|p| cwd.join(p));
     let write_pid = |pid: nix::unistd::Pid| -> capsa::Result<()> {

@@ -119,6 +119,10 @@ pub fn init(options: &super::Options) -> anyhow::Result<&'static Logger> {
         level,
     });
     let _ = ::log::set_logger(logger);
+    // The container's init and exec'd processes log to the same file (see set_log_fd).
+    if let Some(Ok(f)) = logger.file.as_ref().map(|f| f.lock()) {
+        capsa::process::set_log_fd(Some(std::os::fd::AsFd::as_fd(&*f)));
+    }
     ::log::set_max_level(level);
     Ok(logger)
 }

@@ -12,8 +12,11 @@ pub struct Args {
     /// Return once the container has started
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Do not delete the container after it exits (it stays stopped until delete)
+    #[arg(long)]
+    pub keep: bool,
 }
 
 pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
-    Ok(runtime.run(&args.id, &args.opts.to_options()?, args.detach)?)
+    Ok(runtime.run(&args.id, &args.opts.to_options()?, args.detach, args.keep)?)
 }

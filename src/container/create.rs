@@ -161,11 +161,21 @@ impl SpawnHooks for CreateHooks<'_> {
     fn create_runtime(&mut self, state: &str) -> crate::Result<()> {
         let h = self.spec.hooks().as_ref();
         #[allow(deprecated)]
-        hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), state)?;
+        let ctx = hooks::Context {
+            cwd: Some(self.bundle),
+            env: None,
+        };
+        hooks::run_all(
+            "prestart",
+            h.and_then(|h| h.prestart().as_ref()),
+            state,
+            ctx,
+        )?;
         hooks::run_all(
             "createRuntime",
             h.and_then(|h| h.create_runtime().as_ref()),
             state,
+            ctx,
         )?;
         Ok(())
     }
@@ -179,6 +189,19 @@ pub(super) fn console_for(terminal: bool, socket: Option<&Path>) -> crate::Resul
         (false, Some(_)) => Err(ContainerError::SocketWithoutTerminal.into()),
         (true, Some(path)) => Ok(Some(crate::console::connect(path)?)),
         (false, None) => Ok(None),
+    }
+}
+
+/// As [`console_for`], with the runtime's own console socket (`run` or `exec` in the
+/// foreground, relaying the pty) standing in for a `--console-socket` not given.
+pub(super) fn console_or_own(
+    terminal: bool,
+    socket: Option<&Path>,
+    own: Option<OwnedFd>,
+) -> crate::Result<Option<OwnedFd>> {
+    match own {
+        Some(fd) if terminal && socket.is_none() => Ok(Some(fd)),
+        _ => console_for(terminal, socket),
     }
 }
 
@@ -255,10 +278,7 @@ impl Runtime {
             .and_then(|p| p.terminal())
             .unwrap_or(false);
         let stdio = stdio_for(terminal, opts.stdio.as_ref())?;
-        let console_socket = match own_console {
-            Some(fd) if terminal && opts.console_socket.is_none() => Some(fd),
-            _ => console_for(terminal, opts.console_socket.as_deref())?,
-        };
+        let console_socket = console_or_own(terminal, opts.console_socket.as_deref(), own_console)?;
         let rootfs =
             std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
                 spec::SpecError::Path {
@@ -329,6 +349,20 @@ impl Runtime {
             })
             .collect();
         cgroup.apply(&resources, &device_nodes, true)?;
+        log::debug!(
+            "cgroup {}: created, linux.resources applied",
+            cgroup_path.display()
+        );
+        log::debug!(
+            "namespaces: new {:?}{}, joining {:?}",
+            plan.clone_flags,
+            if plan.unshare_cgroup {
+                " and cgroup"
+            } else {
+                ""
+            },
+            plan.joins
+        );
 
         let fifo_path = dir.join(state::EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).map_err(|e| {

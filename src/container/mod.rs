@@ -56,7 +56,7 @@ pub enum ContainerError {
     },
     #[error("cannot exec in a stopped container")]
     ExecStopped,
-    #[error("cannot exec in a paused container")]
+    #[error("cannot exec in a paused container (use --ignore-paused to override)")]
     ExecPaused,
     #[error("container not paused")]
     NotPaused,

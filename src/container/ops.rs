@@ -241,7 +241,11 @@ impl Container {
         }
         let state = c.hook_state(Status::Running);
         let poststart = c.state.hooks.as_ref().and_then(|h| h.poststart().as_ref());
-        if let Err(e) = hooks::run_all("poststart", poststart, &state) {
+        let ctx = hooks::Context {
+            cwd: Some(&c.state.bundle),
+            env: None,
+        };
+        if let Err(e) = hooks::run_all("poststart", poststart, &state, ctx) {
             let _ = send(pid, KillSignal::KILL);
             return Err(e.into());
         }
@@ -313,10 +317,13 @@ impl Container {
             claim::release(root, cgroup_path, &c.state.id);
         }
         let poststop = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref());
-        if let Err(e) = hooks::run_all("poststop", poststop, &c.hook_state(Status::Stopped)) {
-            // As runc: a failing poststop hook is reported, the delete still completes.
-            log::warn!("{e}");
-        }
+        // The spec's rule: a failing poststop hook is a warning, the others still run and
+        // the delete completes.
+        let ctx = hooks::Context {
+            cwd: Some(&c.state.bundle),
+            env: None,
+        };
+        hooks::run_all_warning("poststop", poststop, &c.hook_state(Status::Stopped), ctx);
         // Out of sight first, as `@<id>.<pid>` ('@' is in no id): `list` and `state` never see
         // a half-removed directory, and what a delete killed here leaves, the next `delete
         // --force` of the id sweeps.

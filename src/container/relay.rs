@@ -125,3 +125,38 @@ fn write_all(fd: i32, mut data: &[u8]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// capsa as the container's console: the pty master, the copying thread, the caller's
+/// terminal in raw mode. Dropping it (after the container is gone) drains the output and
+/// restores the terminal.
+pub(super) struct Console {
+    pub(super) master: OwnedFd,
+    copier: Option<std::thread::JoinHandle<()>>,
+    _raw: RawMode,
+}
+
+impl Console {
+    pub(super) fn attach(socket: &OwnedFd) -> Result<Self, ConsoleError> {
+        let master = crate::console::receive_master(socket.as_fd())?;
+        copy_window_size(master.as_fd());
+        crate::console::clear_onlcr_of(master.as_fd())?;
+        let copy_end = master.try_clone().map_err(|source| ConsoleError::Pty {
+            step: "duplicating the pty master",
+            source,
+        })?;
+        let raw = RawMode::enter();
+        Ok(Console {
+            master,
+            copier: Some(std::thread::spawn(move || copy(copy_end))),
+            _raw: raw,
+        })
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Some(t) = self.copier.take() {
+            let _ = t.join(); // ends when the last slave end closes
+        }
+    }
+}

@@ -4,7 +4,6 @@
 use super::abort::{self, SetupWatch};
 use super::relay;
 use super::{ContainerError, CreateOptions, Runtime};
-use crate::console::ConsoleError;
 use crate::process::{exit_code, ProcessError};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -78,8 +77,15 @@ fn reap(pid: Pid) -> crate::Result<Option<i32>> {
 
 impl Runtime {
     /// Creates and starts `id`. Detached, returns 0 once it runs. In the foreground, returns
-    /// the container's exit status (128+N for a signal) after deleting it.
-    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> crate::Result<i32> {
+    /// the container's exit status (128+N for a signal) after deleting it, or, with `keep`
+    /// (runc's `run --keep`), leaving it stopped for `state` and `delete`.
+    pub fn run(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> crate::Result<i32> {
         if detach {
             abort::abortable(|| {
                 let c = self.create_with_console(id, opts, None)?;
@@ -120,7 +126,10 @@ impl Runtime {
                 .as_ref()
                 .and_then(|p| p.terminal())
                 .unwrap_or(false);
-            let console = match ours.filter(|_| terminal).map(|s| Console::attach(&s)) {
+            let console = match ours
+                .filter(|_| terminal)
+                .map(|s| relay::Console::attach(&s))
+            {
                 Some(Err(e)) => {
                     let aborted = watch.finish();
                     let _ = c.delete(true);
@@ -138,7 +147,11 @@ impl Runtime {
                 Some(sig) => Ok(killed_by(sig)),
                 None => started.and_then(|()| forward_until_exit(pid, &set, master)),
             };
-            let deleted = c.delete(true);
+            // Kept only when it ran to its end; a run undone by a signal is deleted.
+            let deleted = match (keep, aborted, &outcome) {
+                (true, None, Ok(_)) => Ok(()),
+                _ => c.delete(true),
+            };
             if aborted.is_some() {
                 // Killed, and waited for by delete: reap it, as forward_until_exit would.
                 let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
@@ -150,39 +163,5 @@ impl Runtime {
         })();
         let _ = old.thread_set_mask();
         result
-    }
-}
-
-/// capsa as the container's console: the pty master, the copying thread, the caller's
-/// terminal in raw mode. Dropping it (after the container is gone) drains the output and
-/// restores the terminal.
-struct Console {
-    master: std::os::fd::OwnedFd,
-    copier: Option<std::thread::JoinHandle<()>>,
-    _raw: relay::RawMode,
-}
-
-impl Console {
-    fn attach(socket: &std::os::fd::OwnedFd) -> Result<Self, ConsoleError> {
-        let master = crate::console::receive_master(socket.as_fd())?;
-        relay::copy_window_size(master.as_fd());
-        let copy_end = master.try_clone().map_err(|source| ConsoleError::Pty {
-            step: "duplicating the pty master",
-            source,
-        })?;
-        let raw = relay::RawMode::enter();
-        Ok(Console {
-            master,
-            copier: Some(std::thread::spawn(move || relay::copy(copy_end))),
-            _raw: raw,
-        })
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        if let Some(t) = self.copier.take() {
-            let _ = t.join(); // ends when the last slave end closes
-        }
     }
 }

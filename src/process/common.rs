@@ -102,13 +102,71 @@ pub(super) fn install_stdio(fds: &[BorrowedFd; 3]) -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// chdir into the process's cwd and check that it really is inside the container: a cwd
-/// reached through a leaked host fd shows up as "(unreachable)" (CVE-2024-21626).
-fn enter_cwd(cwd: &Path) -> Result<(), ProcessError> {
-    nix::unistd::chdir(cwd).map_err(|e| ProcessError::Cwd {
+/// Gives the process's stdio to its user before the switch to it, as runc's
+/// fixStdioPermissions: a pipe or file the runtime was handed belongs to the runtime's
+/// caller, and a process of another uid could not reopen it as /dev/stdout. Only the owner
+/// changes (the group may be one the mount prefers); /dev/null, and a descriptor that
+/// already has the uid, are left alone; one whose owner is not ours to change (EPERM, an
+/// unmapped id: EINVAL, a read-only /dev: EROFS) is left as it is, as runc leaves it.
+fn give_stdio(uid: u32) -> Result<(), ProcessError> {
+    const NULL: libc::dev_t = libc::makedev(1, 3);
+    for fd in 0..3 {
+        let st = match nix::sys::stat::fstat(fd) {
+            Ok(st) => st,
+            // A closed descriptor: nothing to give.
+            Err(nix::errno::Errno::EBADF) => continue,
+            Err(e) => {
+                return Err(ProcessError::StdioOwner {
+                    fd,
+                    uid,
+                    source: e.into(),
+                })
+            }
+        };
+        let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+        if st.st_uid == uid || (is_char && st.st_rdev == NULL) {
+            continue;
+        }
+        // SAFETY: fchown on one of our descriptors; no memory is passed.
+        if unsafe { libc::fchown(fd, uid, u32::MAX) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EROFS)
+            ) {
+                return Err(ProcessError::StdioOwner { fd, uid, source: e });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cwd_error(cwd: &Path) -> impl FnOnce(nix::errno::Errno) -> ProcessError + '_ {
+    move |e| ProcessError::Cwd {
         cwd: cwd.to_path_buf(),
         source: e.into(),
-    })?;
+    }
+}
+
+/// The first chdir into the process's cwd, as the runtime's user, before the switch to the
+/// container's (runc's order): a directory only root can traverse is entered now. Returns
+/// whether it is done; permission refused leaves it to [`enter_cwd`] as the container's
+/// user, who may be allowed where root is not (a root-squashed volume).
+fn enter_cwd_early(cwd: &Path) -> Result<bool, ProcessError> {
+    match nix::unistd::chdir(cwd) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => Ok(false),
+        Err(e) => Err(cwd_error(cwd)(e)),
+    }
+}
+
+/// chdir into the process's cwd unless [`enter_cwd_early`] did, and check that it really is
+/// inside the container: a cwd reached through a leaked host fd shows up as "(unreachable)"
+/// (CVE-2024-21626).
+fn enter_cwd(cwd: &Path, entered: bool) -> Result<(), ProcessError> {
+    if !entered {
+        nix::unistd::chdir(cwd).map_err(cwd_error(cwd))?;
+    }
     let now = nix::unistd::getcwd().map_err(|e| ProcessError::Cwd {
         cwd: cwd.to_path_buf(),
         source: e.into(),
@@ -124,13 +182,29 @@ fn enter_cwd(cwd: &Path) -> Result<(), ProcessError> {
 /// The spec's environment, plus HOME from the container's /etc/passwd (or "/") when unset,
 /// as runc does.
 fn environment(process: &Process) -> Result<Vec<String>, ProcessError> {
-    let mut env = process.env().clone().unwrap_or_default();
+    let mut env = merge_env(process.env().as_deref().unwrap_or(&[]));
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let uid = process.user().uid();
         let home = passwd_home(uid).map_err(|source| ProcessError::Passwd { uid, source })?;
         env.push(format!("HOME={}", home.unwrap_or_else(|| "/".into())));
     }
     Ok(env)
+}
+
+/// One entry per variable: a later `KEY=` replaces an earlier one's value in its place, as
+/// runc's init builds the environment with one setenv per entry (so `exec -e KEY=VAL`, added
+/// after the config's, wins over it).
+fn merge_env(entries: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        let same = |o: &String| o.split_once('=').map_or(o.as_str(), |(k, _)| k) == key;
+        match out.iter_mut().find(|o| same(o)) {
+            Some(slot) => slot.clone_from(e),
+            None => out.push(e.clone()),
+        }
+    }
+    out
 }
 
 /// The home directory of `uid` from /etc/passwd, opened inside the container (a symlink in
@@ -224,22 +298,32 @@ pub(super) fn prepare(
     let nnp = process.no_new_privileges().unwrap_or(false);
     if nnp {
         security::set_no_new_privs()?;
+        log::debug!("no_new_privs set");
     } else if let Some(f) = &filter {
         load(f)?;
+        log::debug!("seccomp filter loaded (before the user switch: no no_new_privs)");
     }
     let caps = match process.capabilities() {
         Some(c) => security::CapabilitySets::from_spec(c)?,
         None => security::CapabilitySets::default(),
     };
+    let entered = enter_cwd_early(process.cwd())?;
     security::drop_bounding(&caps)?;
     let user = process.user();
+    give_stdio(user.uid())?;
     security::set_identity(
         user.uid(),
         user.gid(),
         user.additional_gids().as_deref().unwrap_or(&[]),
     )?;
     security::apply_capabilities(&caps)?;
-    enter_cwd(process.cwd())?;
+    log::debug!(
+        "user {}:{} (additional gids {:?}), capabilities set",
+        user.uid(),
+        user.gid(),
+        user.additional_gids().as_deref().unwrap_or(&[])
+    );
+    enter_cwd(process.cwd(), entered)?;
     let env = environment(process)?;
     let args = process.args().clone().unwrap_or_default();
     let c_args = c_strings("process.args", &args)?;
@@ -248,6 +332,7 @@ pub(super) fn prepare(
     apply_lsm_labels(process)?;
     if let (Some(f), true) = (&filter, nnp) {
         load(f)?;
+        log::debug!("seccomp filter loaded");
     }
     Ok(Exec {
         // The name had no NUL (checked above), and PATH entries joined to it come from env.
@@ -329,6 +414,16 @@ mod tests {
         assert_eq!(home(1000).as_deref(), Some("/home/a"));
         assert_eq!(home(7).as_deref(), Some("/"));
         assert_eq!(home(42), None);
+    }
+
+    #[test]
+    fn a_later_variable_replaces_an_earlier_one_in_its_place() {
+        let env = |v: &[&str]| merge_env(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            env(&["PATH=/bin", "A=1", "B=2", "A=3", "C", "C=4"]),
+            ["PATH=/bin", "A=3", "B=2", "C=4"]
+        );
+        assert_eq!(env(&["A=1", "AB=2", "A="]), ["A=", "AB=2"]);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct ExecConfig<'a> {
     pub process: &'a Process,
     pub cgroup: &'a cgroups::Manager,
     pub console_socket: Option<BorrowedFd<'a>>,
+    /// The console socket is the runtime's own (it relays the pty to its caller, as
+    /// runc's foreground exec): the pty passes newlines unchanged.
+    pub own_console: bool,
     pub preserve_fds: i32,
     /// Descriptors to become the process's 0, 1 and 2 instead of the runtime's own.
     pub stdio: Option<[BorrowedFd<'a>; 3]>,
@@ -107,7 +110,7 @@ fn setup(
     cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
-    common::close_inherited(3 + cfg.preserve_fds, &keep);
+    common::close_inherited(3 + cfg.preserve_fds, &super::with_log_fd(keep));
     chan.wait_for_proceed()?;
     if joined_user {
         security::set_identity(0, 0, &[])?;
@@ -120,7 +123,7 @@ fn setup(
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
         // An exec gets its own pty but leaves the container's /dev/console alone (as runc).
-        crate::console::setup(socket, size, false)?;
+        crate::console::setup(socket, size, false, cfg.own_console)?;
     }
     let exec = common::prepare(cfg.process, cfg.seccomp, chan)?;
     chan.ready()?;

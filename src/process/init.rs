@@ -18,6 +18,9 @@ struct Ready {
     /// /proc/self/fd of the host's procfs, opened before pivot_root, to reopen exec.fifo.
     proc_fd_dir: OwnedFd,
     state: String,
+    /// The process's environment (HOME included), for startContainer hooks without an
+    /// env of their own: runc's init has it as its own by then.
+    env: Vec<String>,
 }
 
 /// Init's entry point; never returns.
@@ -53,7 +56,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd(), cfg.fifo.as_raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
-    common::close_inherited(3 + cfg.preserve_fds, &keep);
+    common::close_inherited(3 + cfg.preserve_fds, &super::with_log_fd(keep));
     let state = chan.wait_for_proceed()?;
     // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
     // Not before Proceed: a rootless runtime writes our uid_map, which a non-dumpable
@@ -93,6 +96,19 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     };
     let root = rootfs::prepare(&ctx)?;
     drop(root);
+    if log::log_enabled!(log::Level::Debug) {
+        for m in cfg.spec.mounts().iter().flatten() {
+            log::debug!(
+                "init: mounted {} on {} ({})",
+                m.source()
+                    .as_ref()
+                    .map_or("none".into(), |s| s.display().to_string()),
+                m.destination().display(),
+                m.typ().as_deref().unwrap_or("bind")
+            );
+        }
+        log::debug!("init: rootfs {} prepared", cfg.rootfs.display());
+    }
     chan.request_create_runtime_hooks()?;
     chan.wait_for_hooks_done()?;
     let hooks = cfg.spec.hooks().as_ref();
@@ -100,17 +116,25 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
         "createContainer",
         hooks.and_then(|h| h.create_container().as_ref()),
         &state,
+        hooks::Context {
+            cwd: Some(cfg.rootfs),
+            env: process.env().as_deref(),
+        },
     )?;
     let proc_fd_dir = std::fs::File::open("/proc/self/fd")
         .map(OwnedFd::from)
         .map_err(ProcessError::Fifo)?;
     rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+    log::debug!(
+        "init: {} into the rootfs",
+        if cfg.no_pivot { "chroot" } else { "pivot_root" }
+    );
     if let Some(socket) = cfg.console_socket {
         let size = process
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        crate::console::setup(socket, size, true)?;
+        crate::console::setup(socket, size, true, false)?;
     }
     namespaces::set_uts(
         cfg.spec.hostname().as_deref(),
@@ -119,14 +143,20 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     rootfs::finalize(cfg.spec)?;
     let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     let exec = common::prepare(&process, seccomp, chan)?;
+    log::debug!("init: ready, waiting for start on exec.fifo");
     // Again: changing credentials (in prepare) cleared it.
     common::die_with_parent(true);
     chan.ready()?;
     chan.wait_for_hand_over(|| common::die_with_parent(false))?;
     Ok(Ready {
-        exec,
         proc_fd_dir,
         state,
+        env: exec
+            .env
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect(),
+        exec,
     })
 }
 
@@ -148,11 +178,17 @@ fn start(cfg: &InitConfig, ready: Ready) -> crate::Result<()> {
     // that the container process has been executed, so poststart hooks run after it.
     drop(ready.proc_fd_dir);
     let hooks = cfg.spec.hooks().as_ref();
+    // In the process's cwd, entered by now.
     hooks::run_all(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
         &ready.state,
+        hooks::Context {
+            cwd: None,
+            env: Some(&ready.env),
+        },
     )?;
+    log::debug!("init: executing {}", ready.exec.path.to_string_lossy());
     let Err(e) = common::exec(&ready.exec, cfg.preserve_fds);
     drop(fifo);
     Err(e)

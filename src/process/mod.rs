@@ -15,6 +15,27 @@ pub use clone::{describe_status, exit_code, ChildGuard};
 pub(crate) use common::reset_signals;
 pub use exec::{spawn_exec, ExecConfig};
 
+/// The descriptor the runtime's log goes to (a `--log` file), or -1.
+static LOG_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Names the descriptor the caller's logger writes to (close-on-exec): init and exec'd
+/// processes keep it until execve, so what they log (at `--debug`) reaches the log file as
+/// runc's init's lines do, instead of being lost with the descriptors they close.
+pub fn set_log_fd(fd: Option<BorrowedFd>) {
+    use std::os::fd::AsRawFd;
+    let raw = fd.map_or(-1, |f| f.as_raw_fd());
+    LOG_FD.store(raw, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The descriptors a clone keeps past its cleanup: `keep` and the log's.
+pub(crate) fn with_log_fd(mut keep: Vec<i32>) -> Vec<i32> {
+    let fd = LOG_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        keep.push(fd);
+    }
+    keep
+}
+
 use crate::cgroups;
 use crate::namespaces::{self, NamespacePlan};
 use channel::{Channel, Message};
@@ -88,6 +109,13 @@ pub enum ProcessError {
     Nul { field: String, value: String },
     #[error("marking descriptors close-on-exec before execve")]
     Cloexec(#[source] std::io::Error),
+    #[error("giving stdio descriptor {fd} to the process's uid {uid}")]
+    StdioOwner {
+        fd: i32,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("making the descriptors given as stdio the process's 0, 1 and 2")]
     Stdio(#[source] std::io::Error),
     #[error("running the clone chain in a single-threaded child")]
