@@ -43,7 +43,7 @@ fn pty_err(step: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
 
 /// Connects to the caller's console socket (in the runtime, before the clone: the path is
 /// a host path).
-pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
+pub(crate) fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
     std::os::unix::net::UnixStream::connect(path)
         .map(OwnedFd::from)
         .map_err(|source| ConsoleError::Connect {
@@ -52,7 +52,11 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
         })
 }
 
-nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+/// The ioctl wrapper, kept out of the public `console` module (the macro makes a `pub fn`).
+mod ioctl {
+    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+}
+use ioctl::set_winsize;
 
 /// DEVPTS_SUPER_MAGIC, and the ptmx node every devpts instance has (fs/devpts/inode.c:
 /// inode 2, char 5:2).
@@ -115,7 +119,7 @@ fn peer_of(master: BorrowedFd) -> Result<OwnedFd, ConsoleError> {
 /// makes its peer our stdio and controlling terminal. With `mount_console` (the container's
 /// init, not an exec) the peer is also bind-mounted on /dev/console, from the descriptor,
 /// as runc does.
-pub fn setup(
+pub(crate) fn setup(
     socket: BorrowedFd,
     size: Option<(u16, u16)>,
     mount_console: bool,

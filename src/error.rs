@@ -1,5 +1,14 @@
 //! The crate-level error: one variant per module, each module owning its own enum.
 
+// The error enums of the modules that are private to the crate, so that a caller can match
+// on them; the public modules' own (container, pod, cgroups, ...) are in those modules.
+pub use crate::hooks::HookError;
+pub use crate::kernel::KernelError;
+pub use crate::namespaces::NamespaceError;
+pub use crate::process::{ProcessError, RemoteError};
+pub use crate::rootfs::RootfsError;
+pub use crate::sys::procfs::ProcfsError;
+
 /// Any error the library returns. Each variant is transparent: the message and the cause
 /// chain are the module error's own.
 #[derive(Debug, thiserror::Error)]

@@ -18,21 +18,37 @@ pub mod cgroups;
 pub mod console;
 pub mod container;
 pub mod error;
-pub mod hooks;
-pub mod kernel;
-pub mod namespaces;
+pub(crate) mod hooks;
+pub(crate) mod kernel;
+pub(crate) mod namespaces;
 pub mod overlay;
 pub mod pod;
-pub mod process;
-pub mod rootfs;
+pub(crate) mod process;
+pub(crate) mod rootfs;
 pub mod security;
 pub mod spec;
-pub mod sys;
-pub mod time;
+pub(crate) mod sys;
+pub(crate) mod time;
 
-pub use container::{Container, CreateOptions, Runtime, Status, StdioFds};
+pub use container::{Container, CreateOptions, ExecOptions, Runtime, Status, StdioFds};
 pub use error::{Error, ErrorKind, Result};
 pub use pod::{Pod, PodOptions};
+
+/// Helpers that exist for capsa's own binaries (the `capsa` CLI and capsa-cri), which are
+/// separate crates: not part of the API, no stability promise, left out of the docs.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::container::create::write_pid_file;
+    pub use crate::container::state::write_atomic;
+    pub use crate::process::{exit_code, ChildGuard};
+    pub use crate::rootfs::mountinfo::{mount_containing, MountEntry};
+    pub use crate::rootfs::options::known_options;
+    pub use crate::security::accounts::{require_regular, scan, MAX_LINE};
+    pub use crate::security::sealed::{is_sealed, reexec_sealed};
+    pub use crate::sys::pidfd::pidfd_open;
+    pub use crate::sys::resolve::open_in_root;
+    pub use crate::time::{format_rfc3339, now_rfc3339, now_rfc3339_nanos};
+}
 
 /// The OCI runtime-spec version capsa implements.
 pub const OCI_VERSION: &str = "1.2.0";

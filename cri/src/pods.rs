@@ -164,7 +164,7 @@ impl Daemon {
             ("hosts", hosts),
         ] {
             let path = files.join(name);
-            capsa::container::write_atomic(&path, text.as_bytes(), 0o644)
+            capsa::internal::write_atomic(&path, text.as_bytes(), 0o644)
                 .map_err(|e| internal(&format!("writing {}", path.display()), e))?;
         }
         if !shares.host_ipc {

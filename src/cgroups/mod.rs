@@ -7,18 +7,18 @@
 //! ignored, as runc does.
 
 mod bpf;
-pub mod devices;
+pub(crate) mod devices;
 mod fs;
 mod oom;
-pub mod resources;
+pub(crate) mod resources;
 pub mod stats;
-pub mod v1;
-pub mod v2;
+pub(crate) mod v1;
+pub(crate) mod v2;
 
 use nix::unistd::Pid;
 use std::path::{Component, Path, PathBuf};
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -86,7 +86,7 @@ pub enum CgroupError {
 
 /// What a `cgroup` mount inside the container shows.
 #[derive(Debug, Clone)]
-pub enum MountSource {
+pub(crate) enum MountSource {
     /// One (name, host directory) per v1 hierarchy.
     V1(Vec<(String, PathBuf)>),
     /// The container's cgroup2 directory.
@@ -104,12 +104,12 @@ pub enum Manager {
 }
 
 /// Where containers without `linux.cgroupsPath` get their cgroup.
-pub const DEFAULT_PARENT: &str = "/capsa";
+pub(crate) const DEFAULT_PARENT: &str = "/capsa";
 
 /// The cgroup path a container uses: `linux.cgroupsPath` (relative paths are taken from the
 /// hierarchy root), or `/capsa/<id>` (an absolute default, as crun has: never nested under
 /// the caller's own cgroup).
-pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
+pub(crate) fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
     let Some(p) = spec_path.filter(|p| !p.as_os_str().is_empty()) else {
         return Ok(PathBuf::from(DEFAULT_PARENT).join(id));
     };
@@ -148,7 +148,7 @@ pub fn is_unified() -> bool {
 /// lock after an idle spell waits a whole RCU grace period (7-15 ms on this kernel, measured
 /// with strace -T); writing a pid to cgroup.procs always takes it.
 #[derive(Debug)]
-pub struct SelfJoin {
+pub(crate) struct SelfJoin {
     files: Vec<(PathBuf, std::fs::File)>,
 }
 
@@ -190,7 +190,7 @@ impl Manager {
     /// Creates the cgroup (every hierarchy on v1). capsa's own parents (`/capsa`) go with
     /// their last child ([`Manager::remove_if_unused`]): a parent removed by a concurrent
     /// delete between our mkdirs shows up as ENOENT, and the walk starts again.
-    pub fn create(&self) -> Result<(), CgroupError> {
+    pub(crate) fn create(&self) -> Result<(), CgroupError> {
         let mut attempt = 0;
         loop {
             let result = match self {
@@ -210,7 +210,7 @@ impl Manager {
     }
 
     /// Moves a process into the cgroup.
-    pub fn add(&self, pid: Pid) -> Result<(), CgroupError> {
+    pub(crate) fn add(&self, pid: Pid) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.add(pid),
             Manager::V2(m) => m.add(pid),
@@ -220,7 +220,7 @@ impl Manager {
 
     /// The handles a child needs to move itself in (v1 only: v2 children are cloned
     /// straight into their cgroup, and `None` has nothing to join).
-    pub fn self_join(&self) -> Result<Option<SelfJoin>, CgroupError> {
+    pub(crate) fn self_join(&self) -> Result<Option<SelfJoin>, CgroupError> {
         match self {
             Manager::V1(m) => Ok(Some(SelfJoin {
                 files: m.task_files()?,
@@ -247,7 +247,7 @@ impl Manager {
     }
 
     /// Thaws a frozen cgroup (a frozen process cannot act on SIGKILL until thawed).
-    pub fn thaw(&self) -> Result<(), CgroupError> {
+    pub(crate) fn thaw(&self) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.set_frozen(false),
             Manager::V2(m) => m.set_frozen(false),
@@ -258,7 +258,7 @@ impl Manager {
     /// Applies `linux.resources` (all of it at create, the given fields on update).
     /// `extra_devices` are allow rules for making the spec's own `linux.devices` nodes; device rules
     /// are written only when `devices` is true (create), never by update.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         r: &oci_spec::runtime::LinuxResources,
         extra_devices: &[String],
@@ -304,7 +304,7 @@ impl Manager {
     }
 
     /// Freezes (and waits until the kernel reports frozen) or thaws.
-    pub fn freeze(&self) -> Result<(), CgroupError> {
+    pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.set_frozen(true),
             Manager::V2(m) => m.set_frozen(true),
@@ -334,7 +334,7 @@ impl Manager {
     }
 
     /// Removes the cgroup; it must be empty. A cgroup already gone is not an error.
-    pub fn remove(&self) -> Result<(), CgroupError> {
+    pub(crate) fn remove(&self) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.remove(),
             Manager::V2(m) => m.remove(),
@@ -344,7 +344,7 @@ impl Manager {
 
     /// Removes this cgroup (one of capsa's own default parents, never a client's) when no
     /// cgroup is left in it; still in use (ENOTEMPTY, EBUSY) or already gone is fine.
-    pub fn remove_if_unused(&self) {
+    pub(crate) fn remove_if_unused(&self) {
         let dirs: Vec<PathBuf> = match self {
             Manager::V1(m) => m.hierarchy_dirs(),
             Manager::V2(m) => vec![m.dir().to_path_buf()],
@@ -357,7 +357,7 @@ impl Manager {
 
     /// The manager of cgroup `path` on the same hierarchies, without reading the mount
     /// table again.
-    pub fn at(&self, path: &Path) -> Manager {
+    pub(crate) fn at(&self, path: &Path) -> Manager {
         match self {
             Manager::V1(m) => Manager::V1(m.at(path)),
             Manager::V2(_) => Manager::V2(v2::Manager::new(path)),
@@ -374,7 +374,7 @@ impl Manager {
         }
     }
 
-    pub fn mount_source(&self) -> MountSource {
+    pub(crate) fn mount_source(&self) -> MountSource {
         match self {
             Manager::V1(m) => MountSource::V1(m.mount_dirs()),
             Manager::V2(m) => MountSource::V2(m.dir().to_path_buf()),

@@ -84,7 +84,7 @@ fn number(path: &Path) -> u64 {
 }
 
 /// The value of `key` in a "key value" file (cpu.stat, memory.events, oom_control...).
-pub fn keyed(path: &Path, key: &str) -> u64 {
+pub(crate) fn keyed(path: &Path, key: &str) -> u64 {
     read(path)
         .lines()
         .find_map(|l| {
@@ -129,7 +129,7 @@ fn blkio_v1(path: &Path) -> Vec<BlkioEntry> {
         .collect()
 }
 
-pub fn v1(m: &v1::Manager) -> Stats {
+pub(crate) fn v1(m: &v1::Manager) -> Stats {
     let mut s = Stats::default();
     if let Some(d) = m.controller_dir("cpuacct") {
         s.cpu.usage.total = number(&d.join("cpuacct.usage"));
@@ -206,7 +206,7 @@ fn io_v2(path: &Path) -> Blkio {
     b
 }
 
-pub fn v2(dir: &Path) -> Stats {
+pub(crate) fn v2(dir: &Path) -> Stats {
     let mut s = Stats::default();
     let cpu = dir.join("cpu.stat");
     s.cpu.usage.total = keyed(&cpu, "usage_usec") * 1000;

@@ -147,7 +147,7 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let pid_file = args.pid_file.as_ref().map(|p| cwd.join(p));
     let write_pid = |pid: nix::unistd::Pid| -> capsa::Result<()> {
         if let Some(p) = &pid_file {
-            capsa::container::write_pid_file(p, pid)?;
+            capsa::internal::write_pid_file(p, pid)?;
         }
         Ok(())
     };

@@ -58,7 +58,7 @@ fn level_name(l: ::log::Level) -> &'static str {
 
 impl Logger {
     fn write(&self, level: &str, msg: &str) {
-        let line = format_line(self.format, level, msg, &capsa::time::now_rfc3339());
+        let line = format_line(self.format, level, msg, &capsa::internal::now_rfc3339());
         match &self.file {
             Some(f) => {
                 if let Ok(mut f) = f.lock() {

@@ -5,7 +5,7 @@
 
 mod abort;
 mod claim;
-mod create;
+pub(crate) mod create;
 mod events;
 mod exec;
 mod id;
@@ -13,19 +13,20 @@ mod lock;
 mod ops;
 mod relay;
 mod run;
-mod state;
+pub(crate) mod state;
 
-pub use create::{write_pid_file, CreateOptions, StdioFds};
 pub(crate) use create::{CgroupGuard, DirGuard};
+pub use create::{CreateOptions, StdioFds};
 pub use events::Event;
 pub use exec::ExecOptions;
 pub use id::validate as validate_id;
 pub(crate) use lock::DirLock;
 pub use ops::{parse_signal, KillSignal};
 pub(crate) use state::live_start_time;
-pub use state::write_atomic;
+pub(crate) use state::write_atomic;
 pub(crate) use state::INIT_COMM;
-pub use state::{derive_status, HookState, OciState, Status, StoredState};
+pub(crate) use state::{derive_status, HookState};
+pub use state::{OciState, Status, StoredState};
 
 use crate::cgroups;
 use nix::unistd::Pid;

@@ -181,7 +181,7 @@ fn random_u64() -> u64 {
 }
 
 impl StoredState {
-    pub fn load(dir: &Path, id: &str) -> Result<Self, ContainerError> {
+    pub(crate) fn load(dir: &Path, id: &str) -> Result<Self, ContainerError> {
         let path = dir.join(STATE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -194,7 +194,7 @@ impl StoredState {
             .map_err(|source| ContainerError::CorruptState { path, source })
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), ContainerError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), ContainerError> {
         let path = dir.join(STATE_FILE);
         let bytes = serde_json::to_vec(self).map_err(|source| ContainerError::CorruptState {
             path: path.clone(),

@@ -9,11 +9,12 @@
 mod diff;
 mod fsutil;
 mod mount;
-pub mod names;
+mod names;
 mod unpack;
 
 pub use diff::{diff, DiffSummary};
 pub use mount::{mount, unmount, Upper};
+pub use names::Compression;
 pub use unpack::{unpack, UnpackSummary};
 
 use std::path::PathBuf;

@@ -23,13 +23,13 @@ use std::time::Duration;
 
 /// The directory under a state root that holds pods (a leading dot keeps it out of the
 /// container list, whose entries all have a state.json).
-pub const PODS_DIR: &str = ".pods";
+pub(crate) const PODS_DIR: &str = ".pods";
 const POD_FILE: &str = "pod.json";
 /// Where pod cgroups go when no parent is given (an absolute default, as for containers:
 /// never below the caller's own cgroup).
 pub const DEFAULT_CGROUP_PARENT: &str = "/capsa-pods";
 /// The infra process's leaf cgroup inside the pod's (v2 allows processes only in leaves).
-pub const INFRA_CGROUP: &str = "infra";
+pub(crate) const INFRA_CGROUP: &str = "infra";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
@@ -481,7 +481,7 @@ fn save(dir: &Path, state: &PodState) -> Result<(), PodError> {
 }
 
 /// `capsa-pause` beside the running executable (both are built and installed together).
-pub fn default_pause_binary() -> PathBuf {
+pub(crate) fn default_pause_binary() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("capsa-pause")))

@@ -1,19 +1,17 @@
 //! What the container process may do: capabilities, identity, rlimits, no_new_privs.
 
-pub mod accounts;
+pub(crate) mod accounts;
 mod capabilities;
 mod identity;
 pub mod lsm;
 mod rlimits;
-pub mod sealed;
-pub mod seccomp;
+pub(crate) mod sealed;
+pub(crate) mod seccomp;
 
-pub use capabilities::{
-    apply as apply_capabilities, current_capabilities, drop_bounding, parse_capability,
-    supported_capabilities, CapabilitySets,
-};
-pub use identity::{join_session_keyring, set_identity, set_no_new_privs};
-pub use rlimits::{apply as apply_rlimits, resource_name};
+pub(crate) use capabilities::{apply as apply_capabilities, drop_bounding, CapabilitySets};
+pub use capabilities::{current_capabilities, parse_capability};
+pub(crate) use identity::{join_session_keyring, set_identity, set_no_new_privs};
+pub(crate) use rlimits::{apply as apply_rlimits, resource_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {

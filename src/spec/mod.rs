@@ -6,8 +6,9 @@
 mod default;
 mod validate;
 
-pub use default::{default_spec, DEFAULT_DEVICES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub use validate::validate;
+pub(crate) use default::DEFAULT_DEVICES;
+pub use default::{default_spec, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
+pub(crate) use validate::validate;
 pub(crate) use validate::{sysctl_name_ok, sysctl_namespace};
 
 use oci_spec::runtime::Spec;
@@ -50,7 +51,7 @@ impl SpecError {
 }
 
 /// Reads `<bundle>/config.json`. Parse errors carry the JSON path of the offending field.
-pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+pub(crate) fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -65,7 +66,7 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 }
 
 /// Parses config.json bytes (`origin` names the file in errors).
-pub fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
+pub(crate) fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
@@ -83,7 +84,7 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
 }
 
 /// The rootfs path of a spec, resolved against the bundle when relative.
-pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
+pub(crate) fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     let root = spec
         .root()
         .as_ref()
