@@ -14,6 +14,23 @@
 //! ```
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// Chainable setters for an options struct (they are `#[non_exhaustive]`, so callers outside
+/// the crate build them with `new` and these): `field(value) -> Self` for each listed field,
+/// taking anything that converts into the field's type, or into the `Some` of an `Option`.
+macro_rules! setters {
+    (@set $value:expr) => { $value };
+    (@set $value:expr, Some) => { Some($value) };
+    ($($(#[$attr:meta])* $field:ident: $ty:ty $(=> $some:ident)?;)*) => {
+        $(
+            $(#[$attr])*
+            pub fn $field(mut self, value: impl Into<$ty>) -> Self {
+                self.$field = setters!(@set value.into() $(, $some)?);
+                self
+            }
+        )*
+    };
+}
+
 pub mod cgroups;
 pub mod console;
 pub mod container;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 /// Options of `create` beyond the bundle's config.json (runc's flags).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CreateOptions {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
@@ -37,6 +38,7 @@ pub struct CreateOptions {
 /// caller's own stdio and these descriptors are left as they are (they close when the last
 /// clone of this value is dropped). Clones share the descriptors.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StdioFds(Arc<[OwnedFd; 3]>);
 
 impl StdioFds {
@@ -72,6 +74,23 @@ impl CreateOptions {
             bundle: bundle.into(),
             ..Default::default()
         }
+    }
+
+    setters! {
+        /// Sets [`CreateOptions::pid_file`].
+        pid_file: PathBuf => Some;
+        /// Sets [`CreateOptions::console_socket`].
+        console_socket: PathBuf => Some;
+        /// Sets [`CreateOptions::no_pivot`].
+        no_pivot: bool;
+        /// Sets [`CreateOptions::no_new_keyring`].
+        no_new_keyring: bool;
+        /// Sets [`CreateOptions::preserve_fds`].
+        preserve_fds: u32;
+        /// Sets [`CreateOptions::pod`].
+        pod: String => Some;
+        /// Sets [`CreateOptions::stdio`].
+        stdio: StdioFds => Some;
     }
 }
 

@@ -11,11 +11,28 @@ use std::path::PathBuf;
 
 /// Options of `exec` beyond the process.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: u32,
     /// The process's stdin, stdout and stderr, instead of the caller's own 0, 1 and 2.
     pub stdio: Option<super::StdioFds>,
+}
+
+impl ExecOptions {
+    /// No console socket, no extra descriptors, the caller's stdio.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setters! {
+        /// Sets [`ExecOptions::console_socket`].
+        console_socket: PathBuf => Some;
+        /// Sets [`ExecOptions::preserve_fds`].
+        preserve_fds: u32;
+        /// Sets [`ExecOptions::stdio`].
+        stdio: super::StdioFds => Some;
+    }
 }
 
 impl Container {

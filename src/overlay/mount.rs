@@ -15,9 +15,17 @@ use std::path::{Path, PathBuf};
 
 /// The writable part of an overlay: both on the same filesystem, work empty.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Upper<'a> {
     pub upper: &'a Path,
     pub work: &'a Path,
+}
+
+impl<'a> Upper<'a> {
+    /// The upper directory and its work directory.
+    pub fn new(upper: &'a Path, work: &'a Path) -> Self {
+        Upper { upper, work }
+    }
 }
 
 /// mount(2) copies its data argument into one page.

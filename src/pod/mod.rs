@@ -97,6 +97,7 @@ pub enum PodError {
 
 /// What `create_pod` needs beyond an id.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PodOptions {
     /// The namespaces the pod's containers share: a subset of net, ipc, uts, pid.
     pub share: Vec<LinuxNamespaceType>,
@@ -109,6 +110,31 @@ pub struct PodOptions {
     /// Namespaced sysctls the infra process sets in the pod's shared namespaces before the
     /// first container joins (`net.*` needs a shared net namespace, the IPC ones ipc).
     pub sysctls: std::collections::BTreeMap<String, String>,
+}
+
+impl PodOptions {
+    /// Shares net, ipc and uts; cgroup under [`DEFAULT_CGROUP_PARENT`]; the pod id as
+    /// hostname; `capsa-pause` next to the running executable; no sysctls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setters! {
+        /// Sets [`PodOptions::share`].
+        share: Vec<LinuxNamespaceType>;
+        /// Sets [`PodOptions::cgroup_parent`].
+        cgroup_parent: PathBuf;
+        /// Sets [`PodOptions::hostname`].
+        hostname: String => Some;
+        /// Sets [`PodOptions::pause_binary`].
+        pause_binary: PathBuf => Some;
+    }
+
+    /// Adds one sysctl to [`PodOptions::sysctls`].
+    pub fn sysctl(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.sysctls.insert(key.into(), value.into());
+        self
+    }
 }
 
 impl Default for PodOptions {

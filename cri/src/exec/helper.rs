@@ -126,10 +126,8 @@ impl Exec {
         for target in 0..3 {
             nix::unistd::dup2(null.as_raw_fd(), target).map_err(sys("replacing our stdio"))?;
         }
-        let mut opts = ExecOptions {
-            stdio,
-            ..Default::default()
-        };
+        let mut opts = ExecOptions::new();
+        opts.stdio = stdio;
         let console = if terminal {
             let template = std::env::temp_dir().join("capsa-cri-exec.XXXXXX");
             let dir = ConsoleDir(
