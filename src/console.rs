@@ -14,22 +14,34 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+/// A failure with a container's terminal or its console socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
+    /// Connecting to the console socket failed.
     #[error("connecting to console socket {}", path.display())]
     Connect {
+        /// The console socket.
         path: std::path::PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making the pty failed.
     #[error("{step} for the container's terminal")]
     Pty {
+        /// The step that failed.
         step: &'static str,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// /dev/pts/ptmx in the container is not the devpts ptmx it should be (a hostile image's trap).
     #[error("refusing /dev/pts/ptmx for the container's terminal: {why}")]
-    NotPtmx { why: String },
+    NotPtmx {
+        /// What was found instead.
+        why: String,
+    },
+    /// Reaching the pty through procfs failed.
     #[error("the container's terminal")]
     Procfs(#[from] ProcfsError),
 }

@@ -1,9 +1,23 @@
 //! capsa: a low-level OCI container runtime.
 //!
-//! The library does all the work; the `capsa` binary is a thin runc-compatible front end.
-//! Data flows top to bottom: [`container`] (lifecycle, state) -> [`process`] (clone chain,
-//! sync channel, container init) -> [`namespaces`], [`rootfs`], [`cgroups`], [`security`]
-//! -> execve.
+//! The library does all the work; the `capsa` binary is a thin runc-compatible front end, and
+//! capsa-cri (a Kubernetes CRI server) is another client of the same API. Data flows top to
+//! bottom: container (lifecycle, state) -> process (clone chain, sync channel, container
+//! init) -> namespaces, rootfs, cgroups, security -> execve (docs/design.md, "Layers").
+//!
+//! The public surface:
+//! - [`Runtime`] (a state root), [`Container`], [`CreateOptions`], [`ExecOptions`],
+//!   [`StdioFds`], [`Status`]; the rest of a container's API is in [`container`]
+//!   ([`container::KillSignal`], [`container::OciState`], ...).
+//! - [`Pod`] and [`PodOptions`] ([`pod`]): an infra process whose namespaces containers share.
+//! - [`Error`], [`ErrorKind`], [`Result`] ([`error`]): each module's error enum is a variant.
+//! - [`overlay`]: OCI layers unpacked, mounted as overlay roots, diffed back into a layer.
+//! - [`cgroups`]: a container's or pod's cgroup and its statistics.
+//! - [`spec`] (the `capsa spec` defaults), [`security`] (capability names, LSMs),
+//!   [`console`] (the pty master sent over a console socket).
+//!
+//! Option structs are `#[non_exhaustive]`: build them with `new` and the chainable setters.
+//! Everything else is private to the crate. `examples/` has whole programs.
 //!
 //! ```no_run
 //! use capsa::{Runtime, CreateOptions};
@@ -13,6 +27,7 @@
 //! # Ok::<(), capsa::Error>(())
 //! ```
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 /// Chainable setters for an options struct (they are `#[non_exhaustive]`, so callers outside
 /// the crate build them with `new` and these): `field(value) -> Self` for each listed field,

@@ -20,68 +20,118 @@ use std::path::{Component, Path, PathBuf};
 
 pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// A cgroup operation that failed, naming the file or directory.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// Writing a control file failed.
     #[error("writing {value:?} to {}", path.display())]
     Write {
+        /// The control file.
         path: PathBuf,
+        /// What was written.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Reading a control file failed.
     #[error("reading {}", path.display())]
     Read {
+        /// The control file.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making the cgroup directory failed.
     #[error("creating cgroup {}", path.display())]
     Create {
+        /// The cgroup directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Removing the cgroup directory failed.
     #[error("removing cgroup {}", path.display())]
     Remove {
+        /// The cgroup directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// A value in linux.resources that the kernel would not take.
     #[error("linux.resources.{field}: {value}: {reason}")]
     InvalidValue {
+        /// The resources field.
         field: String,
+        /// The value given.
         value: String,
+        /// Why it is refused.
         reason: &'static str,
     },
+    /// A rootless container without a cgroup was asked for something that needs one.
     #[error("{what} needs a cgroup, and this rootless container has none (the host delegates no cgroup to this user; set linux.cgroupsPath to one that is)")]
-    Disabled { what: &'static str },
+    Disabled {
+        /// What needed the cgroup.
+        what: &'static str,
+    },
+    /// Setting up the OOM notification failed.
     #[error("watching {} for OOM kills", path.display())]
     OomNotifier {
+        /// The cgroup file watched.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// A resource is set but its controller's file does not exist.
     #[error("the {controller} cgroup controller is not available (needed for {file})")]
-    ControllerMissing { controller: String, file: String },
+    ControllerMissing {
+        /// The controller.
+        controller: String,
+        /// The control file that is missing.
+        file: String,
+    },
+    /// A memory limit below what the group already uses.
     #[error("writing {value:?} to {}: below the current usage of {usage} bytes", path.display())]
     BelowUsage {
+        /// The control file.
         path: PathBuf,
+        /// The limit asked for.
         value: String,
+        /// The current usage, in bytes.
         usage: u64,
     },
+    /// Loading or attaching the cgroup v2 device filter failed.
     #[error("{what} {}", path.display())]
     Bpf {
+        /// The bpf step.
         what: &'static str,
+        /// The cgroup directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The freezer did not reach FROZEN.
     #[error("the cgroup of this container did not freeze: {state}")]
-    NotFrozen { state: String },
+    NotFrozen {
+        /// The state read.
+        state: String,
+    },
+    /// No cgroup hierarchy is mounted.
     #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]
     NoHierarchy,
+    /// A cgroupsPath that is refused (escapes the hierarchy, not a path).
     #[error("linux.cgroupsPath {path:?}: {reason}")]
-    InvalidPath { path: String, reason: &'static str },
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
 }
 
 /// What a `cgroup` mount inside the container shows.
@@ -93,9 +143,12 @@ pub(crate) enum MountSource {
     V2(PathBuf),
 }
 
+/// A container's or pod's cgroup, on whichever hierarchy the host uses.
 #[derive(Debug, Clone)]
 pub enum Manager {
+    /// Under the v1 hierarchies (one directory per controller).
     V1(v1::Manager),
+    /// Under the unified cgroup2 hierarchy.
     V2(v2::Manager),
     /// No cgroup: a rootless container on a host that delegates none to its user. It has no
     /// limits, cannot be paused, and its processes are known through init alone (its own
@@ -169,7 +222,7 @@ impl SelfJoin {
 }
 
 impl Manager {
-    /// The manager for cgroup `path` (as returned by [`container_path`]) on this host.
+    /// The manager for cgroup `path` (as a container's cgroupsPath resolves) on this host.
     pub fn new(path: &Path) -> Result<Self, CgroupError> {
         if is_unified() {
             Ok(Manager::V2(v2::Manager::new(path)))
@@ -238,6 +291,7 @@ impl Manager {
         }
     }
 
+    /// Whether the group is frozen (paused).
     pub fn is_frozen(&self) -> bool {
         match self {
             Manager::V1(m) => m.is_frozen(),

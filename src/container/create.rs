@@ -17,15 +17,22 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Options of `create` beyond the bundle's config.json (runc's flags).
+/// Options of `create` beyond the bundle's config.json (runc's flags): built with
+/// [`CreateOptions::new`] and the chainable setters of the same names as the fields.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CreateOptions {
+    /// The bundle directory, holding config.json.
     pub bundle: PathBuf,
+    /// Where to write the init's pid once it is created (`--pid-file`).
     pub pid_file: Option<PathBuf>,
+    /// The unix socket that receives the pty master when `process.terminal` is true.
     pub console_socket: Option<PathBuf>,
+    /// Enter the root with MS_MOVE and chroot instead of pivot_root (`--no-pivot`).
     pub no_pivot: bool,
+    /// Keep the caller's session keyring instead of a new one per container.
     pub no_new_keyring: bool,
+    /// How many descriptors above 2 the process inherits (`--preserve-fds`).
     pub preserve_fds: u32,
     /// Join this pod: its shared namespaces, a cgroup below its own.
     pub pod: Option<String>,
@@ -42,6 +49,7 @@ pub struct CreateOptions {
 pub struct StdioFds(Arc<[OwnedFd; 3]>);
 
 impl StdioFds {
+    /// The three descriptors, in the order 0, 1, 2.
     pub fn new(
         stdin: impl Into<OwnedFd>,
         stdout: impl Into<OwnedFd>,
@@ -69,6 +77,7 @@ pub(super) fn stdio_for(
 }
 
 impl CreateOptions {
+    /// The options for the bundle at `bundle`, everything else as runc's defaults.
     pub fn new(bundle: impl Into<PathBuf>) -> Self {
         CreateOptions {
             bundle: bundle.into(),

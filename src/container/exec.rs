@@ -9,11 +9,14 @@ use oci_spec::runtime::Process;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-/// Options of `exec` beyond the process.
+/// Options of `exec` beyond the process: built with [`ExecOptions::new`] and the chainable
+/// setters of the same names as the fields.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ExecOptions {
+    /// The unix socket that receives the pty master when the process has a terminal.
     pub console_socket: Option<PathBuf>,
+    /// How many descriptors above 2 the process inherits (`--preserve-fds`).
     pub preserve_fds: u32,
     /// The process's stdin, stdout and stderr, instead of the caller's own 0, 1 and 2.
     pub stdio: Option<super::StdioFds>,

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Upper<'a> {
+    /// Where the container's writes land.
     pub upper: &'a Path,
+    /// overlayfs's scratch directory, empty, on the upper's filesystem.
     pub work: &'a Path,
 }
 

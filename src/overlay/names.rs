@@ -82,8 +82,11 @@ pub fn components(path: &Path) -> Result<Vec<&OsStr>, PathRefusal> {
 /// the same file is often named `layer.tar` whatever it holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Plain tar.
     None,
+    /// gzip.
     Gzip,
+    /// zstd.
     Zstd,
 }
 

@@ -13,7 +13,9 @@ use std::path::Path;
 /// Which LSM a label is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lsm {
+    /// AppArmor.
     AppArmor,
+    /// SELinux.
     SeLinux,
 }
 

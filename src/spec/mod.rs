@@ -14,28 +14,50 @@ pub(crate) use validate::{sysctl_name_ok, sysctl_namespace};
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 
+/// What is wrong with a bundle's config.json, naming the field.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// The bundle has no config.json.
     #[error("JSON specification file config.json not found in {}", bundle.display())]
-    NotFound { bundle: PathBuf },
+    NotFound {
+        /// The bundle directory.
+        bundle: PathBuf,
+    },
+    /// Reading config.json failed.
     #[error("reading {}", path.display())]
     Read {
+        /// The config.json read.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// config.json does not parse.
     #[error("{}: {field}: {message}", path.display())]
     Parse {
+        /// The config.json parsed.
         path: PathBuf,
+        /// The field path where parsing stopped.
         field: String,
+        /// serde's message.
         message: String,
     },
+    /// A field with a value that is refused.
     #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The config field concerned.
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A path in the config cannot be used.
     #[error("{field} {}", path.display())]
     Path {
+        /// The config field concerned.
         field: String,
+        /// The path resolved.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
