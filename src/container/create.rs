@@ -94,12 +94,16 @@ impl CreateOptions {
         no_pivot: bool;
         /// Sets [`CreateOptions::no_new_keyring`].
         no_new_keyring: bool;
-        /// Sets [`CreateOptions::preserve_fds`].
-        preserve_fds: u32;
         /// Sets [`CreateOptions::pod`].
         pod: String => Some;
         /// Sets [`CreateOptions::stdio`].
         stdio: StdioFds => Some;
+    }
+
+    /// Sets [`CreateOptions::preserve_fds`] (a plain `u32`, so that a literal infers).
+    pub fn preserve_fds(mut self, count: u32) -> Self {
+        self.preserve_fds = count;
+        self
     }
 }
 
@@ -519,3 +523,32 @@ pub(super) fn sweep_stale(root: &Path, id: &str) {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+#[cfg(test)]
+mod tests {
+    use super::CreateOptions;
+    use crate::pod::PodOptions;
+    use std::path::PathBuf;
+
+    #[test]
+    fn setters_set_their_field_and_keep_the_defaults() {
+        let o = CreateOptions::new("/b")
+            .pid_file("/p")
+            .pod("pod1")
+            .preserve_fds(2);
+        assert_eq!(o.bundle, PathBuf::from("/b"));
+        assert_eq!(o.pid_file, Some(PathBuf::from("/p")));
+        assert_eq!(o.pod.as_deref(), Some("pod1"));
+        assert_eq!(o.preserve_fds, 2);
+        assert!(o.console_socket.is_none() && o.stdio.is_none() && !o.no_pivot);
+        let p = PodOptions::new()
+            .hostname("h")
+            .sysctl("net.ipv4.ip_forward", "1");
+        assert_eq!(p.hostname.as_deref(), Some("h"));
+        assert_eq!(
+            p.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(p.share, PodOptions::default().share);
+    }
+}

@@ -31,10 +31,14 @@ impl ExecOptions {
     setters! {
         /// Sets [`ExecOptions::console_socket`].
         console_socket: PathBuf => Some;
-        /// Sets [`ExecOptions::preserve_fds`].
-        preserve_fds: u32;
         /// Sets [`ExecOptions::stdio`].
         stdio: super::StdioFds => Some;
+    }
+
+    /// Sets [`ExecOptions::preserve_fds`] (a plain `u32`, so that a literal infers).
+    pub fn preserve_fds(mut self, count: u32) -> Self {
+        self.preserve_fds = count;
+        self
     }
 }
 
