@@ -14,22 +14,34 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+/// A failure with a container's terminal or its console socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
+    /// Connecting to the console socket failed.
     #[error("connecting to console socket {}", path.display())]
     Connect {
+        /// The console socket.
         path: std::path::PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making the pty failed.
     #[error("{step} for the container's terminal")]
     Pty {
+        /// The step that failed.
         step: &'static str,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// /dev/pts/ptmx in the container is not the devpts ptmx it should be (a hostile image's trap).
     #[error("refusing /dev/pts/ptmx for the container's terminal: {why}")]
-    NotPtmx { why: String },
+    NotPtmx {
+        /// What was found instead.
+        why: String,
+    },
+    /// Reaching the pty through procfs failed.
     #[error("the container's terminal")]
     Procfs(#[from] ProcfsError),
 }
@@ -43,7 +55,7 @@ fn pty_err(step: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
 
 /// Connects to the caller's console socket (in the runtime, before the clone: the path is
 /// a host path).
-pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
+pub(crate) fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
     std::os::unix::net::UnixStream::connect(path)
         .map(OwnedFd::from)
         .map_err(|source| ConsoleError::Connect {
@@ -52,7 +64,11 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
         })
 }
 
-nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+/// The ioctl wrapper, kept out of the public `console` module (the macro makes a `pub fn`).
+mod ioctl {
+    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+}
+use ioctl::set_winsize;
 
 /// DEVPTS_SUPER_MAGIC, and the ptmx node every devpts instance has (fs/devpts/inode.c:
 /// inode 2, char 5:2).
@@ -116,7 +132,7 @@ fn peer_of(master: BorrowedFd) -> Result<OwnedFd, ConsoleError> {
 /// init, not an exec) the peer is also bind-mounted on /dev/console, from the descriptor,
 /// as runc does. With `clear_onlcr` (a runtime that is itself the console, as runc's
 /// foreground exec) the pty passes newlines as written, before anything is run on it.
-pub fn setup(
+pub(crate) fn setup(
     socket: BorrowedFd,
     size: Option<(u16, u16)>,
     mount_console: bool,

@@ -1,31 +1,52 @@
 //! The crate-level error: one variant per module, each module owning its own enum.
 
+// The error enums of the modules that are private to the crate, so that a caller can match
+// on them; the public modules' own (container, pod, cgroups, ...) are in those modules.
+pub use crate::hooks::HookError;
+pub use crate::kernel::KernelError;
+pub use crate::namespaces::NamespaceError;
+pub use crate::process::{ProcessError, RemoteError};
+pub use crate::rootfs::RootfsError;
+pub use crate::sys::procfs::ProcfsError;
+
 /// Any error the library returns. Each variant is transparent: the message and the cause
 /// chain are the module error's own.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The bundle's config.json.
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
+    /// A container operation.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+    /// Making or running the container process.
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
+    /// Joining or making namespaces.
     #[error(transparent)]
     Namespace(#[from] crate::namespaces::NamespaceError),
+    /// Setting up the container's root filesystem.
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    /// cgroups.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    /// Capabilities, identity, rlimits, LSM labels, seccomp.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// A hook.
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    /// The terminal.
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    /// Layers and overlay mounts.
     #[error(transparent)]
     Overlay(#[from] crate::overlay::OverlayError),
+    /// A pod operation.
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
+    /// The kernel is older than capsa needs.
     #[error(transparent)]
     Kernel(#[from] crate::kernel::KernelError),
     /// An error from the single-threaded child that did the work for a multithreaded
@@ -53,7 +74,9 @@ pub enum ErrorKind {
 /// An error that happened in another process (see [`Error::Remote`]).
 #[derive(Debug)]
 pub struct Remote {
+    /// The kind of failure.
     pub kind: ErrorKind,
+    /// The error, its chain and errno.
     pub error: crate::process::RemoteError,
 }
 
@@ -69,6 +92,7 @@ impl std::error::Error for Remote {
     }
 }
 
+/// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

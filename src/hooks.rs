@@ -7,29 +7,46 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A hook that could not run or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// The hook did not start.
     #[error("{kind} hook #{index} ({}): starting", path.display())]
     Spawn {
+        /// The hook kind (prestart, createRuntime, ...).
         kind: &'static str,
+        /// Its index among hooks of that kind.
         index: usize,
+        /// The hook program.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The hook exited with a failure.
     #[error("{kind} hook #{index} ({}): {status}{}", path.display(), stderr_suffix(stderr))]
     Failed {
+        /// The hook kind.
         kind: &'static str,
+        /// Its index among hooks of that kind.
         index: usize,
+        /// The hook program.
         path: PathBuf,
+        /// Its exit status.
         status: String,
+        /// The hook's stderr.
         stderr: String,
     },
+    /// The hook ran past its timeout.
     #[error("{kind} hook #{index} ({}): timed out after {seconds}s", path.display())]
     Timeout {
+        /// The hook kind.
         kind: &'static str,
+        /// Its index among hooks of that kind.
         index: usize,
+        /// The hook program.
         path: PathBuf,
+        /// The timeout, in seconds.
         seconds: i64,
     },
 }

@@ -41,14 +41,19 @@ fn check_version(found: Option<(u32, u32)>) -> Result<(), KernelError> {
     }
 }
 
+/// The kernel is older than capsa needs.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
+    /// The kernel version is below the minimum.
     #[error(
         "capsa needs Linux {}.{} or later (mount_setattr, close_range, openat2, clone3); \
          this kernel is {}.{}",
         MINIMUM.0, MINIMUM.1, found.0, found.1
     )]
-    TooOld { found: (u32, u32) },
+    TooOld {
+        /// The running kernel version (major, minor).
+        found: (u32, u32),
+    },
 }
 
 #[cfg(test)]

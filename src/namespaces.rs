@@ -10,39 +10,59 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+/// A failure joining or making a namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
+    /// Opening a namespace path failed.
     #[error("opening {kind} namespace {}", path.display())]
     Open {
+        /// The namespace kind.
         kind: &'static str,
+        /// The namespace path.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// setns failed.
     #[error("joining {kind} namespace {}", path.display())]
     Join {
+        /// The namespace kind.
         kind: &'static str,
+        /// The namespace path.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making a new namespace failed.
     #[error("creating a new {kind} namespace")]
     Unshare {
+        /// The namespace kind.
         kind: &'static str,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Writing a uid or gid map failed.
     #[error("writing {} {value:?}", path.display())]
     Write {
+        /// The map file.
         path: PathBuf,
+        /// The map written.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Setting the hostname or domain name failed.
     #[error("setting {what} to {value:?}")]
     Uts {
+        /// hostname or domainname.
         what: &'static str,
+        /// The name given.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },

@@ -404,7 +404,7 @@ impl Daemon {
         }
         validate_cidr(&cidr).map_err(Status::invalid_argument)?;
         let path = self.config.state_dir.join(POD_CIDR_FILE);
-        capsa::container::write_atomic(&path, cidr.as_bytes(), 0o644)
+        capsa::internal::write_atomic(&path, cidr.as_bytes(), 0o644)
             .map_err(|e| Status::internal(format!("writing {}: {e}", path.display())))?;
         match self.pod_cidr.lock() {
             Ok(mut c) => *c = cidr,

@@ -29,7 +29,7 @@ mod session;
 
 pub use session::{ExecSession, Resizer, Terminal};
 
-use capsa::process::RemoteError;
+use capsa::error::RemoteError;
 use oci_spec::runtime::Process;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;

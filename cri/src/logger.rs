@@ -53,7 +53,7 @@ impl log::Log for Logger {
             self.format,
             level_name(record.level()),
             &record.args().to_string(),
-            &capsa::time::now_rfc3339_nanos(),
+            &capsa::internal::now_rfc3339_nanos(),
         );
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }

@@ -164,7 +164,7 @@ impl Daemon {
             ("hosts", hosts),
         ] {
             let path = files.join(name);
-            capsa::container::write_atomic(&path, text.as_bytes(), 0o644)
+            capsa::internal::write_atomic(&path, text.as_bytes(), 0o644)
                 .map_err(|e| internal(&format!("writing {}", path.display()), e))?;
         }
         if !shares.host_ipc {
@@ -180,13 +180,12 @@ impl Daemon {
             .map(|l| l.cgroup_parent.clone())
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| sandbox::DEFAULT_CGROUP_PARENT.into());
-        let opts = capsa::PodOptions {
-            share: shares.pod.clone(),
-            cgroup_parent: parent.into(),
-            hostname: (!shares.host_network).then(|| hostname.clone()),
-            pause_binary: self.config().pause_binary.clone(),
-            sysctls: sandbox::sysctls(&config),
-        };
+        let mut opts = capsa::PodOptions::new()
+            .share(shares.pod.clone())
+            .cgroup_parent(parent);
+        opts.hostname = (!shares.host_network).then(|| hostname.clone());
+        opts.pause_binary = self.config().pause_binary.clone();
+        opts.sysctls = sandbox::sysctls(&config);
         let rt = self.runtime().clone();
         let pod_id = id.clone();
         let created = tokio::task::spawn_blocking(move || rt.create_pod(&pod_id, &opts))

@@ -80,7 +80,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             path: path.clone(),
             source,
         })?;
-        capsa::container::write_atomic(&path, &bytes, 0o600).map_err(|source| StoreError::Io {
+        capsa::internal::write_atomic(&path, &bytes, 0o600).map_err(|source| StoreError::Io {
             step: "writing",
             path,
             source,

@@ -41,11 +41,9 @@ impl Sandbox {
         let dir = scratch(prefix);
         let runtime = capsa::Runtime::new(dir.join("state"));
         let id = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let opts = capsa::PodOptions {
-            hostname: Some("specpod".into()),
-            pause_binary: Some(Path::new(CAPSA_CRI).with_file_name("capsa-pause")),
-            ..Default::default()
-        };
+        let opts = capsa::PodOptions::new()
+            .hostname("specpod")
+            .pause_binary(Path::new(CAPSA_CRI).with_file_name("capsa-pause"));
         let pod = runtime.create_pod(&id, &opts).unwrap();
         let files = dir.join("files");
         std::fs::create_dir_all(files.join("shm")).unwrap();

@@ -110,10 +110,7 @@ fn a_single_threaded_monitor_hands_pipes_as_stdio_and_reaps_exit_code_3() {
         let (in_r, mut in_w) = pipe();
         let (out_r, out_w) = pipe();
         let (err_r, err_w) = pipe();
-        let opts = CreateOptions {
-            stdio: Some(StdioFds::new(in_r, out_w, err_w)),
-            ..CreateOptions::new(&bundle)
-        };
+        let opts = CreateOptions::new(&bundle).stdio(StdioFds::new(in_r, out_w, err_w));
         let runtime = Runtime::new(&root);
         let c = runtime.create(&id2, &opts).map_err(e)?;
         drop(opts);
@@ -180,10 +177,7 @@ fn a_threaded_subreaper_reads_the_output_and_gets_the_signal_that_killed_init() 
     let id = w.id("killed");
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let opts = CreateOptions {
-        stdio: Some(StdioFds::new(null(), out_w, err_w)),
-        ..CreateOptions::new(&b.dir)
-    };
+    let opts = CreateOptions::new(&b.dir).stdio(StdioFds::new(null(), out_w, err_w));
     let runtime = Runtime::new(&w.root);
     let c = runtime.create(&id, &opts).unwrap();
     drop(opts);
@@ -209,10 +203,7 @@ fn wait_from_a_process_that_is_not_inits_parent_says_so() {
     let mut w = World::new();
     let b = w.bundle(&["sh", "-c", "exit 3"]);
     let id = w.id("notchild");
-    let opts = CreateOptions {
-        stdio: Some(null_stdio()),
-        ..CreateOptions::new(&b.dir)
-    };
+    let opts = CreateOptions::new(&b.dir).stdio(null_stdio());
     let runtime = Runtime::new(&w.root);
     let c = runtime.create(&id, &opts).unwrap();
     let pid = c.stored().pid;
@@ -239,11 +230,9 @@ fn stdio_and_a_terminal_are_refused_before_anything_is_made() {
     let mut b = w.bundle(&["true"]);
     b.set(|c| c["process"]["terminal"] = json!(true));
     let id = w.id("stdiotty");
-    let opts = CreateOptions {
-        stdio: Some(null_stdio()),
-        console_socket: Some(scratch().join(unique("no-such-socket"))),
-        ..CreateOptions::new(&b.dir)
-    };
+    let opts = CreateOptions::new(&b.dir)
+        .stdio(null_stdio())
+        .console_socket(scratch().join(unique("no-such-socket")));
     let err = Runtime::new(&w.root).create(&id, &opts).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -258,10 +247,7 @@ fn an_exec_gets_the_stdio_it_is_handed() {
     let b = w.bundle(&["sleep", "1000"]);
     let id = w.id("execio");
     let runtime = Runtime::new(&w.root);
-    let opts = CreateOptions {
-        stdio: Some(null_stdio()),
-        ..CreateOptions::new(&b.dir)
-    };
+    let opts = CreateOptions::new(&b.dir).stdio(null_stdio());
     let c = runtime.create(&id, &opts).unwrap();
     w.pids.push(c.stored().pid);
     c.start().unwrap();
@@ -272,10 +258,7 @@ fn an_exec_gets_the_stdio_it_is_handed() {
         "-c".into(),
         "echo from-exec; ls /proc/self/fd".into(),
     ]));
-    let exec_opts = capsa::container::ExecOptions {
-        stdio: Some(StdioFds::new(null(), out_w, null())),
-        ..Default::default()
-    };
+    let exec_opts = capsa::ExecOptions::new().stdio(StdioFds::new(null(), out_w, null()));
     let pid = c.exec_detached(&process, &exec_opts).unwrap();
     drop(exec_opts);
     let out = read_all(out_r);

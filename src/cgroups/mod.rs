@@ -7,104 +7,166 @@
 //! cgroup in the cgroup2 one too, as runc gives it.
 
 mod bpf;
-pub mod devices;
+pub(crate) mod devices;
 mod fs;
 mod oom;
-pub mod resources;
+pub(crate) mod resources;
 pub mod stats;
 mod sub;
-pub mod v1;
-pub mod v2;
+pub(crate) mod v1;
+pub(crate) mod v2;
 
 use nix::unistd::Pid;
 use std::path::{Component, Path, PathBuf};
 pub use sub::SubCgroups;
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// A cgroup operation that failed, naming the file or directory.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// Writing a control file failed.
     #[error("writing {value:?} to {}", path.display())]
     Write {
+        /// The control file.
         path: PathBuf,
+        /// What was written.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Reading a control file failed.
     #[error("reading {}", path.display())]
     Read {
+        /// The control file.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making the cgroup directory failed.
     #[error("creating cgroup {}", path.display())]
     Create {
+        /// The cgroup directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Removing the cgroup directory failed.
     #[error("removing cgroup {}", path.display())]
     Remove {
+        /// The cgroup directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// A value in linux.resources that the kernel would not take.
     #[error("linux.resources.{field}: {value}: {reason}")]
     InvalidValue {
+        /// The resources field.
         field: String,
+        /// The value given.
         value: String,
+        /// Why it is refused.
         reason: &'static str,
     },
+    /// A rootless container without a cgroup was asked for something that needs one.
     #[error("{what} needs a cgroup, and this rootless container has none (the host delegates no cgroup to this user; set linux.cgroupsPath to one that is)")]
-    Disabled { what: &'static str },
+    Disabled {
+        /// What needed the cgroup.
+        what: &'static str,
+    },
+    /// Setting up the OOM notification failed.
     #[error("watching {} for OOM kills", path.display())]
     OomNotifier {
+        /// The cgroup file watched.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// A resource is set but its controller's file does not exist.
     #[error("the {controller} cgroup controller is not available (needed for {file})")]
-    ControllerMissing { controller: String, file: String },
+    ControllerMissing {
+        /// The controller.
+        controller: String,
+        /// The control file that is missing.
+        file: String,
+    },
+    /// A memory limit below what the group already uses.
     #[error("writing {value:?} to {}: below the current usage of {usage} bytes", path.display())]
     BelowUsage {
+        /// The control file.
         path: PathBuf,
+        /// The limit asked for.
         value: String,
+        /// The current usage, in bytes.
         usage: u64,
     },
+    /// Loading or attaching the cgroup v2 device filter failed.
     #[error("{what} {}", path.display())]
     Bpf {
+        /// The bpf step.
         what: &'static str,
+        /// The cgroup directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The freezer did not reach FROZEN in time.
     #[error("the cgroup of this container did not freeze in {}s: {state}", timeout.as_secs())]
     NotFrozen {
+        /// The state read last.
         state: String,
+        /// How long freezing was tried.
         timeout: std::time::Duration,
     },
+    /// No cgroup hierarchy is mounted.
     #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]
     NoHierarchy,
+    /// A cgroupsPath that is refused (escapes the hierarchy, not a path).
     #[error("linux.cgroupsPath {path:?}: {reason}")]
-    InvalidPath { path: String, reason: &'static str },
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// An `exec --cgroup` argument that cannot be parsed.
     #[error("invalid --cgroup argument {arg:?}: {reason}")]
-    InvalidSubCgroup { arg: String, reason: &'static str },
+    InvalidSubCgroup {
+        /// The argument as given.
+        arg: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// An `exec --cgroup` sub-cgroup that cannot be used.
     #[error("--cgroup: {reason}")]
-    SubCgroup { reason: String },
+    SubCgroup {
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// What a `cgroup` mount inside the container shows.
 #[derive(Debug, Clone)]
-pub enum MountSource {
+pub(crate) enum MountSource {
     /// One (name, host directory) per v1 hierarchy.
     V1(Vec<(String, PathBuf)>),
     /// The container's cgroup2 directory.
     V2(PathBuf),
 }
 
+/// A container's or pod's cgroup, on whichever hierarchy the host uses.
 #[derive(Debug, Clone)]
 pub enum Manager {
+    /// Under the v1 hierarchies (one directory per controller).
     V1(v1::Manager),
+    /// Under the unified cgroup2 hierarchy.
     V2(v2::Manager),
     /// No cgroup: a rootless container on a host that delegates none to its user. It has no
     /// limits, cannot be paused, and its processes are known through init alone (its own
@@ -113,12 +175,12 @@ pub enum Manager {
 }
 
 /// Where containers without `linux.cgroupsPath` get their cgroup.
-pub const DEFAULT_PARENT: &str = "/capsa";
+pub(crate) const DEFAULT_PARENT: &str = "/capsa";
 
 /// The cgroup path a container uses: `linux.cgroupsPath` (relative paths are taken from the
 /// hierarchy root), or `/capsa/<id>` (an absolute default, as crun has: never nested under
 /// the caller's own cgroup).
-pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
+pub(crate) fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
     let Some(p) = spec_path.filter(|p| !p.as_os_str().is_empty()) else {
         return Ok(PathBuf::from(DEFAULT_PARENT).join(id));
     };
@@ -161,7 +223,7 @@ pub fn is_unified() -> bool {
 /// (CLONE_INTO_CGROUP with `unified`, opened here before any namespace is joined): writing
 /// "0" to a cgroup2 cgroup.procs would take that lock.
 #[derive(Debug)]
-pub struct SelfJoin {
+pub(crate) struct SelfJoin {
     files: Vec<(PathBuf, std::fs::File)>,
     unified: Option<std::fs::File>,
 }
@@ -189,7 +251,7 @@ impl SelfJoin {
 }
 
 impl Manager {
-    /// The manager for cgroup `path` (as returned by [`container_path`]) on this host.
+    /// The manager for cgroup `path` (as a container's cgroupsPath resolves) on this host.
     pub fn new(path: &Path) -> Result<Self, CgroupError> {
         if is_unified() {
             Ok(Manager::V2(v2::Manager::new(path)))
@@ -210,7 +272,7 @@ impl Manager {
     /// Creates the cgroup (every hierarchy on v1). capsa's own parents (`/capsa`) go with
     /// their last child ([`Manager::remove_if_unused`]): a parent removed by a concurrent
     /// delete between our mkdirs shows up as ENOENT, and the walk starts again.
-    pub fn create(&self) -> Result<(), CgroupError> {
+    pub(crate) fn create(&self) -> Result<(), CgroupError> {
         let mut attempt = 0;
         loop {
             let result = match self {
@@ -230,7 +292,7 @@ impl Manager {
     }
 
     /// Moves a process into the cgroup.
-    pub fn add(&self, pid: Pid) -> Result<(), CgroupError> {
+    pub(crate) fn add(&self, pid: Pid) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.add(pid),
             Manager::V2(m) => m.add(pid),
@@ -240,7 +302,7 @@ impl Manager {
 
     /// The handles a child needs to move itself in (v1 only: v2 children are cloned
     /// straight into their cgroup, and `None` has nothing to join).
-    pub fn self_join(&self) -> Result<Option<SelfJoin>, CgroupError> {
+    pub(crate) fn self_join(&self) -> Result<Option<SelfJoin>, CgroupError> {
         match self {
             Manager::V1(m) => Ok(Some(SelfJoin {
                 files: m.task_files()?,
@@ -259,6 +321,7 @@ impl Manager {
         }
     }
 
+    /// Whether the group is frozen (paused).
     pub fn is_frozen(&self) -> bool {
         match self {
             Manager::V1(m) => m.is_frozen(),
@@ -268,7 +331,7 @@ impl Manager {
     }
 
     /// Thaws a frozen cgroup (a frozen process cannot act on SIGKILL until thawed).
-    pub fn thaw(&self) -> Result<(), CgroupError> {
+    pub(crate) fn thaw(&self) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.set_frozen(false),
             Manager::V2(m) => m.set_frozen(false),
@@ -279,7 +342,7 @@ impl Manager {
     /// Applies `linux.resources` (all of it at create, the given fields on update).
     /// `extra_devices` are allow rules for making the spec's own `linux.devices` nodes; device rules
     /// are written only when `devices` is true (create), never by update.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         r: &oci_spec::runtime::LinuxResources,
         extra_devices: &[String],
@@ -325,7 +388,7 @@ impl Manager {
     }
 
     /// Freezes (and waits until the kernel reports frozen) or thaws.
-    pub fn freeze(&self) -> Result<(), CgroupError> {
+    pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.set_frozen(true),
             Manager::V2(m) => m.set_frozen(true),
@@ -355,7 +418,7 @@ impl Manager {
     }
 
     /// Removes the cgroup; it must be empty. A cgroup already gone is not an error.
-    pub fn remove(&self) -> Result<(), CgroupError> {
+    pub(crate) fn remove(&self) -> Result<(), CgroupError> {
         match self {
             Manager::V1(m) => m.remove(),
             Manager::V2(m) => m.remove(),
@@ -365,7 +428,7 @@ impl Manager {
 
     /// Removes this cgroup (one of capsa's own default parents, never a client's) when no
     /// cgroup is left in it; still in use (ENOTEMPTY, EBUSY) or already gone is fine.
-    pub fn remove_if_unused(&self) {
+    pub(crate) fn remove_if_unused(&self) {
         let dirs: Vec<PathBuf> = match self {
             Manager::V1(m) => m.hierarchy_dirs(),
             Manager::V2(m) => vec![m.dir().to_path_buf()],
@@ -378,7 +441,7 @@ impl Manager {
 
     /// The manager of cgroup `path` on the same hierarchies, without reading the mount
     /// table again.
-    pub fn at(&self, path: &Path) -> Manager {
+    pub(crate) fn at(&self, path: &Path) -> Manager {
         match self {
             Manager::V1(m) => Manager::V1(m.at(path)),
             Manager::V2(_) => Manager::V2(v2::Manager::new(path)),
@@ -420,7 +483,7 @@ impl Manager {
         }
     }
 
-    pub fn mount_source(&self) -> MountSource {
+    pub(crate) fn mount_source(&self) -> MountSource {
         match self {
             Manager::V1(m) => MountSource::V1(m.mount_dirs()),
             Manager::V2(m) => MountSource::V2(m.dir().to_path_buf()),

@@ -5,72 +5,108 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// CPU time used.
 #[derive(Debug, Default, Serialize)]
 pub struct CpuUsage {
     /// Nanoseconds.
     pub total: u64,
+    /// Per CPU, nanoseconds.
     pub percpu: Vec<u64>,
+    /// In kernel mode, nanoseconds.
     pub kernel: u64,
+    /// In user mode, nanoseconds.
     pub user: u64,
 }
 
+/// CFS bandwidth throttling counts.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Throttling {
+    /// Enforcement periods elapsed.
     pub periods: u64,
+    /// Periods in which the group was throttled.
     pub throttled_periods: u64,
     /// Nanoseconds.
     pub throttled_time: u64,
 }
 
+/// CPU statistics.
 #[derive(Debug, Default, Serialize)]
 pub struct Cpu {
+    /// Time used.
     pub usage: CpuUsage,
+    /// CFS bandwidth throttling.
     pub throttling: Throttling,
 }
 
+/// One memory counter with its limit, peak and failures.
 #[derive(Debug, Default, Serialize)]
 pub struct MemoryEntry {
+    /// The limit, bytes (u64::MAX when unlimited).
     pub limit: u64,
+    /// Current usage, bytes.
     pub usage: u64,
+    /// Peak usage, bytes.
     pub max: u64,
+    /// How often the limit was hit.
     pub failcnt: u64,
 }
 
+/// Memory statistics.
 #[derive(Debug, Default, Serialize)]
 pub struct Memory {
+    /// Page cache, bytes.
     pub cache: u64,
+    /// Memory.
     pub usage: MemoryEntry,
+    /// Memory plus swap.
     pub swap: MemoryEntry,
+    /// Every counter of memory.stat, by name.
     pub raw: BTreeMap<String, u64>,
 }
 
+/// Task counts.
 #[derive(Debug, Default, Serialize)]
 pub struct Pids {
+    /// Tasks in the group.
     pub current: u64,
+    /// pids.max (0 when unlimited).
     pub limit: u64,
 }
 
+/// One block I/O counter of one device.
 #[derive(Debug, Default, Serialize)]
 pub struct BlkioEntry {
+    /// Device major number.
     pub major: u64,
+    /// Device minor number.
     pub minor: u64,
+    /// The operation (Read, Write, ...).
     pub op: String,
+    /// The count.
     pub value: u64,
 }
 
+/// Block I/O statistics.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Blkio {
+    /// Bytes moved, per device and operation.
     pub io_service_bytes_recursive: Vec<BlkioEntry>,
+    /// Operations done, per device and operation.
     pub io_serviced_recursive: Vec<BlkioEntry>,
 }
 
+/// A cgroup's statistics, in the shape of runc's `events --stats`.
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
+    /// CPU.
     pub cpu: Cpu,
+    /// Memory.
     pub memory: Memory,
+    /// Tasks.
     pub pids: Pids,
+    /// Block I/O.
     pub blkio: Blkio,
 }
 
@@ -84,7 +120,7 @@ fn number(path: &Path) -> u64 {
 }
 
 /// The value of `key` in a "key value" file (cpu.stat, memory.events, oom_control...).
-pub fn keyed(path: &Path, key: &str) -> u64 {
+pub(crate) fn keyed(path: &Path, key: &str) -> u64 {
     read(path)
         .lines()
         .find_map(|l| {
@@ -129,7 +165,7 @@ fn blkio_v1(path: &Path) -> Vec<BlkioEntry> {
         .collect()
 }
 
-pub fn v1(m: &v1::Manager) -> Stats {
+pub(crate) fn v1(m: &v1::Manager) -> Stats {
     let mut s = Stats::default();
     if let Some(d) = m.controller_dir("cpuacct") {
         s.cpu.usage.total = number(&d.join("cpuacct.usage"));
@@ -206,7 +242,7 @@ fn io_v2(path: &Path) -> Blkio {
     b
 }
 
-pub fn v2(dir: &Path) -> Stats {
+pub(crate) fn v2(dir: &Path) -> Stats {
     let mut s = Stats::default();
     let cpu = dir.join("cpu.stat");
     s.cpu.usage.total = keyed(&cpu, "usage_usec") * 1000;

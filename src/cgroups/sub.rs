@@ -61,6 +61,7 @@ impl SubCgroups {
         Ok(out)
     }
 
+    /// No sub-cgroup was asked for: the container's own cgroups are used.
     pub fn is_empty(&self) -> bool {
         self.all.is_none() && self.by_controller.is_empty()
     }

@@ -41,16 +41,14 @@ impl CreateFlags {
     pub fn to_options(&self) -> anyhow::Result<capsa::CreateOptions> {
         // A relative --pid-file is relative to the caller's directory.
         let cwd = std::env::current_dir()?;
-        Ok(capsa::CreateOptions {
-            bundle: self.bundle.clone(),
-            pid_file: self.pid_file.as_ref().map(|p| cwd.join(p)),
-            console_socket: self.console_socket.as_ref().map(|p| cwd.join(p)),
-            no_pivot: self.no_pivot,
-            no_new_keyring: self.no_new_keyring,
-            preserve_fds: self.preserve_fds,
-            pod: self.pod.clone(),
-            stdio: None,
-        })
+        let mut opts = capsa::CreateOptions::new(&self.bundle)
+            .no_pivot(self.no_pivot)
+            .no_new_keyring(self.no_new_keyring)
+            .preserve_fds(self.preserve_fds);
+        opts.pid_file = self.pid_file.as_ref().map(|p| cwd.join(p));
+        opts.console_socket = self.console_socket.as_ref().map(|p| cwd.join(p));
+        opts.pod = self.pod.clone();
+        Ok(opts)
     }
 }
 

@@ -152,17 +152,14 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
     let container = runtime.load(&args.id)?;
     let process = build(args, container.process())?;
     let cwd = std::env::current_dir()?;
-    let opts = capsa::container::ExecOptions {
-        console_socket: args.console_socket.as_ref().map(|p| cwd.join(p)),
-        preserve_fds: args.preserve_fds,
-        stdio: None,
-        ignore_paused: args.ignore_paused,
-        sub_cgroups: capsa::cgroups::SubCgroups::parse(&args.cgroup)?,
-    };
+    let mut opts = capsa::ExecOptions::new().preserve_fds(args.preserve_fds);
+    opts.console_socket = args.console_socket.as_ref().map(|p| cwd.join(p));
+    opts.ignore_paused = args.ignore_paused;
+    opts.sub_cgroups = capsa::cgroups::SubCgroups::parse(&args.cgroup)?;
     let pid_file = args.pid_file.as_ref().map(|p| cwd.join(p));
     let write_pid = |pid: nix::unistd::Pid| -> capsa::Result<()> {
         if let Some(p) = &pid_file {
-            capsa::container::write_pid_file(p, pid)?;
+            capsa::internal::write_pid_file(p, pid)?;
         }
         Ok(())
     };

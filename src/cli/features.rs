@@ -11,7 +11,7 @@ pub fn features_json() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": capsa::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": capsa::rootfs::options::known_options(),
+        "mountOptions": capsa::internal::known_options(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),

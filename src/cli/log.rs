@@ -58,7 +58,7 @@ fn level_name(l: ::log::Level) -> &'static str {
 
 impl Logger {
     fn write(&self, level: &str, msg: &str) {
-        let line = format_line(self.format, level, msg, &capsa::time::now_rfc3339());
+        let line = format_line(self.format, level, msg, &capsa::internal::now_rfc3339());
         match &self.file {
             Some(f) => {
                 if let Ok(mut f) = f.lock() {
@@ -121,7 +121,7 @@ pub fn init(options: &super::Options) -> anyhow::Result<&'static Logger> {
     let _ = ::log::set_logger(logger);
     // The container's init and exec'd processes log to the same file (see set_log_fd).
     if let Some(Ok(f)) = logger.file.as_ref().map(|f| f.lock()) {
-        capsa::process::set_log_fd(Some(std::os::fd::AsFd::as_fd(&*f)));
+        capsa::internal::set_log_fd(Some(std::os::fd::AsFd::as_fd(&*f)));
     }
     ::log::set_max_level(level);
     Ok(logger)

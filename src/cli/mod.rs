@@ -219,8 +219,8 @@ pub fn main() -> i32 {
     let starts_processes = raw_subcommand(&args)
         .and_then(|s| s.to_str())
         .is_some_and(|s| matches!(s, "create" | "run" | "exec"));
-    let sealing = (starts_processes && !capsa::security::sealed::is_sealed()).then(|| {
-        match capsa::security::sealed::reexec_sealed() {
+    let sealing = (starts_processes && !capsa::internal::is_sealed()).then(|| {
+        match capsa::internal::reexec_sealed() {
             Err(e) => e,
         }
     });

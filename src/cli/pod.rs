@@ -63,20 +63,17 @@ pub fn run(runtime: &capsa::Runtime, args: &Args) -> anyhow::Result<i32> {
                 .iter()
                 .map(|s| capsa::pod::parse_share(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let opts = capsa::PodOptions {
-                share,
-                cgroup_parent: cgroup_parent.clone(),
-                hostname: hostname.clone(),
-                pause_binary: pause_binary.clone(),
-                sysctls: sysctls
-                    .iter()
-                    .map(|kv| {
-                        kv.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .ok_or_else(|| anyhow::anyhow!("--sysctl {kv:?}: want KEY=VALUE"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-            };
+            let mut opts = capsa::PodOptions::new()
+                .share(share)
+                .cgroup_parent(cgroup_parent.clone());
+            opts.hostname = hostname.clone();
+            opts.pause_binary = pause_binary.clone();
+            for kv in sysctls {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--sysctl {kv:?}: want KEY=VALUE"))?;
+                opts = opts.sysctl(k, v);
+            }
             runtime.create_pod(id, &opts)?;
         }
         PodCommand::List { format } => list(runtime, format == "json")?,

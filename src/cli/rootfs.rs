@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             target,
         } => {
             let upper = upper.as_deref().zip(work.as_deref());
-            let upper = upper.map(|(upper, work)| overlay::Upper { upper, work });
+            let upper = upper.map(|(upper, work)| overlay::Upper::new(upper, work));
             overlay::mount(lower, upper, target)?;
         }
         RootfsCommand::Umount { target } => overlay::unmount(target)?,

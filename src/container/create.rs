@@ -17,14 +17,22 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Options of `create` beyond the bundle's config.json (runc's flags).
+/// Options of `create` beyond the bundle's config.json (runc's flags): built with
+/// [`CreateOptions::new`] and the chainable setters of the same names as the fields.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CreateOptions {
+    /// The bundle directory, holding config.json.
     pub bundle: PathBuf,
+    /// Where to write the init's pid once it is created (`--pid-file`).
     pub pid_file: Option<PathBuf>,
+    /// The unix socket that receives the pty master when `process.terminal` is true.
     pub console_socket: Option<PathBuf>,
+    /// Enter the root with MS_MOVE and chroot instead of pivot_root (`--no-pivot`).
     pub no_pivot: bool,
+    /// Keep the caller's session keyring instead of a new one per container.
     pub no_new_keyring: bool,
+    /// How many descriptors above 2 the process inherits (`--preserve-fds`).
     pub preserve_fds: u32,
     /// Join this pod: its shared namespaces, a cgroup below its own.
     pub pod: Option<String>,
@@ -37,9 +45,11 @@ pub struct CreateOptions {
 /// caller's own stdio and these descriptors are left as they are (they close when the last
 /// clone of this value is dropped). Clones share the descriptors.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StdioFds(Arc<[OwnedFd; 3]>);
 
 impl StdioFds {
+    /// The three descriptors, in the order 0, 1, 2.
     pub fn new(
         stdin: impl Into<OwnedFd>,
         stdout: impl Into<OwnedFd>,
@@ -67,11 +77,33 @@ pub(super) fn stdio_for(
 }
 
 impl CreateOptions {
+    /// The options for the bundle at `bundle`, everything else as runc's defaults.
     pub fn new(bundle: impl Into<PathBuf>) -> Self {
         CreateOptions {
             bundle: bundle.into(),
             ..Default::default()
         }
+    }
+
+    setters! {
+        /// Sets [`CreateOptions::pid_file`].
+        pid_file: PathBuf => Some;
+        /// Sets [`CreateOptions::console_socket`].
+        console_socket: PathBuf => Some;
+        /// Sets [`CreateOptions::no_pivot`].
+        no_pivot: bool;
+        /// Sets [`CreateOptions::no_new_keyring`].
+        no_new_keyring: bool;
+        /// Sets [`CreateOptions::pod`].
+        pod: String => Some;
+        /// Sets [`CreateOptions::stdio`].
+        stdio: StdioFds => Some;
+    }
+
+    /// Sets [`CreateOptions::preserve_fds`] (a plain `u32`, so that a literal infers).
+    pub fn preserve_fds(mut self, count: u32) -> Self {
+        self.preserve_fds = count;
+        self
     }
 }
 
@@ -541,3 +573,32 @@ pub(super) fn sweep_stale(root: &Path, id: &str) {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+#[cfg(test)]
+mod tests {
+    use super::CreateOptions;
+    use crate::pod::PodOptions;
+    use std::path::PathBuf;
+
+    #[test]
+    fn setters_set_their_field_and_keep_the_defaults() {
+        let o = CreateOptions::new("/b")
+            .pid_file("/p")
+            .pod("pod1")
+            .preserve_fds(2);
+        assert_eq!(o.bundle, PathBuf::from("/b"));
+        assert_eq!(o.pid_file, Some(PathBuf::from("/p")));
+        assert_eq!(o.pod.as_deref(), Some("pod1"));
+        assert_eq!(o.preserve_fds, 2);
+        assert!(o.console_socket.is_none() && o.stdio.is_none() && !o.no_pivot);
+        let p = PodOptions::new()
+            .hostname("h")
+            .sysctl("net.ipv4.ip_forward", "1");
+        assert_eq!(p.hostname.as_deref(), Some("h"));
+        assert_eq!(
+            p.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(p.share, PodOptions::default().share);
+    }
+}

@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 /// One line of `capsa events`.
 #[derive(Debug, serde::Serialize)]
 pub struct Event {
+    /// "stats", "oom", ... (the JSON `type`).
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The container's id.
     pub id: String,
+    /// The cgroup statistics, for a "stats" event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Stats>,
 }

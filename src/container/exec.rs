@@ -10,10 +10,14 @@ use oci_spec::runtime::Process;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
-/// Options of `exec` beyond the process.
+/// Options of `exec` beyond the process: built with [`ExecOptions::new`] and the chainable
+/// setters of the same names as the fields.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ExecOptions {
+    /// The unix socket that receives the pty master when the process has a terminal.
     pub console_socket: Option<PathBuf>,
+    /// How many descriptors above 2 the process inherits (`--preserve-fds`).
     pub preserve_fds: u32,
     /// The process's stdin, stdout and stderr, instead of the caller's own 0, 1 and 2.
     pub stdio: Option<super::StdioFds>,
@@ -22,6 +26,26 @@ pub struct ExecOptions {
     pub ignore_paused: bool,
     /// Sub-cgroups of the container's that the process joins instead (runc's `--cgroup`).
     pub sub_cgroups: crate::cgroups::SubCgroups,
+}
+
+impl ExecOptions {
+    /// No console socket, no extra descriptors, the caller's stdio.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setters! {
+        /// Sets [`ExecOptions::console_socket`].
+        console_socket: PathBuf => Some;
+        /// Sets [`ExecOptions::stdio`].
+        stdio: super::StdioFds => Some;
+    }
+
+    /// Sets [`ExecOptions::preserve_fds`] (a plain `u32`, so that a literal infers).
+    pub fn preserve_fds(mut self, count: u32) -> Self {
+        self.preserve_fds = count;
+        self
+    }
 }
 
 impl Container {

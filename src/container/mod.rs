@@ -5,7 +5,7 @@
 
 mod abort;
 mod claim;
-mod create;
+pub(crate) mod create;
 mod events;
 mod exec;
 mod id;
@@ -13,140 +13,236 @@ mod lock;
 mod ops;
 mod relay;
 mod run;
-mod state;
+pub(crate) mod state;
 
-pub use create::{write_pid_file, CreateOptions, StdioFds};
 pub(crate) use create::{CgroupGuard, DirGuard};
+pub use create::{CreateOptions, StdioFds};
 pub use events::Event;
 pub use exec::ExecOptions;
 pub use id::validate as validate_id;
 pub(crate) use lock::DirLock;
 pub use ops::{parse_signal, KillSignal};
 pub(crate) use state::live_start_time;
-pub use state::write_atomic;
+pub(crate) use state::write_atomic;
 pub(crate) use state::INIT_COMM;
-pub use state::{derive_status, HookState, OciState, Status, StoredState};
+pub(crate) use state::{derive_status, HookState};
+pub use state::{OciState, Status, StoredState};
 
 use crate::cgroups;
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 
+/// A failure of a container operation (lifecycle, state on disk, signals).
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// The id has characters other than letters, digits and _+.-, or is "." or "..".
     #[error("invalid container id {id:?}: use letters, digits and _+.- (not \".\" or \"..\")")]
-    InvalidId { id: String },
+    InvalidId {
+        /// The container's id.
+        id: String,
+    },
+    /// A container of that id exists already.
     #[error("container with id {id} already exists")]
-    Exists { id: String },
+    Exists {
+        /// The container's id.
+        id: String,
+    },
+    /// The cgroup of linux.cgroupsPath belongs to another container.
     #[error("linux.cgroupsPath {}: the cgroup is already in use by {by}", path.display())]
-    CgroupInUse { path: PathBuf, by: String },
+    CgroupInUse {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// What holds it: another container, or processes of its own.
+        by: String,
+    },
+    /// The cgroup given is frozen: init would hang in it.
     #[error("linux.cgroupsPath {}: the cgroup is unexpectedly frozen (thaw it first)", path.display())]
-    CgroupFrozen { path: PathBuf },
+    CgroupFrozen {
+        /// The cgroup directory.
+        path: PathBuf,
+    },
+    /// No container of that id.
     #[error("container {id} does not exist")]
-    NotExist { id: String },
+    NotExist {
+        /// The container's id.
+        id: String,
+    },
+    /// The operation needs a running container.
     #[error("container not running")]
     NotRunning,
     /// `events` of a stopped container: there is nothing to report on (runc's words).
     #[error("container with id {id} is not running")]
-    NoEvents { id: String },
+    NoEvents {
+        /// The container's id.
+        id: String,
+    },
+    /// The init was OOM-killed during setup: the memory limit is too low.
     #[error("the container's init was OOM-killed while setting up: linux.resources.memory.limit ({limit}) is too low")]
     SetupOomKilled {
+        /// The memory limit, in bytes.
         limit: i64,
+        /// The setup error it caused.
         #[source]
         source: Box<crate::Error>,
     },
+    /// Exec in a stopped container.
     #[error("cannot exec in a stopped container")]
     ExecStopped,
+    /// Exec in a paused container (without `ignore_paused`).
     #[error("cannot exec in a paused container (use --ignore-paused to override)")]
     ExecPaused,
+    /// Resume of a container that is not paused.
     #[error("container not paused")]
     NotPaused,
+    /// Start of a running container.
     #[error("cannot start an already running container")]
     AlreadyRunning,
+    /// Start of a stopped container.
     #[error("cannot start a container that has stopped")]
     StartStopped,
+    /// Delete, without force, of a container that is not stopped.
     #[error("cannot delete container {id} that is not stopped: {status}")]
-    NotStopped { id: String, status: Status },
+    NotStopped {
+        /// The container's id.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The init died between create and start.
     #[error("container {id} exited before it was started")]
-    ExitedBeforeStart { id: String },
+    ExitedBeforeStart {
+        /// The container's id.
+        id: String,
+    },
+    /// The bundle directory cannot be used.
     #[error("bundle {}", path.display())]
     Bundle {
+        /// The bundle directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The container's state directory cannot be made or read.
     #[error("state directory {}", path.display())]
     StateDir {
+        /// The container's state directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Reading state.json failed.
     #[error("reading {}", path.display())]
     ReadState {
+        /// The state.json read.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// state.json does not parse.
     #[error("state file {} is not valid", path.display())]
     CorruptState {
+        /// The state.json read.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: serde_json::Error,
     },
+    /// Writing state.json failed.
     #[error("writing {}", path.display())]
     WriteState {
+        /// The state.json written.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Locking the container's directory failed.
     #[error("locking {}", path.display())]
     Lock {
+        /// The directory locked.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Opening or removing the exec fifo (where init waits for start) failed.
     #[error("exec fifo {}", path.display())]
     Fifo {
+        /// The exec fifo.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// kill(2) failed.
     #[error("sending signal {signal} to {pid}")]
     Signal {
+        /// The signal number.
         signal: i32,
+        /// The process signalled.
         pid: i32,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// A process of the container outlived SIGKILL for too long.
     #[error("process {pid} did not exit within {}s of SIGKILL", timeout.as_secs())]
     NotKilled {
+        /// The process.
         pid: i32,
+        /// How long it was waited for.
         timeout: std::time::Duration,
     },
+    /// A signal name or number that is not one.
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
+    /// Waiting for the process failed.
     #[error("waiting for the container process")]
     Wait(#[source] std::io::Error),
+    /// Watching for signals during the setup failed.
     #[error("watching for signals during the setup")]
     SetupWatch(#[source] std::io::Error),
     /// A terminating signal came while the container was set up: it was undone.
     #[error("interrupted by {signal} while setting up: the container was removed")]
-    Interrupted { signal: nix::sys::signal::Signal },
+    Interrupted {
+        /// The signal that came.
+        signal: nix::sys::signal::Signal,
+    },
+    /// Writing the pid file failed.
     #[error("pid file {}", path.display())]
     PidFile {
+        /// The pid file.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// process.terminal without a console socket.
     #[error("cannot allocate a tty: process.terminal is true but no --console-socket was given")]
     TerminalWithoutSocket,
+    /// A console socket without process.terminal.
     #[error("--console-socket was given but process.terminal is false")]
     SocketWithoutTerminal,
+    /// Stdio descriptors given for a process that has a terminal.
     #[error("stdio descriptors were given but process.terminal is true: the process's stdio is its terminal")]
     StdioWithTerminal,
+    /// Waiting for an init that this process did not create.
     #[error("container {id}: its init (pid {pid}) is not a child of this process, so only its parent can wait for it")]
-    NotChild { id: String, pid: i32 },
+    NotChild {
+        /// The container's id.
+        id: String,
+        /// The init's pid.
+        pid: i32,
+    },
+    /// Waiting for an init already reaped.
     #[error("container {id}: its init has already been reaped")]
-    Reaped { id: String },
+    Reaped {
+        /// The container's id.
+        id: String,
+    },
 }
 
 /// A state root: the directory under which containers' state lives.
@@ -166,10 +262,12 @@ pub struct Container {
 }
 
 impl Runtime {
+    /// A runtime whose state lives under `root` (made on first create).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Runtime { root: root.into() }
     }
 
+    /// The state root.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -302,14 +400,17 @@ impl Container {
         self.damaged
     }
 
+    /// The container's id.
     pub fn id(&self) -> &str {
         &self.state.id
     }
 
+    /// The state as stored at create (not the live status: see [`Container::status`]).
     pub fn stored(&self) -> &StoredState {
         &self.state
     }
 
+    /// The container's state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -320,6 +421,7 @@ impl Container {
             .then(|| Pid::from_raw(self.state.pid))
     }
 
+    /// The container's cgroup.
     pub fn cgroup(&self) -> crate::Result<cgroups::Manager> {
         if self.state.no_cgroup {
             return Ok(cgroups::Manager::None(self.state.cgroup_path.clone()));

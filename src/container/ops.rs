@@ -21,6 +21,7 @@ use std::os::unix::fs::OpenOptionsExt;
 pub struct KillSignal(i32);
 
 impl KillSignal {
+    /// SIGKILL.
     pub const KILL: KillSignal = KillSignal(libc::SIGKILL);
 
     /// The signal numbered `n`, if there is one (0 included).
@@ -28,6 +29,7 @@ impl KillSignal {
         (0..=libc::SIGRTMAX()).contains(&n).then_some(KillSignal(n))
     }
 
+    /// The signal number.
     pub fn number(self) -> i32 {
         self.0
     }

@@ -14,21 +14,31 @@ use std::path::{Path, PathBuf};
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
 
+/// What state.json holds: the facts fixed at create (the status is derived, never stored).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredState {
+    /// The runtime-spec version of the config.
     pub oci_version: String,
+    /// The container's id.
     pub id: String,
+    /// The init's pid on the host.
     pub pid: i32,
-    /// Field 22 of /proc/<pid>/stat when init was created: tells a pid reused by another
+    /// Field 22 of `/proc/<pid>/stat` when init was created: tells a pid reused by another
     /// process apart from ours.
     pub pid_start_time: u64,
+    /// The bundle directory.
     pub bundle: PathBuf,
+    /// The root filesystem, absolute.
     pub rootfs: PathBuf,
+    /// When it was created (RFC 3339).
     pub created: String,
+    /// The config's annotations.
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// The container's cgroup, from the hierarchy root.
     pub cgroup_path: PathBuf,
+    /// The config's hooks, run again at delete.
     #[serde(default)]
     pub hooks: Option<Hooks>,
     /// The container has no pid namespace of its own: its other processes outlive init.
@@ -48,13 +58,19 @@ pub struct StoredState {
     pub pod: Option<String>,
 }
 
+/// A container's status, derived from the live process, the exec fifo and the freezer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Being set up.
     Creating,
+    /// Set up; init waits for start.
     Created,
+    /// Started, init alive.
     Running,
+    /// Frozen.
     Paused,
+    /// Init has exited.
     Stopped,
     /// The state file is unreadable: nothing about the container can be trusted but its
     /// name. `list` shows it; `delete --force` removes it.
@@ -85,7 +101,7 @@ pub fn derive_status(alive: bool, fifo_exists: bool, frozen: bool) -> Status {
     }
 }
 
-/// (state letter, start time) from the text of /proc/<pid>/stat. The command name is in
+/// (state letter, start time) from the text of `/proc/<pid>/stat`. The command name is in
 /// parentheses and may itself contain spaces and parentheses: parse after the last ')'.
 pub fn parse_proc_stat(text: &str) -> Option<(char, u64)> {
     let rest = &text[text.rfind(')')? + 1..];
@@ -181,7 +197,7 @@ fn random_u64() -> u64 {
 }
 
 impl StoredState {
-    pub fn load(dir: &Path, id: &str) -> Result<Self, ContainerError> {
+    pub(crate) fn load(dir: &Path, id: &str) -> Result<Self, ContainerError> {
         let path = dir.join(STATE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -194,7 +210,7 @@ impl StoredState {
             .map_err(|source| ContainerError::CorruptState { path, source })
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), ContainerError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), ContainerError> {
         let path = dir.join(STATE_FILE);
         let bytes = serde_json::to_vec(self).map_err(|source| ContainerError::CorruptState {
             path: path.clone(),
@@ -293,16 +309,25 @@ pub fn remove_state_dir(dir: &Path) -> std::io::Result<()> {
 /// The state as `capsa state` prints it: runc's fields, in runc's order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OciState {
+    /// The runtime-spec version.
     #[serde(rename = "ociVersion")]
     pub oci_version: String,
+    /// The container's id.
     pub id: String,
+    /// The init's pid (0 once stopped).
     pub pid: i32,
+    /// The status, derived now.
     pub status: Status,
+    /// The bundle directory.
     pub bundle: PathBuf,
+    /// The root filesystem.
     pub rootfs: PathBuf,
+    /// When it was created (RFC 3339).
     pub created: String,
+    /// The config's annotations.
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
+    /// The owner of the state directory (`capsa list`).
     pub owner: String,
 }
 

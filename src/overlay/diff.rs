@@ -11,10 +11,14 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+/// What a diff wrote, for callers that report it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DiffSummary {
+    /// Entries written.
     pub entries: usize,
+    /// Deletions written as `.wh.` entries.
     pub whiteouts: usize,
+    /// Opaque directories written.
     pub opaque_dirs: usize,
 }
 

@@ -15,9 +15,19 @@ use std::path::{Path, PathBuf};
 
 /// The writable part of an overlay: both on the same filesystem, work empty.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Upper<'a> {
+    /// Where the container's writes land.
     pub upper: &'a Path,
+    /// overlayfs's scratch directory, empty, on the upper's filesystem.
     pub work: &'a Path,
+}
+
+impl<'a> Upper<'a> {
+    /// The upper directory and its work directory.
+    pub fn new(upper: &'a Path, work: &'a Path) -> Self {
+        Upper { upper, work }
+    }
 }
 
 /// mount(2) copies its data argument into one page.

@@ -51,7 +51,6 @@ pub fn whiteout_name(name: &OsStr) -> OsString {
 pub enum PathRefusal {
     Absolute,
     ParentDir,
-    Empty,
 }
 
 impl std::fmt::Display for PathRefusal {
@@ -59,7 +58,6 @@ impl std::fmt::Display for PathRefusal {
         f.write_str(match self {
             PathRefusal::Absolute => "absolute path escapes the layer",
             PathRefusal::ParentDir => "\"..\" escapes the layer",
-            PathRefusal::Empty => "empty path",
         })
     }
 }
@@ -84,8 +82,11 @@ pub fn components(path: &Path) -> Result<Vec<&OsStr>, PathRefusal> {
 /// the same file is often named `layer.tar` whatever it holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Plain tar.
     None,
+    /// gzip.
     Gzip,
+    /// zstd.
     Zstd,
 }
 

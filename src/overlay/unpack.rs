@@ -17,9 +17,13 @@ use std::path::{Path, PathBuf};
 /// What an unpack did, for callers that report it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UnpackSummary {
+    /// Entries unpacked.
     pub entries: usize,
+    /// Whiteouts converted.
     pub whiteouts: usize,
+    /// Opaque directories marked.
     pub opaque_dirs: usize,
+    /// The compression detected.
     pub compression: Option<Compression>,
     /// The layer's diff id: `sha256:<hex>` of the uncompressed tar stream, read to its end.
     /// An image config names each layer by it; a caller that caches unpacked layers by it must

@@ -23,80 +23,132 @@ use std::time::Duration;
 
 /// The directory under a state root that holds pods (a leading dot keeps it out of the
 /// container list, whose entries all have a state.json).
-pub const PODS_DIR: &str = ".pods";
+pub(crate) const PODS_DIR: &str = ".pods";
 const POD_FILE: &str = "pod.json";
 /// Where pod cgroups go when no parent is given (an absolute default, as for containers:
 /// never below the caller's own cgroup).
 pub const DEFAULT_CGROUP_PARENT: &str = "/capsa-pods";
 /// The infra process's leaf cgroup inside the pod's (v2 allows processes only in leaves).
-pub const INFRA_CGROUP: &str = "infra";
+pub(crate) const INFRA_CGROUP: &str = "infra";
 
+/// A failure of a pod operation.
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
+    /// A pod of that id exists already.
     #[error("pod {id} already exists")]
-    Exists { id: String },
+    Exists {
+        /// The pod's id.
+        id: String,
+    },
+    /// No pod of that id.
     #[error("pod {id} does not exist")]
-    NotExist { id: String },
+    NotExist {
+        /// The pod's id.
+        id: String,
+    },
+    /// The pod's infra process is gone.
     #[error("pod {id} is not running (its infra process has exited)")]
-    NotRunning { id: String },
+    NotRunning {
+        /// The pod's id.
+        id: String,
+    },
+    /// Removal, without force, of a pod that still has containers.
     #[error("pod {id} has {count} container(s) not stopped ({ids}): stop them or use --force")]
     HasContainers {
+        /// The pod's id.
         id: String,
+        /// How many containers are not stopped.
         count: usize,
+        /// Their ids, comma-separated.
         ids: String,
     },
+    /// A namespace name that a pod cannot share.
     #[error("--share {0:?}: a pod shares only net, ipc, uts and pid")]
     BadShare(String),
+    /// An id kept for the infra process.
     #[error("container id {id:?} is reserved inside a pod (the infra process's cgroup)")]
-    ReservedId { id: String },
+    ReservedId {
+        /// The container id asked for.
+        id: String,
+    },
+    /// The pause program is not there.
     #[error("pause program {}: build capsa-pause next to capsa, or name it explicitly", path.display())]
     PauseMissing {
+        /// Where the pause program was looked for.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Reading or writing the pod's state failed.
     #[error("pod state {}", path.display())]
     State {
+        /// The pod's state file.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The pod's state does not parse.
     #[error("pod state {} is corrupt", path.display())]
     CorruptState {
+        /// The pod's state file.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: serde_json::Error,
     },
+    /// Making the infra process failed.
     #[error("starting the infra process of pod {id}")]
     Infra {
+        /// The pod's id.
         id: String,
+        /// The setup error.
         #[source]
         source: Box<crate::Error>,
     },
+    /// A sysctl that is not namespaced or not in a shared namespace.
     #[error("sysctl {key}: {reason}")]
-    BadSysctl { key: String, reason: String },
+    BadSysctl {
+        /// The sysctl name.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Setting a sysctl failed.
     #[error("setting sysctl {key}={value:?} in the pod's namespaces")]
     Sysctl {
+        /// The sysctl name.
         key: String,
+        /// The value written.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Bringing up the pod's loopback failed.
     #[error("bringing up lo in the pod's network namespace")]
     Loopback(#[source] std::io::Error),
+    /// Setting up the infra process's stdio failed.
     #[error("pointing the infra process's stdio at /dev/null")]
     Stdio(#[source] std::io::Error),
+    /// Stopping the infra process failed.
     #[error("stopping the infra process {pid} of pod {id}")]
     Stop {
+        /// The pod's id.
         id: String,
+        /// The infra process's pid.
         pid: i32,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// What `create_pod` needs beyond an id.
+/// What `create_pod` needs beyond an id: built with [`PodOptions::new`] and the chainable
+/// setters of the same names as the fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PodOptions {
     /// The namespaces the pod's containers share: a subset of net, ipc, uts, pid.
     pub share: Vec<LinuxNamespaceType>,
@@ -109,6 +161,31 @@ pub struct PodOptions {
     /// Namespaced sysctls the infra process sets in the pod's shared namespaces before the
     /// first container joins (`net.*` needs a shared net namespace, the IPC ones ipc).
     pub sysctls: std::collections::BTreeMap<String, String>,
+}
+
+impl PodOptions {
+    /// Shares net, ipc and uts; cgroup under [`DEFAULT_CGROUP_PARENT`]; the pod id as
+    /// hostname; `capsa-pause` next to the running executable; no sysctls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setters! {
+        /// Sets [`PodOptions::share`].
+        share: Vec<LinuxNamespaceType>;
+        /// Sets [`PodOptions::cgroup_parent`].
+        cgroup_parent: PathBuf;
+        /// Sets [`PodOptions::hostname`].
+        hostname: String => Some;
+        /// Sets [`PodOptions::pause_binary`].
+        pause_binary: PathBuf => Some;
+    }
+
+    /// Adds one sysctl to [`PodOptions::sysctls`].
+    pub fn sysctl(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.sysctls.insert(key.into(), value.into());
+        self
+    }
 }
 
 impl Default for PodOptions {
@@ -152,16 +229,23 @@ fn ns_file(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
+/// What the pod's state file holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodState {
+    /// The pod's id.
     pub id: String,
+    /// The infra process's pid.
     pub pid: i32,
+    /// Its start time (field 22 of `/proc/<pid>/stat`), to tell a reused pid apart.
     pub pid_start_time: u64,
-    /// Shared namespace kinds, as /proc/<pid>/ns names (net, ipc, uts, pid).
+    /// Shared namespace kinds, as `/proc/<pid>/ns` names (net, ipc, uts, pid).
     pub shares: Vec<String>,
+    /// The pod's cgroup; its containers' are below it.
     pub cgroup_path: PathBuf,
+    /// The hostname, when the pod shares uts.
     pub hostname: Option<String>,
+    /// When it was created (RFC 3339).
     pub created: String,
 }
 
@@ -173,10 +257,12 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// The pod's id.
     pub fn id(&self) -> &str {
         &self.state.id
     }
 
+    /// The state as stored.
     pub fn state(&self) -> &PodState {
         &self.state
     }
@@ -187,6 +273,7 @@ impl Pod {
         alive.then(|| Pid::from_raw(self.state.pid))
     }
 
+    /// Whether the pod shares this namespace with its containers.
     pub fn shares(&self, t: LinuxNamespaceType) -> bool {
         self.state.shares.iter().any(|s| s == ns_file(t))
     }
@@ -481,7 +568,7 @@ fn save(dir: &Path, state: &PodState) -> Result<(), PodError> {
 }
 
 /// `capsa-pause` beside the running executable (both are built and installed together).
-pub fn default_pause_binary() -> PathBuf {
+pub(crate) fn default_pause_binary() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("capsa-pause")))

@@ -90,10 +90,12 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Guards `pid`: killed and reaped on drop.
     pub fn new(pid: Pid) -> Self {
         ChildGuard { pid, armed: true }
     }
 
+    /// The guarded pid.
     pub fn pid(&self) -> Pid {
         self.pid
     }

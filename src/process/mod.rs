@@ -46,85 +46,145 @@ use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+/// A failure making or running the container's process, or in the init's setup.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    /// clone3 failed.
     #[error("creating the container process")]
     Clone(#[source] std::io::Error),
+    /// The sync channel between runtime and init failed.
     #[error("container sync channel")]
     Channel(#[source] std::io::Error),
+    /// A sync message did not encode.
     #[error("encoding a sync message")]
     Encode(#[source] serde_json::Error),
+    /// A sync message did not decode.
     #[error("decoding a sync message")]
     Decode(#[source] serde_json::Error),
+    /// Init exited before sending what the runtime waited for.
     #[error("container init exited before sending {expected}")]
-    PeerExited { expected: &'static str },
+    PeerExited {
+        /// The message waited for.
+        expected: &'static str,
+    },
+    /// Init exited before sending what the runtime waited for; its status is known.
     #[error("container init exited before sending {expected} ({status})")]
     InitExited {
+        /// The message waited for.
         expected: &'static str,
+        /// Init's exit status.
         status: String,
     },
+    /// Init sent another message than the one expected.
     #[error("expected {expected} from container init, got {got}")]
     Unexpected {
+        /// The message waited for.
         expected: &'static str,
+        /// The message that came.
         got: &'static str,
     },
+    /// Init's setup failed: the error it sent, whole.
     #[error("unable to start container process")]
     Init(#[source] RemoteError),
+    /// Writing a /proc file (uid_map, oom_score_adj, ...) failed.
     #[error("writing {value} to {}", path.display())]
     Write {
+        /// The file.
         path: PathBuf,
+        /// What was written.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// `process.args[0]` is not found in $PATH.
     #[error("exec: {name:?}: executable file not found in $PATH")]
-    NotFound { name: String },
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// `process.args[0]` cannot be executed.
     #[error("exec: {name:?}")]
     Executable {
+        /// The path executed.
         name: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// process.cwd cannot be entered.
     #[error("chdir to cwd ({}) set in config.json", cwd.display())]
     Cwd {
+        /// The working directory.
         cwd: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Reading the container's /etc/passwd for HOME failed.
     #[error("reading the container's /etc/passwd for the HOME of uid {uid}")]
     Passwd {
+        /// The uid.
         uid: u32,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The working directory is outside the container root.
     #[error("current working directory is outside of the container root ({cwd})")]
-    CwdOutside { cwd: String },
+    CwdOutside {
+        /// The working directory.
+        cwd: String,
+    },
+    /// Opening the exec fifo failed.
     #[error("opening exec fifo")]
     Fifo(#[source] std::io::Error),
+    /// Setting up signal handling failed.
     #[error("signals")]
     Signals(#[source] std::io::Error),
+    /// Opening the container's /proc failed.
     #[error("opening the container's /proc")]
     Proc(#[source] crate::sys::procfs::ProcfsError),
+    /// A string for execve holds a NUL byte.
     #[error("{field} holds a NUL byte, which cannot be passed to execve: {value:?}")]
-    Nul { field: String, value: String },
+    Nul {
+        /// The field.
+        field: String,
+        /// The string.
+        value: String,
+    },
+    /// Marking descriptors close-on-exec failed.
     #[error("marking descriptors close-on-exec before execve")]
     Cloexec(#[source] std::io::Error),
+    /// Handing a stdio descriptor to the process's user failed.
     #[error("giving stdio descriptor {fd} to the process's uid {uid}")]
     StdioOwner {
+        /// The descriptor (0, 1 or 2).
         fd: i32,
+        /// The process's uid.
         uid: u32,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making the given descriptors 0, 1 and 2 failed.
     #[error("making the descriptors given as stdio the process's 0, 1 and 2")]
     Stdio(#[source] std::io::Error),
+    /// Making the single-threaded child failed.
     #[error("running the clone chain in a single-threaded child")]
     Isolate(#[source] std::io::Error),
+    /// The single-threaded child died without a result.
     #[error("the single-threaded child died without a result ({status})")]
-    IsolatedChild { status: String },
+    IsolatedChild {
+        /// How it died.
+        status: String,
+    },
+    /// Passing the seccomp notification fd failed.
     #[error("passing the seccomp notification fd to {}", path.display())]
     SeccompListener {
+        /// The listener socket.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
@@ -134,12 +194,16 @@ pub enum ProcessError {
 /// cause chain and the errno at the bottom.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemoteError {
+    /// This level of the chain, as text.
     pub message: String,
+    /// The errno, if this level was a syscall.
     pub errno: Option<i32>,
+    /// The next level.
     pub cause: Option<Box<RemoteError>>,
 }
 
 impl RemoteError {
+    /// Copies an error's whole chain and errno.
     pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
         // One that already crossed a process boundary is passed on whole, errno included.
         if let Some(remote) = err.downcast_ref::<RemoteError>() {

@@ -23,90 +23,145 @@ use oci_spec::runtime::Spec;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// A failure setting up the container's root filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// A mount failed.
     #[error("mounting {what} on {} (type {fstype})", dest.display())]
     Mount {
+        /// The source.
         what: String,
+        /// The mount destination.
         dest: PathBuf,
+        /// The filesystem type.
         fstype: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// A mount's options are refused.
     #[error("mounts[{index}]: {reason}")]
-    Options { index: usize, reason: String },
+    Options {
+        /// The index in `mounts`.
+        index: usize,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A mount on /proc or below it is refused.
     #[error("mounts[{index}]: refusing to mount on {}: {why}", dest.display())]
     ProcMount {
+        /// The index in `mounts`.
         index: usize,
+        /// The mount destination.
         dest: PathBuf,
+        /// Why it is refused.
         why: String,
     },
+    /// Opening or trusting procfs failed.
     #[error(transparent)]
     Procfs(#[from] procfs::ProcfsError),
+    /// A mount's source cannot be used.
     #[error("mounts[{index}]: source {}", path.display())]
     Source {
+        /// The index in `mounts`.
         index: usize,
+        /// The source path.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making a mount point or file inside the container failed.
     #[error("creating {} inside the container", path.display())]
     Create {
+        /// The path, inside the container.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Changing mount propagation failed.
     #[error("changing propagation of {} to {flags:?}", path.display())]
     Propagation {
+        /// The mount point.
         path: PathBuf,
+        /// The propagation flags.
         flags: MsFlags,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Making a device node failed.
     #[error("creating device {}", path.display())]
     Device {
+        /// The device path, inside the container.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The rootfs holds something else where a device goes.
     #[error(
         "creating device {}: the rootfs holds {what} there, which is kept; mount a tmpfs on /dev",
         path.display()
     )]
-    DeviceInTheWay { path: PathBuf, what: &'static str },
+    DeviceInTheWay {
+        /// The device path, inside the container.
+        path: PathBuf,
+        /// What the rootfs holds there.
+        what: &'static str,
+    },
+    /// pivot_root (or MS_MOVE and chroot) failed.
     #[error("{step} into {}", rootfs.display())]
     Enter {
+        /// The step that failed.
         step: &'static str,
+        /// The root filesystem.
         rootfs: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Masking a path failed.
     #[error("masking {}", path.display())]
     Mask {
+        /// The path masked.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The container's /dev/null is not the null device (a hostile image's trap).
     #[error(
         "/dev/null in the container is not the null device (char 1:3); refusing to mask with it"
     )]
     FakeDevNull,
+    /// Making a path read-only failed.
     #[error("making {} read-only", path.display())]
     Readonly {
+        /// The path made read-only.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Copying into a new tmpfs (tmpcopyup) failed.
     #[error("copying {} into the new tmpfs (tmpcopyup)", path.display())]
     CopyUp {
+        /// The mount destination.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// Writing a sysctl failed.
     #[error("writing sysctl {key}={value:?}")]
     Sysctl {
+        /// The sysctl name.
         key: String,
+        /// The value written.
         value: String,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },

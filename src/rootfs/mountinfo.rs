@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 /// "master:N", ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// Where it is mounted.
     pub mountpoint: PathBuf,
+    /// Its optional fields.
     pub optional: Vec<String>,
 }
 

@@ -13,7 +13,9 @@ use std::path::Path;
 /// Which LSM a label is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lsm {
+    /// AppArmor.
     AppArmor,
+    /// SELinux.
     SeLinux,
 }
 
@@ -47,7 +49,7 @@ impl Lsm {
 }
 
 /// Checks, before anything is created, that a requested label can be applied.
-pub fn check(lsm: Lsm, label: Option<&str>) -> Result<(), SecurityError> {
+pub(crate) fn check(lsm: Lsm, label: Option<&str>) -> Result<(), SecurityError> {
     match label {
         Some(l) if !l.is_empty() && !lsm.enabled() => Err(SecurityError::LsmUnavailable {
             lsm: lsm.name(),
@@ -58,7 +60,7 @@ pub fn check(lsm: Lsm, label: Option<&str>) -> Result<(), SecurityError> {
 }
 
 /// Sets the label the next execve transitions to. `proc_dir` is a verified procfs handle.
-pub fn set_exec_label(
+pub(crate) fn set_exec_label(
     proc_dir: std::os::fd::BorrowedFd,
     lsm: Lsm,
     label: &str,

@@ -1,12 +1,12 @@
 //! Protection of the runtime binary (CVE-2019-5736).
 //!
 //! Until its execve, a container's init (and an exec'd process) is this binary, inside the
-//! container's namespaces. A process in the container that gets hold of /proc/<pid>/exe
+//! container's namespaces. A process in the container that gets hold of `/proc/<pid>/exe`
 //! could reopen it for writing once no capsa process runs it any more, and replace the
 //! host's capsa. So `create`, `run` and `exec` first re-execute themselves from a copy that
 //! cannot be written:
 //! - a detached read-only bind mount of the binary (open_tree + mount_setattr, Linux 5.12+):
-//!   no copy, /proc/<pid>/exe resolves through a mount that refuses writes (EROFS) and that
+//!   no copy, `/proc/<pid>/exe` resolves through a mount that refuses writes (EROFS) and that
 //!   no container can remount; the idea of runc 1.2's read-only overlay, without the overlay;
 //! - otherwise (no privilege to make mounts), a sealed memfd copy, as crun and runc 1.1 do.
 //!
@@ -54,7 +54,7 @@ pub fn read_only_bind() -> Result<OwnedFd, SecurityError> {
 }
 
 /// A detached, read-only bind mount of the file at `path` (symlinks followed), as an O_PATH
-/// descriptor: executing it runs the file, and /proc/<pid>/exe of the process then resolves
+/// descriptor: executing it runs the file, and `/proc/<pid>/exe` of the process then resolves
 /// through a mount that refuses writes (EROFS) and that nothing else can reach or remount.
 pub fn read_only_bind_of(path: &CStr) -> Result<OwnedFd, SecurityError> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -231,7 +231,7 @@ pub fn reexec_sealed() -> Result<std::convert::Infallible, SecurityError> {
 }
 
 /// Non-dumpable until execve: the process's /proc entries are root's and ptrace-protected,
-/// so nothing in the container can open /proc/<pid>/exe or /proc/<pid>/fd meanwhile.
+/// so nothing in the container can open `/proc/<pid>/exe` or /proc/<pid>/fd meanwhile.
 /// A failure is an error: a process that stayed dumpable would be open to the container.
 pub fn set_non_dumpable() -> Result<(), SecurityError> {
     // SAFETY: PR_SET_DUMPABLE with 0 only changes our own dumpable flag.

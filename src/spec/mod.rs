@@ -6,35 +6,58 @@
 mod default;
 mod validate;
 
-pub use default::{default_spec, DEFAULT_DEVICES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub use validate::validate;
+pub(crate) use default::DEFAULT_DEVICES;
+pub use default::{default_spec, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
+pub(crate) use validate::validate;
 pub(crate) use validate::{sysctl_name_ok, sysctl_namespace};
 
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 
+/// What is wrong with a bundle's config.json, naming the field.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// The bundle has no config.json.
     #[error("JSON specification file config.json not found in {}", bundle.display())]
-    NotFound { bundle: PathBuf },
+    NotFound {
+        /// The bundle directory.
+        bundle: PathBuf,
+    },
+    /// Reading config.json failed.
     #[error("reading {}", path.display())]
     Read {
+        /// The config.json read.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// config.json does not parse.
     #[error("{}: {field}: {message}", path.display())]
     Parse {
+        /// The config.json parsed.
         path: PathBuf,
+        /// The field path where parsing stopped.
         field: String,
+        /// serde's message.
         message: String,
     },
+    /// A field with a value that is refused.
     #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The config field concerned.
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A path in the config cannot be used.
     #[error("{field} {}", path.display())]
     Path {
+        /// The config field concerned.
         field: String,
+        /// The path resolved.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
@@ -50,7 +73,7 @@ impl SpecError {
 }
 
 /// Reads `<bundle>/config.json`. Parse errors carry the JSON path of the offending field.
-pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+pub(crate) fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -65,7 +88,7 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 }
 
 /// Parses config.json bytes (`origin` names the file in errors).
-pub fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
+pub(crate) fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
@@ -83,7 +106,7 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
 }
 
 /// The rootfs path of a spec, resolved against the bundle when relative.
-pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
+pub(crate) fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     let root = spec
         .root()
         .as_ref()

@@ -22,26 +22,51 @@ use std::path::{Path, PathBuf};
 /// PROC_ROOT_INO in the kernel's fs/proc: the inode of every procfs's root directory.
 const PROC_ROOT_INO: u64 = 1;
 
+/// A failure opening or trusting procfs.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcfsError {
+    /// Opening procfs failed.
     #[error("opening {}", path.display())]
     Open {
+        /// The procfs path.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a procfs.
     #[error("{} is not a procfs (filesystem magic {magic:#x}); refusing to use it", path.display())]
-    NotProcfs { path: PathBuf, magic: i64 },
+    NotProcfs {
+        /// The path.
+        path: PathBuf,
+        /// The filesystem magic found.
+        magic: i64,
+    },
+    /// The path is not a procfs mount's root.
     #[error(
         "{} is not the root of a procfs mount (inode {ino}, not {PROC_ROOT_INO}); refusing to use it",
         path.display()
     )]
-    NotRoot { path: PathBuf, ino: u64 },
+    NotRoot {
+        /// The path.
+        path: PathBuf,
+        /// The inode found.
+        ino: u64,
+    },
+    /// thread-self points somewhere other than this thread.
     #[error("{}/thread-self points to {target:?}, not <pid>/task/<tid>", path.display())]
-    ThreadSelf { path: PathBuf, target: String },
+    ThreadSelf {
+        /// The procfs path.
+        path: PathBuf,
+        /// Where it points.
+        target: String,
+    },
+    /// Reaching a file inside procfs failed.
     #[error("reaching {} inside the verified procfs (no link, no mount crossed)", what.display())]
     Resolve {
+        /// The file inside procfs.
         what: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },

@@ -104,7 +104,7 @@ impl Containers {
     /// Watches the monitor of `r` (when it runs): its id is in `watched` until it exits.
     /// Needs a tokio runtime.
     pub fn watch(&self, r: &ContainerRecord) {
-        let Ok(pidfd) = capsa::sys::pidfd::pidfd_open(nix::unistd::Pid::from_raw(r.monitor_pid))
+        let Ok(pidfd) = capsa::internal::pidfd_open(nix::unistd::Pid::from_raw(r.monitor_pid))
         else {
             return;
         };
@@ -388,7 +388,7 @@ impl Daemon {
         }
         let bytes =
             serde_json::to_vec_pretty(&oci).map_err(|e| internal("serialising the OCI spec", e))?;
-        capsa::container::write_atomic(&dir.join("config.json"), &bytes, 0o600)
+        capsa::internal::write_atomic(&dir.join("config.json"), &bytes, 0o600)
             .map_err(|e| internal("writing the bundle's config.json", e))?;
         let log_path = if r.log_path.is_empty() {
             PathBuf::from("/dev/null")

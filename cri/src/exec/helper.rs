@@ -13,9 +13,9 @@
 use super::proto::{Report, Start, CONTROL_FD, MAX_LINE};
 use crate::monitor::is_open;
 use crate::monitor::server::{receive_terminal, sys, sys_io, SetupError};
-use capsa::container::ExecOptions;
-use capsa::process::{exit_code, ChildGuard, RemoteError};
-use capsa::{Runtime, StdioFds};
+use capsa::error::RemoteError;
+use capsa::internal::{exit_code, ChildGuard};
+use capsa::{ExecOptions, Runtime, StdioFds};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -126,10 +126,8 @@ impl Exec {
         for target in 0..3 {
             nix::unistd::dup2(null.as_raw_fd(), target).map_err(sys("replacing our stdio"))?;
         }
-        let mut opts = ExecOptions {
-            stdio,
-            ..Default::default()
-        };
+        let mut opts = ExecOptions::new();
+        opts.stdio = stdio;
         let console = if terminal {
             let template = std::env::temp_dir().join("capsa-cri-exec.XXXXXX");
             let dir = ConsoleDir(
@@ -150,7 +148,7 @@ impl Exec {
         let pid = container.exec_detached(&start.process, &opts)?;
         let process = ChildGuard::new(pid);
         drop(opts); // our copies of its stdio
-        let pidfd = capsa::sys::pidfd::pidfd_open(pid).map_err(sys_io("pidfd_open"))?;
+        let pidfd = capsa::internal::pidfd_open(pid).map_err(sys_io("pidfd_open"))?;
         let master = match &console {
             Some((_, listener, path)) => Some(receive_terminal(listener, path)?),
             None => None,
@@ -262,7 +260,7 @@ fn wait_group_gone(leader: Pid) {
     let pidfds: Vec<OwnedFd> = group_members(leader)
         .into_iter()
         .filter_map(|pid| {
-            let fd = capsa::sys::pidfd::pidfd_open(pid).ok()?;
+            let fd = capsa::internal::pidfd_open(pid).ok()?;
             (process_group(pid) == Some(leader)).then_some(fd)
         })
         .collect();

@@ -10,7 +10,7 @@
 //!                      or, instead of both, {"failed":{"kind":..,"error":{..}}}
 //! ```
 
-use capsa::process::RemoteError;
+use capsa::error::RemoteError;
 use oci_spec::runtime::Process;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

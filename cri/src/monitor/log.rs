@@ -139,7 +139,7 @@ fn emit_pieces(line: &[u8], max: usize, last: Tag, emit: &mut impl FnMut(Tag, &[
 /// Go's `time.RFC3339Nano` of an instant in UTC: `2026-12-03T07:46:30.5Z`, the fraction's
 /// trailing zeros (and a zero fraction) left out.
 pub fn rfc3339_nano(secs: i64, nanos: u32) -> String {
-    let mut s = capsa::time::format_rfc3339(secs, None);
+    let mut s = capsa::internal::format_rfc3339(secs, None);
     if nanos != 0 {
         let frac = format!(".{nanos:09}");
         s.insert_str(s.len() - 1, frac.trim_end_matches('0'));

@@ -827,7 +827,7 @@ impl Monitor {
         let exit = self.exit();
         let path = self.dir.join(EXIT_FILE);
         let json = serde_json::to_vec(&exit).unwrap_or_default();
-        if let Err(e) = capsa::container::write_atomic(&path, &json, 0o644) {
+        if let Err(e) = capsa::internal::write_atomic(&path, &json, 0o644) {
             eprintln!(
                 "capsa-cri-monitor: {}: writing {}: {e}",
                 self.id,

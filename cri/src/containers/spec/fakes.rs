@@ -84,7 +84,7 @@ impl Accounts for FakeAccounts {
             EtcFile::Group => &self.group,
         };
         if let Some(text) = text {
-            capsa::security::accounts::scan(io::Cursor::new(text.as_bytes()), file.path(), |f| {
+            capsa::internal::scan(io::Cursor::new(text.as_bytes()), file.path(), |f| {
                 visit(f).then_some(())
             })?;
         }

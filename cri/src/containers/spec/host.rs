@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The largest Localhost seccomp profile read (containerd's default profile is ~20 KiB).
 const MAX_PROFILE: u64 = 1 << 20;
 
-pub use capsa::rootfs::mountinfo::{mount_containing, MountEntry};
+pub use capsa::internal::{mount_containing, MountEntry};
 
 /// The running system. `target_pid` answers for TARGET pid namespaces from the daemon's
 /// container records.
@@ -99,7 +99,7 @@ impl<F: Fn(&str, &str) -> Option<i32>> Host for SystemHost<F> {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(path)?;
-        capsa::security::accounts::require_regular(&file, &path.display().to_string())?;
+        capsa::internal::require_regular(&file, &path.display().to_string())?;
         let mut bytes = Vec::new();
         file.take(MAX_PROFILE + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > MAX_PROFILE {
@@ -141,7 +141,7 @@ impl Accounts for RootfsAccounts {
     fn scan(&self, file: EtcFile, visit: &mut dyn FnMut(&[&str]) -> bool) -> io::Result<()> {
         use nix::fcntl::OFlag;
         let name = file.path();
-        let handle = match capsa::sys::resolve::open_in_root(
+        let handle = match capsa::internal::open_in_root(
             self.root.as_fd(),
             Path::new(name),
             OFlag::O_PATH | OFlag::O_CLOEXEC,
@@ -150,14 +150,12 @@ impl Accounts for RootfsAccounts {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        capsa::security::accounts::require_regular(&handle, name)?;
+        capsa::internal::require_regular(&handle, name)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
-        capsa::security::accounts::scan(io::BufReader::new(file), name, |f| {
-            visit(f).then_some(())
-        })?;
+        capsa::internal::scan(io::BufReader::new(file), name, |f| visit(f).then_some(()))?;
         Ok(())
     }
 }

@@ -317,7 +317,7 @@ fn run_as_group_without_a_user_is_an_invalid_argument() {
 fn a_hostile_passwd_is_an_error_not_a_hang() {
     let mut c = Case::new();
     c.image.user = "tester".into();
-    c.accounts.passwd = Some("x".repeat(capsa::security::accounts::MAX_LINE + 1));
+    c.accounts.passwd = Some("x".repeat(capsa::internal::MAX_LINE + 1));
     assert!(
         c.err()
             .starts_with("reading the image's /etc/passwd for the container's user: "),

@@ -7,7 +7,7 @@ use super::platform::Platform;
 use crate::images::reference::is_digest;
 use crate::images::store::layer_compression;
 use crate::images::store::ImageConfig as StoredConfig;
-pub use capsa::overlay::names::Compression;
+pub use capsa::overlay::Compression;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

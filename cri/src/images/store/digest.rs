@@ -1,6 +1,6 @@
 //! Digests, descriptors, chain ids and layer media types: the pure part of the store.
 
-use capsa::overlay::names::Compression;
+use capsa::overlay::Compression;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 

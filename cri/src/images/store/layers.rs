@@ -7,7 +7,7 @@ use super::fsutil::TempPath;
 use super::{
     chain_ids, layer_compression, layer_key, ChainId, Descriptor, Digest, Result, Store, StoreError,
 };
-use capsa::overlay::names::Compression;
+use capsa::overlay::Compression;
 use tokio::task::JoinSet;
 
 impl Store {

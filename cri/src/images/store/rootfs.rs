@@ -214,10 +214,7 @@ impl Store {
             }
             lower.push(p);
         }
-        let upper = capsa::overlay::Upper {
-            upper: &m.upper,
-            work: &m.work,
-        };
+        let upper = capsa::overlay::Upper::new(&m.upper, &m.work);
         capsa::overlay::mount(&lower, Some(upper), &m.rootfs).map_err(|source| {
             StoreError::Rootfs {
                 id: id.into(),
