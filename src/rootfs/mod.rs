@@ -83,6 +83,13 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--no-pivot: {step} {} of the old root", path.display())]
+    HideOldRoot {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("masking {}", path.display())]
     Mask {
         path: PathBuf,
