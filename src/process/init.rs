@@ -53,6 +53,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd(), cfg.fifo.as_raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
+    keep.extend(cfg.mount_sources.raw_fds());
     common::close_inherited(3 + cfg.preserve_fds, &keep);
     let state = chan.wait_for_proceed()?;
     // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
@@ -90,9 +91,14 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
         cgroup: &cgroup_source,
         new_user_ns: cfg.plan.new_user(),
         new_cgroup_ns: cfg.plan.unshare_cgroup,
+        sources: cfg.mount_sources,
     };
-    let root = rootfs::prepare(&ctx)?;
-    drop(root);
+    // Without a mount namespace of its own, the container is in the runtime's: no mount is
+    // made (the spec's validation refused any it would need).
+    let own_mount_ns = cfg.plan.has_mount_ns();
+    if own_mount_ns {
+        drop(rootfs::prepare(&ctx)?);
+    }
     chan.request_create_runtime_hooks()?;
     chan.wait_for_hooks_done()?;
     let hooks = cfg.spec.hooks().as_ref();
@@ -104,7 +110,11 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     let proc_fd_dir = std::fs::File::open("/proc/self/fd")
         .map(OwnedFd::from)
         .map_err(ProcessError::Fifo)?;
-    rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+    if own_mount_ns {
+        rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+    } else {
+        rootfs::chroot_only(cfg.rootfs)?;
+    }
     if let Some(socket) = cfg.console_socket {
         let size = process
             .console_size()

@@ -14,9 +14,11 @@ mod paths;
 mod pivot;
 pub mod procfs;
 pub mod resolve;
+mod sources;
 
 pub use devices::DEFAULT_DEVICES;
-pub use pivot::enter;
+pub use pivot::{chroot_only, enter};
+pub use sources::MountSources;
 
 use crate::cgroups::MountSource;
 use mountinfo::MountEntry;
@@ -49,6 +51,20 @@ pub enum RootfsError {
     Source {
         index: usize,
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounts[{index}]: id-mapping {}", path.display())]
+    Idmap {
+        index: usize,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounts[{index}]: setting the recursive options on {}", dest.display())]
+    RecursiveAttr {
+        index: usize,
+        dest: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -132,6 +148,8 @@ pub struct RootfsContext<'a> {
     pub cgroup: &'a MountSource,
     pub new_user_ns: bool,
     pub new_cgroup_ns: bool,
+    /// Bind sources the runtime opened before the clone (see [`MountSources`]).
+    pub sources: &'a MountSources,
 }
 
 fn propagate(path: &Path, flags: MsFlags) -> Result<(), RootfsError> {
@@ -197,6 +215,10 @@ pub fn prepare(ctx: &RootfsContext) -> Result<OwnedFd, RootfsError> {
     }
     let spec_devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
     devices::create_all(&proc, root.as_fd(), spec_devices, ctx.new_user_ns)?;
+    // Populated: the read-only tmpfs and /dev mounts can be made so now.
+    for (index, m) in ctx.spec.mounts().iter().flatten().enumerate() {
+        mounts::readonly_later(ctx, &proc, root.as_fd(), index, m)?;
+    }
     if let Some(process) = ctx.spec.process() {
         resolve::mkdir_all(root.as_fd(), process.cwd(), 0o755).map_err(|source| {
             RootfsError::Create {
