@@ -214,58 +214,88 @@ fn mount_table(pid: i32) -> Vec<(u32, u32, String, String, String)> {
 }
 
 /// `--no-pivot` leaves the old root under the rootfs in the container's mount namespace;
-/// its whole procfs and sysfs mounts go first (runc's msMoveRoot). Seen from a process the
-/// createContainer hook leaves in that namespace with the old root as its root: every procfs
-/// or sysfs it can see belongs to the container's rootfs mount.
+/// its whole procfs and sysfs mounts go first (runc's msMoveRoot), or, where a user
+/// namespace locks them, are covered with a tmpfs. Seen from a process the createContainer
+/// hook leaves in that namespace with the old root as its root: every procfs or sysfs it
+/// can see belongs to the container's rootfs mount, or is covered.
+fn no_pivot_scenario(w: &mut World, user_ns: bool) {
+    let marker = format!("9{}", unique("").replace('-', ""));
+    let mut b = w.bundle(&["true"]);
+    if user_ns {
+        b.in_user_namespace(&[]);
+    }
+    // runc hands hooks its own descriptors (sync socket, log pipe, exec.fifo) and waits
+    // for whoever holds them: the watcher keeps none.
+    let line = format!(
+        "exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-; setsid sleep {marker} </dev/null >/dev/null 2>&1 &"
+    );
+    b.set(|c| {
+        c["hooks"] = json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", line]}]})
+    });
+    let id = w.id("nopivot");
+    w.ok(&["create", "--no-pivot", "--bundle", b.dir_str(), &id]);
+    let pid = w.state(&id)["pid"].as_i64().unwrap() as i32;
+    w.pids.push(pid);
+    // The hook has returned, its child lives on (it may not have reached `sleep` yet: its
+    // command line is then the hook's, and it is in the namespace all the same).
+    let watcher = processes_mentioning(&marker)
+        .first()
+        .expect("the hook's sleep")
+        .0;
+    let table = mount_table(watcher);
+    w.ok(&["delete", "--force", &id]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let rootfs = b.rootfs();
+    let top = table
+        .iter()
+        .find(|m| m.3 == "/" && Path::new(&m.2) == rootfs)
+        .unwrap_or_else(|| panic!("no rootfs mount at / in {table:#?}"));
+    let under_rootfs = |mut id: u32| loop {
+        if id == top.0 {
+            return true;
+        }
+        match table.iter().find(|m| m.0 == id) {
+            Some(m) if m.1 != m.0 => id = m.1,
+            _ => return false,
+        }
+    };
+    let covered = |id: u32, at: &str| {
+        table
+            .iter()
+            .any(|m| m.1 == id && m.3 == at && m.4 == "tmpfs")
+    };
+    let left: Vec<_> = table
+        .iter()
+        .filter(|m| (m.4 == "proc" || m.4 == "sysfs") && m.2 == "/")
+        .filter(|m| !under_rootfs(m.0) && !covered(m.0, &m.3))
+        .collect();
+    assert!(left.is_empty(), "host procfs/sysfs left: {left:#?}");
+    if !user_ns {
+        let pseudo_parent = |m: &&(u32, u32, String, String, String)| {
+            table
+                .iter()
+                .any(|p| p.0 == m.1 && p.3 == m.3 && (p.4 == "proc" || p.4 == "sysfs"))
+        };
+        let covers: Vec<_> = table
+            .iter()
+            .filter(|m| m.4 == "tmpfs")
+            .filter(pseudo_parent)
+            .collect();
+        assert!(covers.is_empty(), "covered, not unmounted: {covers:#?}");
+    }
+}
+
 #[test]
 fn no_pivot_leaves_no_procfs_or_sysfs_of_the_host_in_the_namespace() {
-    on_both(|w| {
-        let marker = format!("{}", 900000 + std::process::id() % 90000);
-        let mut b = w.bundle(&["true"]);
-        // runc hands hooks its own descriptors (sync socket, log pipe, exec.fifo) and waits
-        // for whoever holds them: the watcher keeps none.
-        let line = format!(
-            "exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-; setsid sleep {marker} </dev/null >/dev/null 2>&1 &"
-        );
-        b.set(|c| {
-            c["hooks"] =
-                json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", line]}]})
-        });
-        let id = w.id("nopivot");
-        w.ok(&["create", "--no-pivot", "--bundle", b.dir_str(), &id]);
-        let pid = w.state(&id)["pid"].as_i64().unwrap() as i32;
-        w.pids.push(pid);
-        let watcher = processes_mentioning(&marker)
-            .into_iter()
-            .find(|(_, cmdline)| cmdline.trim_end() == format!("sleep {marker}"))
-            .expect("the hook's sleep")
-            .0;
-        let table = mount_table(watcher);
-        w.ok(&["delete", "--force", &id]);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(watcher),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let rootfs = b.rootfs();
-        let top = table
-            .iter()
-            .find(|m| m.3 == "/" && Path::new(&m.2) == rootfs)
-            .unwrap_or_else(|| panic!("no rootfs mount at / in {table:#?}"));
-        let under_rootfs = |mut id: u32| loop {
-            if id == top.0 {
-                return true;
-            }
-            match table.iter().find(|m| m.0 == id) {
-                Some(m) if m.1 != m.0 => id = m.1,
-                _ => return false,
-            }
-        };
-        let left: Vec<_> = table
-            .iter()
-            .filter(|m| (m.4 == "proc" || m.4 == "sysfs") && m.2 == "/" && !under_rootfs(m.0))
-            .collect();
-        assert!(left.is_empty(), "host procfs/sysfs left: {left:#?}");
-    });
+    on_both(|w| no_pivot_scenario(w, false));
+}
+
+#[test]
+fn no_pivot_in_a_user_namespace_covers_the_hosts_procfs_and_sysfs() {
+    on_both(|w| no_pivot_scenario(w, true));
 }
 
 /// A read-only tmpfs on /dev: devices and /dev/pts go in first, then it is made read-only
