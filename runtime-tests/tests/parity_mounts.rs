@@ -352,11 +352,11 @@ fn root_mount_line() -> String {
 /// chrooted into its rootfs, and nothing of the host's mount table changes: no propagation
 /// change of "/", no bind of the rootfs. capsa only: runc 1.1.5 makes the host's "/" a slave
 /// and leaves a bind of the rootfs on the host (seen in a private namespace made for the
-/// purpose), which the leak check would rightly report.
+/// purpose), which the leak check would rightly report. An exec there runs chrooted too.
 #[test]
 fn without_a_mount_namespace_the_container_runs_in_the_hosts_and_mounts_nothing() {
     let mut w = World::new();
-    let mut b = w.bundle(&["sh", "-c", "ls /proc | wc -l; cat /etc/motd"]);
+    let mut b = w.bundle(&["sleep", "100"]);
     b.set(|c| {
         c["linux"]["namespaces"]
             .as_array_mut()
@@ -381,7 +381,14 @@ fn without_a_mount_namespace_the_container_runs_in_the_hosts_and_mounts_nothing(
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(b.dir_str()), "{mountinfo}");
     assert_eq!(root_mount_line(), before);
+    // An exec joins it there, chrooted as init is, not at the host's root.
+    w.ok(&["start", &id]);
+    assert_eq!(
+        w.ok(&["exec", &id, "cat", "/etc/motd"]),
+        "capsa busybox fixture\n"
+    );
     w.ok(&["delete", "--force", &id]);
+    b.set(|c| c["process"]["args"] = json!(["sh", "-c", "ls /proc | wc -l; cat /etc/motd"]));
     // A run shows the unmounted /proc of the image.
     assert_eq!(w.run_ok(&b), "0\ncapsa busybox fixture\n");
     assert_eq!(root_mount_line(), before);

@@ -17,7 +17,7 @@ pub mod resolve;
 mod sources;
 
 pub use devices::DEFAULT_DEVICES;
-pub use pivot::{chroot_only, enter};
+pub use pivot::{chroot_into, chroot_only, enter, open_root_of};
 pub use sources::MountSources;
 
 use crate::cgroups::MountSource;
@@ -96,6 +96,12 @@ pub enum RootfsError {
     Enter {
         step: &'static str,
         rootfs: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening {}, the root of the container's init", path.display())]
+    InitRoot {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },

@@ -114,3 +114,19 @@ pub fn chroot_only(rootfs: &Path) -> Result<(), RootfsError> {
     chdir("/").map_err(step("chdir", rootfs))?;
     Ok(())
 }
+
+/// The root directory of process `pid` (`/proc/<pid>/root`), for [`chroot_into`].
+pub fn open_root_of(pid: nix::unistd::Pid) -> Result<std::fs::File, RootfsError> {
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    std::fs::File::open(&path).map_err(|source| RootfsError::InitRoot { path, source })
+}
+
+/// chroot into the directory `root` (an exec joining a container that has no mount
+/// namespace of its own, whose init is chrooted in ours).
+pub fn chroot_into(root: std::os::fd::BorrowedFd) -> Result<(), RootfsError> {
+    let here = Path::new("(the container's root)");
+    fchdir(root.as_raw_fd()).map_err(step("chdir", here))?;
+    chroot(".").map_err(step("chroot", here))?;
+    chdir("/").map_err(step("chdir", here))?;
+    Ok(())
+}
