@@ -135,6 +135,16 @@ impl NamespacePlan {
         plan
     }
 
+    /// Whether the container has a mount namespace of its own (new or joined); without one
+    /// it runs in the runtime's, where nothing may be mounted.
+    pub fn has_mount_ns(&self) -> bool {
+        self.clone_flags.contains(CloneFlags::CLONE_NEWNS)
+            || self
+                .joins
+                .iter()
+                .any(|(t, _)| *t == LinuxNamespaceType::Mount)
+    }
+
     pub fn new_user(&self) -> bool {
         self.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
     }

@@ -170,10 +170,6 @@ fn unsupported_mount_types_and_options_are_refused() {
             "mounts[7].type",
         ),
         (
-            json!({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "mode=755"]}),
-            "mounts[7].options",
-        ),
-        (
             json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}),
             "mounts[7].options",
         ),

@@ -32,22 +32,7 @@ fn print_ns_script() -> String {
 
 fn userns_bundle(w: &mut World, args: &[&str]) -> Bundle {
     let mut b = w.bundle(args);
-    b.set(|c| {
-        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
-        for t in ["user", "cgroup", "time"] {
-            ns.push(json!({ "type": t }));
-        }
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    });
-    // Files in the rootfs stay owned by host root, which shows as "nobody" inside: give the
-    // container's root its own tree.
-    let st = std::process::Command::new("chown")
-        .args(["-R", "100000:100000"])
-        .arg(b.rootfs())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    b.in_user_namespace(&["cgroup", "time"]);
     b
 }
 

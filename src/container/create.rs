@@ -422,6 +422,19 @@ impl Runtime {
             })?
             .into();
 
+        // Bind sources init may not reach from a user namespace, and id-mapped ones: opened
+        // here, with the runtime's credentials (none without a mount namespace: nothing is
+        // mounted then).
+        let in_user_ns = plan.new_user()
+            || plan
+                .joins
+                .iter()
+                .any(|(t, _)| *t == LinuxNamespaceType::User);
+        let mount_sources = if plan.has_mount_ns() {
+            crate::rootfs::MountSources::open(&spec, &bundle, in_user_ns)?
+        } else {
+            crate::rootfs::MountSources::default()
+        };
         let cfg = InitConfig {
             id,
             spec: &spec,
@@ -435,6 +448,7 @@ impl Runtime {
             no_new_keyring: opts.no_new_keyring,
             preserve_fds: opts.preserve_fds as i32,
             stdio,
+            mount_sources: &mount_sources,
         };
         let mut hooks = CreateHooks {
             id,

@@ -21,7 +21,7 @@ use crate::cgroups::{self, SelfJoin};
 use crate::{namespaces, security};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 
 /// What an exec needs besides the process itself.
@@ -78,7 +78,17 @@ fn stage(
         common::cloexec_inherited(cfg.preserve_fds)?;
         // Non-dumpable before joining the container (CVE-2019-5736); the process inherits it.
         security::sealed::set_non_dumpable()?;
+        // A container without a mount namespace of its own shares ours, chrooted: joining
+        // gives no root then, so the process takes init's (opened before any join).
+        let init_root = if joins.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount) {
+            None
+        } else {
+            Some(crate::rootfs::open_root_of(cfg.init)?)
+        };
         namespaces::join_all(joins)?;
+        if let Some(root) = init_root {
+            crate::rootfs::chroot_into(root.as_fd())?;
+        }
         super::clone_in_cgroup(nix::sched::CloneFlags::empty(), true, cfg.cgroup, join)
     })();
     let joined_user = joins.iter().any(|(t, _)| *t == LinuxNamespaceType::User);

@@ -56,6 +56,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     cfg.stdio.as_ref().map(common::install_stdio).transpose()?;
     let mut keep = vec![chan.raw_fd(), cfg.fifo.as_raw_fd()];
     keep.extend(cfg.console_socket.map(|s| s.as_raw_fd()));
+    keep.extend(cfg.mount_sources.raw_fds());
     common::close_inherited(3 + cfg.preserve_fds, &super::with_log_fd(keep));
     let state = chan.wait_for_proceed()?;
     // Until execve, nothing in the container may open our /proc entries (CVE-2019-5736).
@@ -93,10 +94,15 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
         cgroup: &cgroup_source,
         new_user_ns: cfg.plan.new_user(),
         new_cgroup_ns: cfg.plan.unshare_cgroup,
+        sources: cfg.mount_sources,
     };
-    let root = rootfs::prepare(&ctx)?;
-    drop(root);
-    if log::log_enabled!(log::Level::Debug) {
+    // Without a mount namespace of its own, the container is in the runtime's: no mount is
+    // made (the spec's validation refused any it would need).
+    let own_mount_ns = cfg.plan.has_mount_ns();
+    if own_mount_ns {
+        drop(rootfs::prepare(&ctx)?);
+    }
+    if own_mount_ns && log::log_enabled!(log::Level::Debug) {
         for m in cfg.spec.mounts().iter().flatten() {
             log::debug!(
                 "init: mounted {} on {} ({})",
@@ -124,11 +130,16 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     let proc_fd_dir = std::fs::File::open("/proc/self/fd")
         .map(OwnedFd::from)
         .map_err(ProcessError::Fifo)?;
-    rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
-    log::debug!(
-        "init: {} into the rootfs",
-        if cfg.no_pivot { "chroot" } else { "pivot_root" }
-    );
+    if own_mount_ns {
+        rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+        log::debug!(
+            "init: {} into the rootfs",
+            if cfg.no_pivot { "chroot" } else { "pivot_root" }
+        );
+    } else {
+        rootfs::chroot_only(cfg.rootfs)?;
+        log::debug!("init: chroot into the rootfs (no mount namespace of its own)");
+    }
     if let Some(socket) = cfg.console_socket {
         let size = process
             .console_size()

@@ -249,6 +249,8 @@ pub struct InitConfig<'a> {
     pub preserve_fds: i32,
     /// Descriptors to become init's 0, 1 and 2 instead of the runtime's own.
     pub stdio: Option<[BorrowedFd<'a>; 3]>,
+    /// Bind sources opened by the runtime for init to attach.
+    pub mount_sources: &'a crate::rootfs::MountSources,
 }
 
 /// What the runtime does while init sets up.

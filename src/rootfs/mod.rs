@@ -12,8 +12,10 @@ mod mounts;
 pub mod options;
 mod paths;
 mod pivot;
+mod sources;
 
-pub use pivot::enter;
+pub use pivot::{chroot_into, chroot_only, enter, open_root_of};
+pub use sources::MountSources;
 
 use crate::cgroups::MountSource;
 use crate::sys::{procfs, resolve};
@@ -71,6 +73,28 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+    /// Id-mapping a mount (idmap, ridmap) failed.
+    #[error("mounts[{index}]: id-mapping {}", path.display())]
+    Idmap {
+        /// The mount's index in the spec.
+        index: usize,
+        /// The mount's source.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting a mount's recursive attributes (rro, rnosuid, ...) failed.
+    #[error("mounts[{index}]: setting the recursive options on {}", dest.display())]
+    RecursiveAttr {
+        /// The mount's index in the spec.
+        index: usize,
+        /// The mount's destination.
+        dest: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
     /// Making a mount point or file inside the container failed.
     #[error("creating {} inside the container", path.display())]
     Create {
@@ -118,6 +142,26 @@ pub enum RootfsError {
         step: &'static str,
         /// The root filesystem.
         rootfs: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening the root directory of a container's init (exec without a mount namespace).
+    #[error("opening {}, the root of the container's init", path.display())]
+    InitRoot {
+        /// The /proc/<pid>/root path.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Removing the host's mounts from the namespace of a --no-pivot container failed.
+    #[error("--no-pivot: {step} {} of the old root", path.display())]
+    HideOldRoot {
+        /// What was being done.
+        step: &'static str,
+        /// The mount point.
+        path: PathBuf,
         /// The underlying failure.
         #[source]
         source: std::io::Error,
@@ -178,6 +222,8 @@ pub struct RootfsContext<'a> {
     pub cgroup: &'a MountSource,
     pub new_user_ns: bool,
     pub new_cgroup_ns: bool,
+    /// Bind sources the runtime opened before the clone (see [`MountSources`]).
+    pub sources: &'a MountSources,
 }
 
 fn propagate(path: &Path, flags: MsFlags) -> Result<(), RootfsError> {
@@ -243,6 +289,10 @@ pub fn prepare(ctx: &RootfsContext) -> Result<OwnedFd, RootfsError> {
     }
     let spec_devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
     devices::create_all(&proc, root.as_fd(), spec_devices, ctx.new_user_ns)?;
+    // Populated: the read-only tmpfs and /dev mounts can be made so now.
+    for (index, m) in ctx.spec.mounts().iter().flatten().enumerate() {
+        mounts::readonly_later(ctx, &proc, root.as_fd(), index, m)?;
+    }
     if let Some(process) = ctx.spec.process() {
         resolve::mkdir_all(root.as_fd(), process.cwd(), 0o755).map_err(|source| {
             RootfsError::Create {

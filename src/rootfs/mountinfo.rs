@@ -64,6 +64,27 @@ pub fn mount_containing(mountinfo: &str, path: &Path) -> Option<MountEntry> {
     best
 }
 
+/// Mount points of whole procfs and sysfs mounts (their root is the filesystem's root)
+/// outside `keep`, deepest first: what a container left in the old root by `--no-pivot`
+/// could reach, and what lets the kernel allow a fresh procfs or sysfs mount in a user
+/// namespace (runc's msMoveRoot removes the same ones).
+pub fn full_pseudo_mounts(mountinfo: &str, keep: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(sep + 1)?;
+            let (root, mountpoint) = (fields.get(3)?, PathBuf::from(unescape(fields.get(4)?)));
+            let pseudo = *fstype == "proc" || *fstype == "sysfs";
+            (pseudo && *root == "/" && !mountpoint.starts_with(keep)).then_some(mountpoint)
+        })
+        .collect();
+    // Mounts stacked on one point are listed once each: each unmount takes the upper one.
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
 /// The mount `path` lives on in this process's mount namespace.
 pub fn mount_of(path: &Path) -> std::io::Result<Option<MountEntry>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
@@ -92,5 +113,24 @@ mod tests {
         assert!(!m.is_shared());
         let root = mount_containing(text, Path::new("/x")).unwrap();
         assert!(root.is_shared());
+    }
+
+    #[test]
+    fn whole_procfs_and_sysfs_outside_the_rootfs_deepest_first() {
+        let text = "22 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n\
+                    23 22 0:5 / /proc rw - proc proc rw\n\
+                    24 22 0:6 / /sys rw - sysfs sysfs rw\n\
+                    25 23 0:5 /sys /proc/sys ro - proc proc rw\n\
+                    26 22 0:7 / /srv/x/proc rw - proc proc rw\n\
+                    27 22 0:8 / /b/c/proc rw - proc proc rw\n\
+                    28 22 0:9 / /tmp rw - tmpfs t rw\n";
+        assert_eq!(
+            full_pseudo_mounts(text, Path::new("/srv/x")),
+            [
+                PathBuf::from("/b/c/proc"),
+                PathBuf::from("/proc"),
+                PathBuf::from("/sys")
+            ]
+        );
     }
 }

@@ -3,7 +3,7 @@
 use super::options::{self, MountOptions};
 use super::procfs::ProcRoot;
 use super::resolve;
-use super::{copyup, RootfsContext, RootfsError};
+use super::{copyup, sources, RootfsContext, RootfsError};
 use crate::cgroups::MountSource;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
@@ -109,24 +109,82 @@ fn bind(
     dest: &Path,
     opts: &MountOptions,
 ) -> Result<(), RootfsError> {
-    let meta = std::fs::metadata(source).map_err(|e| RootfsError::Source {
+    let source_err = |e: std::io::Error| RootfsError::Source {
         index,
         path: source.to_path_buf(),
         source: e,
-    })?;
-    let target = resolve::ensure(root, dest, meta.is_dir()).map_err(create_err(dest))?;
-    let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+    };
     let what = source.display().to_string();
-    do_mount(
-        &what,
-        Some(source),
-        &proc.fd_path(target.as_fd()),
-        dest,
-        None,
-        flags,
-        None,
-    )?;
+    if let Some(prepared) = ctx.sources.get(index) {
+        // Opened (and id-mapped) by the runtime: attach the detached copy.
+        let dir = sources::is_dir(prepared).map_err(source_err)?;
+        let target = resolve::ensure(root, dest, dir).map_err(create_err(dest))?;
+        sources::move_mount(prepared, target.as_fd()).map_err(|e| RootfsError::Mount {
+            what,
+            dest: dest.to_path_buf(),
+            fstype: "bind".into(),
+            source: e,
+        })?;
+    } else {
+        let meta = std::fs::metadata(source).map_err(source_err)?;
+        let target = resolve::ensure(root, dest, meta.is_dir()).map_err(create_err(dest))?;
+        let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+        do_mount(
+            &what,
+            Some(source),
+            &proc.fd_path(target.as_fd()),
+            dest,
+            None,
+            flags,
+            None,
+        )?;
+    }
     finish(ctx, proc, root, dest, opts, opts.bind_remount_flags())?;
+    Ok(())
+}
+
+/// `mounts[index]`'s type (None when empty) and parsed options.
+pub(super) fn parse_entry(
+    index: usize,
+    m: &Mount,
+) -> Result<(Option<&str>, MountOptions), RootfsError> {
+    let fstype = m.typ().as_deref().filter(|t| !t.is_empty());
+    let opts = options::parse(m.options().as_deref().unwrap_or(&[]), fstype)
+        .map_err(|reason| RootfsError::Options { index, reason })?;
+    Ok((fstype, opts))
+}
+
+/// A tmpfs, or whatever is mounted on /dev, is mounted read-write even when asked read-only:
+/// devices, /dev/pts and tmpcopyup's files go in first, then [`readonly_later`] remounts it
+/// (as runc does).
+fn defers_readonly(fstype: Option<&str>, dest: &Path, opts: &MountOptions) -> bool {
+    !opts.is_bind()
+        && opts.flags.contains(MsFlags::MS_RDONLY)
+        && (fstype == Some("tmpfs") || lexical_clean(dest) == Path::new("/dev"))
+}
+
+/// The read-only remount a mount of [`defers_readonly`] was spared, once the rootfs is
+/// populated; its other flags are kept.
+pub(super) fn readonly_later(
+    ctx: &RootfsContext,
+    proc: &ProcRoot,
+    root: BorrowedFd,
+    index: usize,
+    m: &Mount,
+) -> Result<(), RootfsError> {
+    let (fstype, opts) = parse_entry(index, m)?;
+    if !defers_readonly(fstype, m.destination(), &opts) {
+        return Ok(());
+    }
+    let flags = opts.flags & !(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_REC);
+    finish(
+        ctx,
+        proc,
+        root,
+        m.destination(),
+        &MountOptions::default(),
+        flags,
+    )?;
     Ok(())
 }
 
@@ -134,6 +192,7 @@ fn filesystem(
     ctx: &RootfsContext,
     proc: &ProcRoot,
     root: BorrowedFd,
+    index: usize,
     m: &Mount,
     fstype: &str,
     opts: &MountOptions,
@@ -153,13 +212,18 @@ fn filesystem(
     let what = source.display().to_string();
     let data = opts.data_string();
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
+    let first_flags = if defers_readonly(Some(fstype), dest, opts) {
+        flags & !MsFlags::MS_RDONLY
+    } else {
+        flags
+    };
     let result = do_mount(
         &what,
         Some(&source),
         &proc.fd_path(target.as_fd()),
         dest,
         Some(fstype),
-        flags,
+        first_flags,
         data.as_deref(),
     );
     match result {
@@ -191,6 +255,16 @@ fn filesystem(
         other => other?,
     }
     let mounted = finish(ctx, proc, root, dest, opts, MsFlags::empty())?;
+    // What is now at the destination is what was just mounted there, or the destination
+    // was swapped under us: a /proc that is not a procfs is not trusted (runc's
+    // checkProcMount).
+    if fstype == "proc" && !on_procfs(mounted.as_fd()) {
+        return Err(RootfsError::ProcMount {
+            index,
+            dest: dest.to_path_buf(),
+            why: "what is mounted there is not a procfs".into(),
+        });
+    }
     if let Some(previous) = previous {
         copyup::copy_dir(previous.as_fd(), mounted.as_fd(), dest)?;
     }
@@ -302,8 +376,9 @@ enum ProcPlace {
     Inside,
 }
 
-/// Places `dest` lexically ("." and ".." folded, as the kernel would inside the root).
-fn proc_place(dest: &Path) -> ProcPlace {
+/// An in-container path with "." and ".." folded lexically, as the kernel would fold them
+/// inside the root: "/tmp/../proc/" is "/proc".
+fn lexical_clean(dest: &Path) -> PathBuf {
     let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
     for c in dest.components() {
         match c {
@@ -314,15 +389,25 @@ fn proc_place(dest: &Path) -> ProcPlace {
             _ => {}
         }
     }
-    if parts.first().map(|p| *p != "proc").unwrap_or(true) {
+    std::iter::once(std::ffi::OsStr::new("/"))
+        .chain(parts)
+        .collect()
+}
+
+/// Places `dest` lexically (see [`lexical_clean`]).
+fn proc_place(dest: &Path) -> ProcPlace {
+    let clean = lexical_clean(dest);
+    let mut parts = clean.components().skip(1);
+    if parts
+        .next()
+        .map(|p| p.as_os_str() != "proc")
+        .unwrap_or(true)
+    {
         return ProcPlace::Outside;
     }
-    if parts.len() == 1 {
+    if parts.next().is_none() {
         return ProcPlace::Proc;
     }
-    let clean: PathBuf = std::iter::once(std::ffi::OsStr::new("/"))
-        .chain(parts)
-        .collect();
     if PROC_MOUNTS_ALLOWED.iter().any(|a| clean == Path::new(a)) {
         ProcPlace::Allowed
     } else {
@@ -343,8 +428,7 @@ fn check_proc_destination(
     root: BorrowedFd,
     index: usize,
     m: &Mount,
-    fstype: Option<&str>,
-    bind_source: Option<&Path>,
+    bind_is_procfs: Option<bool>,
 ) -> Result<(), RootfsError> {
     let dest = m.destination();
     let refuse = |why: &str| RootfsError::ProcMount {
@@ -358,12 +442,7 @@ fn check_proc_destination(
             "only /proc itself and the files lxcfs provides may be mounted under /proc",
         )),
         ProcPlace::Proc => {
-            let is_procfs = match bind_source {
-                Some(src) => nix::sys::statfs::statfs(src)
-                    .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
-                    .unwrap_or(false),
-                None => fstype == Some("proc"),
-            };
+            let is_procfs = bind_is_procfs.unwrap_or_else(|| m.typ().as_deref() == Some("proc"));
             if is_procfs {
                 Ok(())
             } else {
@@ -387,29 +466,92 @@ pub(super) fn mount_entry(
     index: usize,
     m: &Mount,
 ) -> Result<(), RootfsError> {
-    let fstype = m.typ().as_deref().filter(|t| !t.is_empty());
-    let opts = options::parse(m.options().as_deref().unwrap_or(&[]), fstype)
-        .map_err(|reason| RootfsError::Options { index, reason })?;
+    let (fstype, opts) = parse_entry(index, m)?;
     let dest = m.destination();
     if opts.is_bind() {
-        let source = m.source().clone().unwrap_or_default();
-        let source = if source.is_absolute() {
-            source
-        } else {
-            ctx.bundle.join(source)
+        let source = sources::bind_source(m, ctx.bundle);
+        let is_procfs = match ctx.sources.get(index) {
+            Some(fd) => on_procfs(fd),
+            None => nix::sys::statfs::statfs(&source)
+                .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+                .unwrap_or(false),
         };
-        check_proc_destination(root, index, m, fstype, Some(&source))?;
-        return bind(ctx, proc, root, index, &source, dest, &opts);
+        check_proc_destination(root, index, m, Some(is_procfs))?;
+        bind(ctx, proc, root, index, &source, dest, &opts)?;
+    } else {
+        check_proc_destination(root, index, m, None)?;
+        if matches!(fstype, Some("proc") | Some("sysfs")) {
+            check_plain_directory(root, index, m)?;
+        }
+        match fstype {
+            Some("cgroup") | Some("cgroup2") => cgroup(ctx, proc, root, dest, &opts)?,
+            Some(t) => filesystem(ctx, proc, root, index, m, t, &opts)?,
+            None => {
+                return Err(RootfsError::Options {
+                    index,
+                    reason: "a mount needs a type or the bind/rbind option".into(),
+                })
+            }
+        }
     }
-    check_proc_destination(root, index, m, fstype, None)?;
-    match fstype {
-        Some("cgroup") | Some("cgroup2") => cgroup(ctx, proc, root, dest, &opts),
-        Some(t) => filesystem(ctx, proc, root, m, t, &opts),
-        None => Err(RootfsError::Options {
+    if !opts.recursive.is_empty() {
+        // rro, rnosuid...: on the mount and every mount below it (runc's setRecAttr).
+        let err = |source| RootfsError::RecursiveAttr {
             index,
-            reason: "a mount needs a type or the bind/rbind option".into(),
-        }),
+            dest: dest.to_path_buf(),
+            source,
+        };
+        let fd = resolve::open_path(root, dest).map_err(err)?;
+        sources::mount_setattr(
+            fd.as_fd(),
+            true,
+            opts.recursive.set,
+            opts.recursive.clear,
+            None,
+        )
+        .map_err(err)?;
     }
+    Ok(())
+}
+
+/// procfs and sysfs go on an ordinary directory of the rootfs, never through a symlink at
+/// the destination (which would mount them wherever the image points, CVE-2019-19921 and
+/// CVE-2023-27561; runc refuses it the same way). The parents resolve inside the root.
+fn check_plain_directory(root: BorrowedFd, index: usize, m: &Mount) -> Result<(), RootfsError> {
+    let dest = lexical_clean(m.destination());
+    let refuse = |why: String| RootfsError::ProcMount {
+        index,
+        dest: m.destination().to_path_buf(),
+        why,
+    };
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(refuse("it is the root of the container".into()));
+    };
+    let parent = match resolve::open_path(root, parent) {
+        Ok(fd) => fd,
+        // Missing parents are created as directories later.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(create_err(parent)(e)),
+    };
+    let st = match nix::sys::stat::fstatat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&parent)),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(create_err(&dest)(e.into())),
+    };
+    let kind =
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+    if kind != nix::sys::stat::SFlag::S_IFDIR {
+        let fstype = m.typ().as_deref().unwrap_or_default();
+        return Err(refuse(format!(
+            "filesystem {fstype:?} must be mounted on an ordinary directory, and the rootfs has {} there",
+            if kind == nix::sys::stat::SFlag::S_IFLNK { "a symlink" } else { "a file" }
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

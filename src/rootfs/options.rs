@@ -13,6 +13,32 @@ pub struct MountOptions {
     pub data: Vec<String>,
     /// podman's `tmpcopyup`: copy the directory's previous content into the new tmpfs.
     pub tmpcopyup: bool,
+    /// The recursive options (`rro`, `rnosuid`, ...): mount_setattr(2) attributes set and
+    /// cleared on the mount and everything below it.
+    pub recursive: RecursiveAttr,
+    /// `idmap` / `ridmap`: the mount is id-mapped with its uidMappings/gidMappings.
+    pub idmap: Option<Idmap>,
+}
+
+/// mount_setattr(2) attributes for a whole mount tree (AT_RECURSIVE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecursiveAttr {
+    pub set: u64,
+    pub clear: u64,
+}
+
+impl RecursiveAttr {
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+}
+
+/// Which mounts of a bind an id mapping applies to: `idmap` maps the mount itself (and, as
+/// runc 1.2 does, the whole tree of an rbind), `ridmap` always the whole tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idmap {
+    Idmap,
+    Recursive,
 }
 
 impl Default for MountOptions {
@@ -22,6 +48,8 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             data: Vec::new(),
             tmpcopyup: false,
+            recursive: RecursiveAttr::default(),
+            idmap: None,
         }
     }
 }
@@ -47,7 +75,24 @@ enum Opt {
     Clear(MsFlags),
     Propagation(MsFlags),
     TmpCopyUp,
+    /// A recursive attribute: set (true) or cleared (false).
+    Recursive(u64, bool),
+    Idmap(Idmap),
 }
+
+// The mount_setattr(2) attributes (linux/mount.h).
+const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+/// The access-time field: one of RELATIME (0), NOATIME, STRICTATIME.
+pub const ATTR_ATIME_MASK: u64 = 0x70;
+const ATTR_RELATIME: u64 = 0x0;
+const ATTR_NOATIME: u64 = 0x10;
+const ATTR_STRICTATIME: u64 = 0x20;
+const ATTR_NODIRATIME: u64 = 0x80;
+pub const ATTR_IDMAP: u64 = 0x100000;
+const ATTR_NOSYMFOLLOW: u64 = 0x200000;
 
 fn lookup(option: &str) -> Option<Opt> {
     use MsFlags as F;
@@ -93,33 +138,29 @@ fn lookup(option: &str) -> Option<Opt> {
         "unbindable" => Propagation(F::MS_UNBINDABLE),
         "runbindable" => Propagation(F::MS_UNBINDABLE | F::MS_REC),
         "tmpcopyup" => TmpCopyUp,
+        "rro" => Recursive(ATTR_RDONLY, true),
+        "rrw" => Recursive(ATTR_RDONLY, false),
+        "rnosuid" => Recursive(ATTR_NOSUID, true),
+        "rsuid" => Recursive(ATTR_NOSUID, false),
+        "rnodev" => Recursive(ATTR_NODEV, true),
+        "rdev" => Recursive(ATTR_NODEV, false),
+        "rnoexec" => Recursive(ATTR_NOEXEC, true),
+        "rexec" => Recursive(ATTR_NOEXEC, false),
+        "rnodiratime" => Recursive(ATTR_NODIRATIME, true),
+        "rdiratime" => Recursive(ATTR_NODIRATIME, false),
+        "rrelatime" => Recursive(ATTR_RELATIME, true),
+        "rnorelatime" => Recursive(ATTR_RELATIME, false),
+        "rnoatime" => Recursive(ATTR_NOATIME, true),
+        "ratime" => Recursive(ATTR_NOATIME, false),
+        "rstrictatime" => Recursive(ATTR_STRICTATIME, true),
+        "rnostrictatime" => Recursive(ATTR_STRICTATIME, false),
+        "rnosymfollow" => Recursive(ATTR_NOSYMFOLLOW, true),
+        "rsymfollow" => Recursive(ATTR_NOSYMFOLLOW, false),
+        "idmap" => Idmap(self::Idmap::Idmap),
+        "ridmap" => Idmap(self::Idmap::Recursive),
         _ => return None,
     })
 }
-
-/// Options capsa recognises but cannot honour yet; refused rather than silently ignored.
-const UNSUPPORTED: &[&str] = &[
-    "idmap",
-    "ridmap",
-    "rro",
-    "rrw",
-    "rnosuid",
-    "rsuid",
-    "rnodev",
-    "rdev",
-    "rnoexec",
-    "rexec",
-    "rnoatime",
-    "ratime",
-    "rrelatime",
-    "rnorelatime",
-    "rstrictatime",
-    "rnostrictatime",
-    "rnodiratime",
-    "rdiratime",
-    "rnosymfollow",
-    "rsymfollow",
-];
 
 /// Every flag-like option capsa understands, for `capsa features`.
 pub fn known_options() -> Vec<&'static str> {
@@ -164,32 +205,79 @@ pub fn known_options() -> Vec<&'static str> {
         "unbindable",
         "runbindable",
         "tmpcopyup",
+        "rro",
+        "rrw",
+        "rnosuid",
+        "rsuid",
+        "rnodev",
+        "rdev",
+        "rnoexec",
+        "rexec",
+        "rnodiratime",
+        "rdiratime",
+        "rrelatime",
+        "rnorelatime",
+        "rnoatime",
+        "ratime",
+        "rstrictatime",
+        "rnostrictatime",
+        "rnosymfollow",
+        "rsymfollow",
+        "idmap",
+        "ridmap",
     ]
     .to_vec()
 }
 
-/// Parses a mount's options. A bind mount has no filesystem to read data options, so an
-/// unknown word there is an error rather than something the kernel would silently drop.
+/// Parses a mount's options. A bind mount has no filesystem to read data options: they are
+/// dropped, as runc drops them (a `mode=755` copied from a tmpfs entry changes nothing).
 pub fn parse(options: &[String], fstype: Option<&str>) -> Result<MountOptions, String> {
     let mut out = MountOptions::default();
     for option in options {
-        if UNSUPPORTED.contains(&option.as_str()) {
-            return Err(format!("mount option {option:?} is not supported"));
-        }
         match lookup(option) {
             Some(Opt::Set(f)) => out.flags |= f,
             Some(Opt::Clear(f)) => out.flags &= !f,
             Some(Opt::Propagation(f)) => out.propagation.push(f),
             Some(Opt::TmpCopyUp) => out.tmpcopyup = true,
+            Some(Opt::Recursive(attr, set)) => {
+                let r = &mut out.recursive;
+                if set {
+                    r.set |= attr;
+                    r.clear &= !attr;
+                    // mount_setattr(2): an access-time value in attr_set needs the whole
+                    // field in attr_clr.
+                    if attr & ATTR_ATIME_MASK == attr {
+                        r.set &= !ATTR_ATIME_MASK | attr;
+                        r.clear |= ATTR_ATIME_MASK;
+                    }
+                } else {
+                    r.set &= !attr;
+                    // Clearing one access time leaves the field to the default (relatime),
+                    // and the kernel takes the field only as a whole.
+                    r.clear |= if attr != 0 && attr & ATTR_ATIME_MASK == attr {
+                        ATTR_ATIME_MASK
+                    } else {
+                        attr
+                    };
+                }
+            }
+            Some(Opt::Idmap(i)) => out.idmap = Some(i),
             None => out.data.push(option.clone()),
         }
     }
     if fstype == Some("bind") {
         out.flags |= MsFlags::MS_BIND;
     }
+    if out.idmap.is_some() && !out.is_bind() {
+        return Err(format!(
+            "idmap applies to bind mounts, not {}",
+            fstype.unwrap_or("(none)")
+        ));
+    }
     if out.is_bind() {
-        if let Some(bad) = out.data.first() {
-            return Err(format!("unsupported option {bad:?} for a bind mount"));
+        if !out.data.is_empty() {
+            log::debug!("data options {:?} dropped for a bind mount", out.data);
+            out.data.clear();
         }
         if out.tmpcopyup {
             return Err("tmpcopyup applies to tmpfs mounts, not bind mounts".into());
@@ -245,13 +333,68 @@ mod tests {
             o.bind_remount_flags(),
             MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
         );
-        assert!(parse(&opts(&["bind", "mode=755"]), None).is_err());
         assert!(parse(&[], Some("bind")).unwrap().is_bind());
     }
 
     #[test]
-    fn refuses_unsupported_options() {
-        assert!(parse(&opts(&["idmap"]), Some("bind")).is_err());
+    fn data_options_of_a_bind_are_dropped() {
+        let o = parse(&opts(&["rbind", "mode=755", "size=1m", "ro"]), None).unwrap();
+        assert!(o.data.is_empty());
+        assert_eq!(o.bind_remount_flags(), MsFlags::MS_RDONLY);
+    }
+
+    #[test]
+    fn recursive_options_set_and_clear_mount_attributes() {
+        let o = parse(&opts(&["rbind", "rro", "rnosuid", "rexec"]), None).unwrap();
+        assert_eq!(o.recursive.set, ATTR_RDONLY | ATTR_NOSUID);
+        assert_eq!(o.recursive.clear, ATTR_NOEXEC);
+        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+        let o = parse(&opts(&["rro", "rrw"]), Some("tmpfs")).unwrap();
+        assert_eq!(
+            o.recursive,
+            RecursiveAttr {
+                set: 0,
+                clear: ATTR_RDONLY
+            }
+        );
+        // An access time is a value of a field: the whole field is cleared to set it.
+        let o = parse(&opts(&["rnoatime", "rstrictatime"]), Some("tmpfs")).unwrap();
+        assert_eq!(o.recursive.set, ATTR_STRICTATIME);
+        assert_eq!(o.recursive.clear, ATTR_ATIME_MASK);
+        let o = parse(&opts(&["rrelatime"]), Some("tmpfs")).unwrap();
+        assert_eq!(
+            o.recursive,
+            RecursiveAttr {
+                set: 0,
+                clear: ATTR_ATIME_MASK
+            }
+        );
+        assert!(!o.recursive.is_empty());
+        let o = parse(&opts(&["ratime"]), Some("tmpfs")).unwrap();
+        assert_eq!(
+            o.recursive,
+            RecursiveAttr {
+                set: 0,
+                clear: ATTR_ATIME_MASK
+            }
+        );
+    }
+
+    #[test]
+    fn idmap_is_for_binds() {
+        assert_eq!(
+            parse(&opts(&["idmap"]), Some("bind")).unwrap().idmap,
+            Some(Idmap::Idmap)
+        );
+        assert_eq!(
+            parse(&opts(&["rbind", "ridmap"]), None).unwrap().idmap,
+            Some(Idmap::Recursive)
+        );
+        assert!(parse(&opts(&["idmap"]), Some("tmpfs")).is_err());
+    }
+
+    #[test]
+    fn tmpcopyup_is_for_tmpfs() {
         assert!(parse(&opts(&["tmpcopyup"]), Some("proc")).is_err());
         assert!(
             parse(&opts(&["tmpcopyup"]), Some("tmpfs"))

@@ -124,10 +124,14 @@ pub(super) fn mask(proc: &ProcRoot, paths: &[String]) -> Result<(), RootfsError>
             path: path.to_path_buf(),
             source,
         };
+        // Nothing to hide where the path does not resolve: it does not exist, or the image
+        // has a symlink loop on the way, which the container meets just the same (ELOOP).
         let fd = match resolve::open_in_root(root.as_fd(), path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
         {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP)) => {
+                continue
+            }
             Err(e) => return Err(err(e)),
         };
         let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| err(e.into()))?;

@@ -87,8 +87,39 @@ pub(crate) fn load(bundle: &Path) -> Result<Spec, SpecError> {
     parse(&bytes, &path)
 }
 
+/// The fields of a `mounts[]` entry that oci-spec 0.8 does not keep (it has them on the
+/// spec, not on the mount): read on their own so that they are refused, not dropped.
+#[derive(serde::Deserialize)]
+struct MountMappings {
+    #[serde(default, rename = "uidMappings")]
+    uid: Option<serde_json::Value>,
+    #[serde(default, rename = "gidMappings")]
+    gid: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct MountsOnly {
+    #[serde(default)]
+    mounts: Option<Vec<MountMappings>>,
+}
+
 /// Parses config.json bytes (`origin` names the file in errors).
 pub(crate) fn parse(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
+    let spec = parse_spec(bytes, origin)?;
+    if let Ok(only) = serde_json::from_slice::<MountsOnly>(bytes) {
+        for (i, m) in only.mounts.iter().flatten().enumerate() {
+            if m.uid.is_some() || m.gid.is_some() {
+                return Err(SpecError::invalid(
+                    format!("mounts[{i}].uidMappings"),
+                    "per-mount id mappings are not supported; idmap/ridmap map a mount with linux.uidMappings and linux.gidMappings",
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn parse_spec(bytes: &[u8], origin: &Path) -> Result<Spec, SpecError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();

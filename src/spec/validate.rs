@@ -183,11 +183,35 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         }
     }
     let plan = NamespacePlan::from_spec(namespaces);
-    check(
-        has_ns(namespaces, LinuxNamespaceType::Mount),
-        "linux.namespaces",
-        "a mount namespace is required",
-    )?;
+    if !has_ns(namespaces, LinuxNamespaceType::Mount) {
+        // Without one the container runs in the runtime's mount namespace (the spec allows
+        // it), where capsa mounts nothing: what would need a mount is refused.
+        let why = "needs a mount namespace (linux.namespaces has none)";
+        check(
+            spec.mounts().as_ref().is_none_or(|m| m.is_empty()),
+            "mounts",
+            why,
+        )?;
+        check(
+            linux.masked_paths().as_ref().is_none_or(|p| p.is_empty()),
+            "linux.maskedPaths",
+            why,
+        )?;
+        check(
+            linux.readonly_paths().as_ref().is_none_or(|p| p.is_empty()),
+            "linux.readonlyPaths",
+            why,
+        )?;
+        check(
+            !spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
+            "root.readonly",
+            why,
+        )?;
+    }
     let uid_maps = linux.uid_mappings().as_deref().unwrap_or(&[]);
     let gid_maps = linux.gid_mappings().as_deref().unwrap_or(&[]);
     if plan.new_user() {
@@ -324,6 +348,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         let fstype = m.typ().as_deref().filter(|t| !t.is_empty());
         let opts = options::parse(m.options().as_deref().unwrap_or(&[]), fstype)
             .map_err(|reason| SpecError::invalid(format!("{field}.options"), reason))?;
+        if opts.idmap.is_some() {
+            check(
+                linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+                    && linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
+                format!("{field}.options"),
+                "idmap/ridmap map the mount with linux.uidMappings and linux.gidMappings, which are missing",
+            )?;
+        }
         if !opts.is_bind() {
             let t = fstype.ok_or_else(|| {
                 SpecError::invalid(format!("{field}.type"), "missing (and no bind option)")

@@ -396,6 +396,29 @@ impl Bundle {
         self.dir.join("rootfs")
     }
 
+    /// A new user namespace (with the namespace types in `also`) mapping root to
+    /// 100000..165535; the rootfs is given to that range, as host root's files show as
+    /// "nobody" inside.
+    pub fn in_user_namespace(&mut self, also: &[&str]) -> &mut Self {
+        self.set(|c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            for t in std::iter::once(&"user").chain(also) {
+                ns.push(json!({ "type": t }));
+            }
+            c["linux"]["uidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            c["linux"]["gidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        });
+        let st = Command::new("chown")
+            .args(["-R", "100000:100000"])
+            .arg(self.rootfs())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self
+    }
+
     pub fn dir_str(&self) -> &str {
         self.dir.to_str().unwrap()
     }
