@@ -9,6 +9,8 @@ pub enum Error {
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
     #[error(transparent)]
+    Checkpoint(#[from] crate::container::CheckpointError),
+    #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
     #[error(transparent)]
     Namespace(#[from] crate::namespaces::NamespaceError),
@@ -83,6 +85,12 @@ impl Error {
                 ErrorKind::AlreadyExists
             }
             Error::Container(C::InvalidId { .. } | C::StdioWithTerminal)
+            | Error::Checkpoint(
+                crate::container::CheckpointError::Terminal
+                | crate::container::CheckpointError::JoinedNamespace { .. }
+                | crate::container::CheckpointError::Directory { .. }
+                | crate::container::CheckpointError::NotACheckpoint { .. },
+            )
             | Error::Pod(P::BadShare(_) | P::BadSysctl { .. } | P::ReservedId { .. }) => {
                 ErrorKind::InvalidInput
             }

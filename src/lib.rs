@@ -28,7 +28,9 @@ pub mod security;
 pub mod spec;
 pub mod time;
 
-pub use container::{Container, CreateOptions, Runtime, Status, StdioFds};
+pub use container::{
+    CheckpointOptions, Container, CreateOptions, RestoreOptions, Runtime, Status, StdioFds,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use pod::{Pod, PodOptions};
 

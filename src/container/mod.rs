@@ -4,6 +4,7 @@
 //! `state.json` (written atomically) and, between create and start, `exec.fifo`.
 
 mod abort;
+mod checkpoint;
 mod claim;
 mod create;
 mod events;
@@ -15,6 +16,7 @@ mod relay;
 mod run;
 mod state;
 
+pub use checkpoint::{CgroupsMode, CheckpointError, CheckpointOptions, RestoreOptions};
 pub use create::{write_pid_file, CreateOptions, StdioFds};
 pub(crate) use create::{CgroupGuard, DirGuard};
 pub use events::Event;
