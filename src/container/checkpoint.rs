@@ -784,3 +784,70 @@ fn private_root_bind(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_error_of_a_criu_log_is_quoted_without_its_time() {
+        let dir = std::env::temp_dir().join(format!("capsa-criu-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("dump.log");
+        std::fs::write(
+            &log,
+            "(00.000010) Version: 3.17.1\n\
+             (00.042217) Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds\n\
+             (00.042219) Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed\n\
+             (00.042250) Unlock network\n",
+        )
+        .unwrap();
+        assert_eq!(
+            log_message(&log, b""),
+            "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+        );
+        std::fs::write(&log, "(00.1) done\n\n").unwrap();
+        assert_eq!(log_message(&log, b""), "done");
+        // No log at all: criu's own stderr, then a word that says so.
+        std::fs::remove_file(&log).unwrap();
+        assert_eq!(log_message(&log, b"criu: bad option\n"), "criu: bad option");
+        assert_eq!(log_message(&log, b""), "no output");
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn cgroup_modes_are_runc_s() {
+        for m in ["soft", "full", "strict", "ignore"] {
+            assert_eq!(CgroupsMode::parse(m).map(CgroupsMode::as_str), Some(m));
+        }
+        assert_eq!(CgroupsMode::parse("props"), None);
+        assert_eq!(CgroupsMode::default(), CgroupsMode::Soft);
+    }
+
+    #[test]
+    fn external_mounts_are_the_binds_keyed_by_destination() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
+                {"destination": "/etc/hosts", "source": "/h", "options": ["bind", "ro"]},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+            ]
+        }))
+        .unwrap();
+        let none = Manager::None(PathBuf::from("/capsa/x"));
+        assert_eq!(
+            external_mounts(&spec, &none),
+            vec![
+                (PathBuf::from("/data"), PathBuf::from("/srv/data")),
+                (PathBuf::from("/etc/hosts"), PathBuf::from("/h")),
+            ]
+        );
+        assert_eq!(
+            mnt_arg(Path::new("/data"), Path::new("/srv/data")),
+            OsString::from("mnt[/data]:/srv/data")
+        );
+    }
+}
