@@ -3,8 +3,9 @@
 //! runc as with capsa; so the scenarios that need a working criu run in the VM with Debian's
 //! kernel (runtime-tests/vm/checkpoint-tests.sh: a counter loop checkpointed and restored
 //! goes on from where it was, --leave-running with --pre-dump and --parent-path, a restore
-//! under another id, a restore criu refuses, bad input, nothing left), and this file asserts
-//! their RESULT lines. The host tests are the failure paths, which hold on any kernel.
+//! under another id, a foreground restore, a network namespace, a restore criu refuses,
+//! bad input, nothing left), and this file asserts their RESULT lines. The host tests are
+//! the failure paths, which hold on any kernel.
 
 mod common;
 
@@ -147,8 +148,10 @@ fn checkpoint_and_restore_in_a_vm() {
             "restore_failure_clean",
             "leave_running",
             "restore_other_id",
+            "restore_foreground",
             "bad_image_path",
             "restore_not_a_checkpoint",
+            "netns",
             "nothing_left",
         ],
     );

@@ -212,10 +212,14 @@ fn log_message(log: &Path, stderr: &[u8]) -> String {
         .or(lines.last())
         .map(|l| l.trim())
         .unwrap_or("no output");
-    // "(00.041030) Error (...)": the elapsed time says nothing to the reader.
+    // "(00.041030) Error (...)", or "(00.1)      1: Error (...)" from a restored task: the
+    // elapsed time and the pid say nothing to the reader.
+    if let Some(at) = line.find("Error (") {
+        return line[at..].to_string();
+    }
     match line.strip_prefix('(').and_then(|r| r.split_once(") ")) {
         Some((time, rest)) if time.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
-            rest.to_string()
+            rest.trim().to_string()
         }
         _ => line.to_string(),
     }
@@ -805,6 +809,15 @@ mod tests {
         assert_eq!(
             log_message(&log, b""),
             "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+        );
+        std::fs::write(
+            &log,
+            "(00.2)      1: Error (criu/files-reg.c:2259): Can't open\n",
+        )
+        .unwrap();
+        assert_eq!(
+            log_message(&log, b""),
+            "Error (criu/files-reg.c:2259): Can't open"
         );
         std::fs::write(&log, "(00.1) done\n\n").unwrap();
         assert_eq!(log_message(&log, b""), "done");

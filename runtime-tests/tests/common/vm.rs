@@ -14,6 +14,8 @@ pub fn scenarios_pass(script: &str, switch_root: bool, expected: &[&str]) {
         .arg(super::BIN)
         .arg(format!("{repo}/{script}"))
         .env("VM_SWITCH_ROOT", if switch_root { "1" } else { "0" })
+        // criu under emulation on a loaded machine: room beyond run.sh's default.
+        .env("VM_TIMEOUT", "1500")
         .output()
         .expect("running runtime-tests/vm/run.sh");
     let text = String::from_utf8_lossy(&out.stdout);
