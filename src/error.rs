@@ -19,6 +19,9 @@ pub enum Error {
     /// A container operation.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+    /// Checkpointing or restoring a container through CRIU.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::container::CheckpointError),
     /// Making or running the container process.
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
@@ -109,6 +112,12 @@ impl Error {
                 ErrorKind::AlreadyExists
             }
             Error::Container(C::InvalidId { .. } | C::StdioWithTerminal)
+            | Error::Checkpoint(
+                crate::container::CheckpointError::Terminal
+                | crate::container::CheckpointError::JoinedNamespace { .. }
+                | crate::container::CheckpointError::Directory { .. }
+                | crate::container::CheckpointError::NotACheckpoint { .. },
+            )
             | Error::Pod(P::BadShare(_) | P::BadSysctl { .. } | P::ReservedId { .. }) => {
                 ErrorKind::InvalidInput
             }

@@ -62,7 +62,10 @@ pub mod spec;
 pub(crate) mod sys;
 pub(crate) mod time;
 
-pub use container::{Container, CreateOptions, ExecOptions, Runtime, Status, StdioFds};
+pub use container::{
+    CheckpointOptions, Container, CreateOptions, ExecOptions, RestoreOptions, Runtime, Status,
+    StdioFds,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use pod::{Pod, PodOptions};
 

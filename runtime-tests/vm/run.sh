@@ -4,6 +4,8 @@
 # against the freshly built capsa. Prints the script's RESULT lines; exits non-zero on a FAIL,
 # a missing result, or a VM that did not finish.
 #   run.sh CAPSA_BINARY [SCRIPT]     (as root; installs qemu-system-x86 and linux-image-amd64)
+# VM_SWITCH_ROOT=1 runs the script with the host's root as its mount namespace's root
+# rather than chrooted into it (see init); VM_TIMEOUT (seconds, default 600) bounds the VM.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -27,10 +29,10 @@ if [ ! -f "$cache/initramfs-$kver.cpio.gz" ] || [ "$here/init" -nt "$cache/initr
 fi
 log=$cache/serial.log
 rm -f "$log"
-timeout 600 qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 1024 -smp 2 \
+timeout "${VM_TIMEOUT:-600}" qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 1024 -smp 2 \
     -nographic -no-reboot -monitor none -M pc -nic none \
     -kernel "$cache/vmlinux-$kver" -initrd "$cache/initramfs-$kver.cpio.gz" \
-    -append "console=ttyS0 quiet panic=-1 capsa.script=$script CAPSA=$capsa" \
+    -append "console=ttyS0 quiet panic=-1 capsa.script=$script CAPSA=$capsa capsa.switchroot=${VM_SWITCH_ROOT:-0}" \
     -fsdev local,id=fs1,path=/,security_model=none,readonly=on,multidevs=remap \
     -device virtio-9p-pci,fsdev=fs1,mount_tag=hostroot \
     -serial "file:$log" >/dev/null 2>&1 || true

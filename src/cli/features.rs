@@ -36,7 +36,7 @@ pub fn features_json() -> serde_json::Value {
             "mountExtensions": {"idmap": {"enabled": false}}
         },
         "annotations": {
-            "org.opencontainers.runc.checkpoint.enabled": "false",
+            "org.opencontainers.runc.checkpoint.enabled": "true",
             "io.github.capsa.version": env!("CARGO_PKG_VERSION"),
             "io.github.capsa.commit": env!("CAPSA_COMMIT")
         }

@@ -293,98 +293,24 @@ impl Runtime {
     ) -> crate::Result<Container> {
         crate::kernel::check()?;
         let dir = self.dir(id)?;
-        let bundle =
-            std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {
-                path: opts.bundle.clone(),
-                source,
-            })?;
-        let mut spec = spec::load(&bundle)?;
-        if let Some(pod) = &opts.pod {
-            self.load_pod(pod)?.adopt(id, &mut spec)?;
-        }
-        spec::validate(&spec, &bundle)?;
-        check_lsm(spec.process().as_ref())?;
-        let terminal = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false);
+        let Prepared {
+            bundle,
+            spec,
+            rootfs,
+            plan,
+            resources,
+            annotations,
+            mut stored,
+            terminal,
+        } = prepare(id, &opts.bundle, |spec| match &opts.pod {
+            Some(pod) => Ok(self.load_pod(pod)?.adopt(id, spec)?),
+            None => Ok(()),
+        })?;
+        stored.pod = opts.pod.clone();
         let stdio = stdio_for(terminal, opts.stdio.as_ref())?;
         let console_socket = console_or_own(terminal, opts.console_socket.as_deref(), own_console)?;
-        let rootfs =
-            std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
-                spec::SpecError::Path {
-                    field: "root.path".into(),
-                    path: spec::rootfs_path(&spec, &bundle).unwrap_or_default(),
-                    source,
-                }
-            })?;
-        let linux = spec.linux().as_ref();
-        let namespaces = linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]);
-        let plan = NamespacePlan::from_spec(namespaces);
-        let cgroup_path =
-            cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
-        let mut cgroup = Manager::new(&cgroup_path)?;
-
-        let resources = linux
-            .and_then(|l| l.resources().clone())
-            .unwrap_or_default();
-        let annotations = spec.annotations().clone().unwrap_or_default();
-        // The first record: everything but init's pid, which comes right after the clone.
-        let mut stored = StoredState {
-            oci_version: crate::OCI_VERSION.to_string(),
-            id: id.to_string(),
-            pid: 0,
-            pid_start_time: 0,
-            bundle: bundle.clone(),
-            rootfs: rootfs.clone(),
-            created: crate::time::now_rfc3339_nanos(),
-            annotations: annotations.clone(),
-            cgroup_path: cgroup_path.clone(),
-            hooks: spec.hooks().clone(),
-            shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
-            process: spec.process().clone(),
-            pod: opts.pod.clone(),
-            seccomp: linux.and_then(|l| l.seccomp().clone()),
-            no_cgroup: false,
-        };
-        let (mut dir_guard, _lock, mut claim) = self.place_state_dir(id, &dir, &stored, &cgroup)?;
-        if let Err(e) = cgroup.create() {
-            // Rootless, with no cgroup delegated to us and no limits asked for: run without
-            // one (runc does the same); limits would need a delegated cgroupsPath.
-            if !nix::unistd::geteuid().is_root() && cgroups::resources::is_empty(&resources) {
-                log::debug!("rootless container without a cgroup: {e}");
-                cgroup = Manager::None(cgroup_path.clone());
-                stored.no_cgroup = true;
-                stored.save(&dir)?;
-            } else {
-                return Err(e.into());
-            }
-        }
-        let mut cgroup_guard = CgroupGuard::new(vec![cgroup.clone()]);
-        // Each linux.devices node may be made (init creates it after the clone, already in
-        // this cgroup), but opened only as linux.resources.devices allows: runc creates the
-        // nodes before it writes the rules and adds none for them, so an "r" rule stays
-        // read-only there too.
-        let device_nodes: Vec<String> = linux
-            .and_then(|l| l.devices().as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|d| {
-                let t = match d.typ() {
-                    oci_spec::runtime::LinuxDeviceType::B => "b",
-                    // A fifo is made without the devices cgroup's leave.
-                    oci_spec::runtime::LinuxDeviceType::P => return None,
-                    _ => "c",
-                };
-                Some(format!("{t} {}:{} m", d.major(), d.minor()))
-            })
-            .collect();
-        cgroup.apply(&resources, &device_nodes, true)?;
-        log::debug!(
-            "cgroup {}: created, linux.resources applied",
-            cgroup_path.display()
-        );
+        let (mut dir_guard, _lock, mut claim, cgroup, mut cgroup_guard) =
+            self.place_with_cgroup(id, &dir, &spec, &resources, &mut stored)?;
         log::debug!(
             "namespaces: new {:?}{}, joining {:?}",
             plan.clone_flags,
@@ -488,6 +414,58 @@ impl Runtime {
         })
     }
 
+    /// Places the state directory of `id` with its first record (see `place_state_dir`),
+    /// then makes the container's cgroup and applies `resources` to it. Rootless, with no
+    /// cgroup delegated and no limits asked for, the container goes without one (as runc).
+    pub(super) fn place_with_cgroup(
+        &self,
+        id: &str,
+        dir: &Path,
+        spec: &Spec,
+        resources: &oci_spec::runtime::LinuxResources,
+        stored: &mut StoredState,
+    ) -> crate::Result<(DirGuard, DirLock, claim::Claim, Manager, CgroupGuard)> {
+        let mut cgroup = Manager::new(&stored.cgroup_path)?;
+        let (dir_guard, lock, claim) = self.place_state_dir(id, dir, stored, &cgroup)?;
+        if let Err(e) = cgroup.create() {
+            if !nix::unistd::geteuid().is_root() && cgroups::resources::is_empty(resources) {
+                log::debug!("rootless container without a cgroup: {e}");
+                cgroup = Manager::None(stored.cgroup_path.clone());
+                stored.no_cgroup = true;
+                stored.save(dir)?;
+            } else {
+                return Err(e.into());
+            }
+        }
+        let cgroup_guard = CgroupGuard::new(vec![cgroup.clone()]);
+        // Each linux.devices node may be made (init creates it after the clone, already in
+        // this cgroup), but opened only as linux.resources.devices allows: runc creates the
+        // nodes before it writes the rules and adds none for them, so an "r" rule stays
+        // read-only there too.
+        let device_nodes: Vec<String> = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let t = match d.typ() {
+                    oci_spec::runtime::LinuxDeviceType::B => "b",
+                    // A fifo is made without the devices cgroup's leave.
+                    oci_spec::runtime::LinuxDeviceType::P => return None,
+                    _ => "c",
+                };
+                Some(format!("{t} {}:{} m", d.major(), d.minor()))
+            })
+            .collect();
+        cgroup.apply(resources, &device_nodes, true)?;
+        log::debug!(
+            "cgroup {}: created, linux.resources applied",
+            stored.cgroup_path.display()
+        );
+        Ok((dir_guard, lock, claim, cgroup, cgroup_guard))
+    }
+
     /// Makes the state directory of `id` appear with its first record already in it, and
     /// claims the cgroup, as one step under the root's lock: a create killed at any point
     /// leaves either nothing under the id (a stale temporary directory and claim, swept by
@@ -562,6 +540,83 @@ impl Runtime {
         };
         Ok((guard, lock, claim))
     }
+}
+
+/// What `create` and `restore` read from a bundle before anything is made.
+pub(super) struct Prepared {
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+    pub plan: NamespacePlan,
+    pub resources: oci_spec::runtime::LinuxResources,
+    pub annotations: HashMap<String, String>,
+    /// The first record: everything but init's pid (and the pod, the caller's).
+    pub stored: StoredState,
+    pub terminal: bool,
+}
+
+/// Loads and validates `bundle`'s config.json (after `adjust`, which a pod uses to put in
+/// its namespaces) and derives the record of container `id` from it.
+pub(super) fn prepare(
+    id: &str,
+    bundle: &Path,
+    adjust: impl FnOnce(&mut Spec) -> crate::Result<()>,
+) -> crate::Result<Prepared> {
+    let bundle = std::fs::canonicalize(bundle).map_err(|source| ContainerError::Bundle {
+        path: bundle.to_path_buf(),
+        source,
+    })?;
+    let mut spec = spec::load(&bundle)?;
+    adjust(&mut spec)?;
+    spec::validate(&spec, &bundle)?;
+    check_lsm(spec.process().as_ref())?;
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let rootfs = std::fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).map_err(|source| {
+        spec::SpecError::Path {
+            field: "root.path".into(),
+            path: spec::rootfs_path(&spec, &bundle).unwrap_or_default(),
+            source,
+        }
+    })?;
+    let linux = spec.linux().as_ref();
+    let namespaces = linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]);
+    let plan = NamespacePlan::from_spec(namespaces);
+    let cgroup_path = cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
+    let resources = linux
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let stored = StoredState {
+        oci_version: crate::OCI_VERSION.to_string(),
+        id: id.to_string(),
+        pid: 0,
+        pid_start_time: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: crate::time::now_rfc3339_nanos(),
+        annotations: annotations.clone(),
+        cgroup_path,
+        hooks: spec.hooks().clone(),
+        shared_pid_ns: !plan.creates(LinuxNamespaceType::Pid),
+        process: spec.process().clone(),
+        pod: None,
+        seccomp: linux.and_then(|l| l.seccomp().clone()),
+        no_cgroup: false,
+    };
+    Ok(Prepared {
+        bundle,
+        spec,
+        rootfs,
+        plan,
+        resources,
+        annotations,
+        stored,
+        terminal,
+    })
 }
 
 /// Sweeps what a create of `id` killed before its state directory appeared left: its

@@ -4,6 +4,7 @@
 //! `state.json` (written atomically) and, between create and start, `exec.fifo`.
 
 mod abort;
+mod checkpoint;
 mod claim;
 pub(crate) mod create;
 mod events;
@@ -15,6 +16,7 @@ mod relay;
 mod run;
 pub(crate) mod state;
 
+pub use checkpoint::{CgroupsMode, CheckpointError, CheckpointOptions, RestoreOptions};
 pub(crate) use create::{CgroupGuard, DirGuard};
 pub use create::{CreateOptions, StdioFds};
 pub use events::Event;

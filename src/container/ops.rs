@@ -108,7 +108,7 @@ fn not_exist_if_gone(e: ContainerError, id: &str) -> ContainerError {
 impl Container {
     /// Takes the container's lock and re-reads its state: another command may have changed
     /// or deleted it while we waited.
-    fn locked(&self) -> crate::Result<(DirLock, Container)> {
+    pub(super) fn locked(&self) -> crate::Result<(DirLock, Container)> {
         let id = &self.state.id;
         let lock = DirLock::acquire(&self.dir).map_err(|e| not_exist_if_gone(e, id))?;
         let c = match StoredState::load(&self.dir, id) {
@@ -384,7 +384,7 @@ impl Container {
 }
 
 /// SIGKILL to everything in a container's cgroup `cg`, then wait for each to exit.
-fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
+pub(super) fn kill_all_and_wait(cg: &crate::cgroups::Manager) -> crate::Result<()> {
     let frozen = cg.is_frozen();
     // Repeat: a process may fork while we are killing its siblings.
     for _ in 0..16 {

@@ -3,6 +3,8 @@
 //! nothing (process, mount, cgroup, state) is left behind.
 #![allow(dead_code)]
 
+pub mod vm;
+
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
