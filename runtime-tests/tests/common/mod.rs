@@ -593,7 +593,7 @@ pub fn require(tool: &str, package: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed: apt-get install {package} (.ci/run installs it)"
+        "{tool} is not installed: apt-get install {package} (runtime-tests/run-all.sh installs it)"
     );
 }
 
