@@ -64,8 +64,10 @@ pub enum ContainerError {
     StartStopped,
     #[error("cannot delete container {id} that is not stopped: {status}")]
     NotStopped { id: String, status: Status },
-    #[error("container {id} exited before it was started")]
-    ExitedBeforeStart { id: String },
+    /// Init died after create and before start let it run the container process; `cause`
+    /// is how (`: killed by SIGKILL`) when the caller is its parent, else empty.
+    #[error("container {id} exited before it was started: its init (pid {pid}) is gone{cause}")]
+    ExitedBeforeStart { id: String, pid: i32, cause: String },
     #[error("bundle {}", path.display())]
     Bundle {
         path: PathBuf,

@@ -163,6 +163,20 @@ pub fn exit_code(status: &WaitStatus) -> i32 {
     }
 }
 
+/// How the exited process of `pidfd` ended, as `": exit status 1"`, without reaping it
+/// (WNOWAIT), so that its parent still collects the status; empty when the caller is not
+/// its parent (ECHILD) or it has not exited.
+pub fn exit_cause(pidfd: &OwnedFd) -> String {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    match waitid(Id::PIDFd(pidfd.as_fd()), flags) {
+        Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+            format!(": {}", describe_status(&status))
+        }
+        _ => String::new(),
+    }
+}
+
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };

@@ -11,7 +11,7 @@ mod init;
 pub(crate) mod isolate;
 mod seccomp_listener;
 
-pub use clone::{describe_status, exit_code, wait_exited, ChildGuard};
+pub use clone::{describe_status, exit_cause, exit_code, wait_exited, ChildGuard};
 pub(crate) use common::{cloexec_from, close_range_cloexec, reset_signals};
 pub use exec::{spawn_exec, ExecConfig};
 
