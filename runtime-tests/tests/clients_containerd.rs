@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const IMAGE: &str = "docker.io/library/capsa-busybox:latest";
 
@@ -53,16 +52,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             daemon,
         };
         // Ready when ctr can talk to it (no event to wait on before the socket exists).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("containerd to answer", || {
+            c.ctr(&["version"]).status.success()
+        });
         c
     }
 
     fn ctr_cmd(&self) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = bounded_command("ctr");
         cmd.arg("--address")
             .arg(self.dir.join("c.sock"))
             .args(["--namespace", &self.ns]);
@@ -111,17 +108,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     }
 
     fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.task_status(id) != want {
-            assert!(Instant::now() < deadline, "task {id} never became {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(&format!("task {id} to be {want}"), || {
+            self.task_status(id) == want
+        });
     }
 
     fn cgroup(&self, controller: &str, id: &str, file: &str) -> String {
-        let p = format!("/sys/fs/cgroup/{controller}/{}/{id}/{file}", self.ns);
+        let p = cgroup_file_at(controller, &format!("{}/{id}", self.ns), file);
         std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
             .trim()
             .to_string()
     }

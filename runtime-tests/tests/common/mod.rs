@@ -273,26 +273,50 @@ pub fn on_both(scenario: impl Fn(&mut World)) {
     }
 }
 
-/// Waits for a process to exit (pidfd readable), without sleeping in a loop.
+/// How long a test waits for something that should happen at once: long enough for a
+/// machine whose cores are all busy, short enough that a regression fails instead of hanging.
+pub const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits (bounded by [`BOUND`]) for a process to exit (its pidfd readable), without sleeping
+/// in a loop; fails the test, naming the process, if it is still there after that.
 pub fn wait_exit(pid: i32) {
+    assert!(
+        exited_within(pid, BOUND),
+        "process {pid} did not exit within {BOUND:?}"
+    );
+}
+
+/// Whether a process has exited (or never existed) within `bound`, by polling its pidfd.
+pub fn exited_within(pid: i32, bound: std::time::Duration) -> bool {
     // SAFETY: pidfd_open(pid, 0) returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return;
+        return true;
     }
     // SAFETY: the fd was just returned to us by the kernel.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("poll on the pidfd of {pid}: {e}"),
+        }
+    }
 }
 
-/// Waits (bounded) for a condition the test cannot get an event for, such as a socket in
-/// LISTEN state in another network namespace.
+/// Waits (bounded by [`BOUND`]) for a condition the test cannot get an event for, such as a
+/// socket in LISTEN state in another network namespace, or a file a container's shell
+/// writes once it is ready (its traps set).
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + BOUND;
     while !f() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -300,6 +324,15 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A client's command (podman, ctr) under timeout(1), 300 s (five [`BOUND`]s: a command
+/// may run a whole container), so that a regression that hangs it fails the test instead.
+/// `--foreground` keeps it in the terminal's process group when it runs under script(1).
+pub fn bounded_command(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["--foreground", "--kill-after=10", "300", program]);
+    c
 }
 
 /// Requires that a command (described by `what`) succeeded; returns its stdout.
@@ -445,7 +478,7 @@ impl Drop for World {
                 let _ = self.capsa(&["pod", "rm", "--force", pod]);
             }
             for pid in &self.pids {
-                wait_exit(*pid);
+                exited_within(*pid, BOUND);
                 reap(*pid);
             }
             for d in &self.dirs {
@@ -491,14 +524,39 @@ impl Drop for World {
     }
 }
 
-/// A file of container `id`'s cgroup: `/sys/fs/cgroup/<controller>/capsa/<id>/<file>` on a
-/// v1 host, `/sys/fs/cgroup/capsa/<id>/<file>` on v2.
+/// Whether this host's cgroups are v2 (unified, /sys/fs/cgroup a cgroup2 mount) rather
+/// than v1 or the v1 hybrid layout. Tests branch on it only where the two differ in more
+/// than a file's name (see [`cgroup_file`]).
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// A file of container `id`'s cgroup, named as on v1: `/sys/fs/cgroup/<controller>/capsa/
+/// <id>/<file>` on a v1 host; on v2, `/sys/fs/cgroup/capsa/<id>/` and the v2 file that
+/// holds the same value where only the name differs (`memory.limit_in_bytes` is
+/// `memory.max`, `memory.oom_control`'s `oom_kill` is in `memory.events`).
 pub fn cgroup_file(controller: &str, id: &str, file: &str) -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if unified {
-        PathBuf::from(format!("/sys/fs/cgroup/capsa/{id}/{file}"))
+    cgroup_file_at(controller, &format!("capsa/{id}"), file)
+}
+
+/// As [`cgroup_file`], for the cgroup at `path` (relative to the hierarchy's root) that a
+/// client chose, such as containerd's `<namespace>/<id>`.
+pub fn cgroup_file_at(controller: &str, path: &str, file: &str) -> PathBuf {
+    if cgroup_v2() {
+        PathBuf::from(format!("/sys/fs/cgroup/{path}/{}", v2_name(file)))
     } else {
-        PathBuf::from(format!("/sys/fs/cgroup/{controller}/capsa/{id}/{file}"))
+        PathBuf::from(format!("/sys/fs/cgroup/{controller}/{path}/{file}"))
+    }
+}
+
+/// The v2 name of a v1 cgroup file whose value v2 keeps under another name.
+fn v2_name(v1: &str) -> &str {
+    match v1 {
+        "memory.limit_in_bytes" => "memory.max",
+        "memory.usage_in_bytes" => "memory.current",
+        "memory.max_usage_in_bytes" => "memory.peak",
+        "memory.oom_control" => "memory.events",
+        other => other,
     }
 }
 
