@@ -6,37 +6,14 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 /// The examples' executables by name, built once per test binary with `cargo build
-/// --examples` (the executables cargo reports, wherever its target directory is).
+/// --examples`, as a user would build them.
 fn examples() -> &'static BTreeMap<String, PathBuf> {
     static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--examples", "--message-format=json"])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build --examples");
-        assert!(out.status.success(), "cargo build --examples failed");
-        let mut built = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let is_example = msg["target"]["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "example"));
-            if let (true, Some(exe)) = (is_example, msg["executable"].as_str()) {
-                let name = msg["target"]["name"].as_str().unwrap().to_string();
-                built.insert(name, PathBuf::from(exe));
-            }
-        }
-        built
-    })
+    BUILT.get_or_init(|| cargo_executables(&["build", "--examples"], "example"))
 }
 
 /// Runs example `name` with `args` and the world's state root.

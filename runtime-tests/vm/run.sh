@@ -4,6 +4,10 @@
 # against the freshly built capsa. Prints the script's RESULT lines; exits non-zero on a FAIL,
 # a missing result, or a VM that did not finish.
 #   run.sh CAPSA_BINARY [SCRIPT]     (as root; installs qemu-system-x86 and linux-image-amd64)
+# $CAPSA_VM_ENV, "NAME=VALUE ..." (no spaces in a value), goes on the kernel command line,
+# which puts it in the script's environment. The VM is stopped after $CAPSA_VM_TIMEOUT
+# seconds (default 2400: software emulation on a busy machine is slow; at rest the
+# whole suite takes a few minutes).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -27,10 +31,10 @@ if [ ! -f "$cache/initramfs-$kver.cpio.gz" ] || [ "$here/init" -nt "$cache/initr
 fi
 log=$cache/serial.log
 rm -f "$log"
-timeout 600 qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 1024 -smp 2 \
+timeout "${CAPSA_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 1024 -smp 2 \
     -nographic -no-reboot -monitor none -M pc -nic none \
     -kernel "$cache/vmlinux-$kver" -initrd "$cache/initramfs-$kver.cpio.gz" \
-    -append "console=ttyS0 quiet panic=-1 capsa.script=$script CAPSA=$capsa" \
+    -append "console=ttyS0 quiet panic=-1 capsa.script=$script CAPSA=$capsa ${CAPSA_VM_ENV:-}" \
     -fsdev local,id=fs1,path=/,security_model=none,readonly=on,multidevs=remap \
     -device virtio-9p-pci,fsdev=fs1,mount_tag=hostroot \
     -serial "file:$log" >/dev/null 2>&1 || true

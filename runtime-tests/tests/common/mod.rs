@@ -18,9 +18,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where tests put their bundles and state roots.
+/// Where tests put their bundles and state roots: `$CAPSA_TEST_SCRATCH`, else
+/// /tmp/capsa-tests (the cgroup v2 VM, whose /tmp is the host's and read-only, names one).
 pub fn scratch() -> PathBuf {
-    PathBuf::from("/tmp/capsa-tests")
+    std::env::var_os("CAPSA_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/capsa-tests"))
 }
 
 /// Builds the busybox rootfs once (a lock file serialises test binaries) and makes this
@@ -34,8 +37,12 @@ pub fn setup() -> PathBuf {
             "integration tests run as root"
         );
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-        std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
         std::fs::create_dir_all(scratch()).unwrap();
+        // Built already (always so in the VM, where the repository is read-only): no lock.
+        if fixture.join("bin/busybox").exists() {
+            return;
+        }
+        std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
         let lock = std::fs::File::create(repo().join("runtime-tests/.fixtures/lock")).unwrap();
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
@@ -333,6 +340,38 @@ pub fn bounded_command(program: &str) -> Command {
     let mut c = Command::new("timeout");
     c.args(["--foreground", "--kill-after=10", "300", program]);
     c
+}
+
+/// Builds targets of this package with cargo (`args` after `cargo`, e.g. `["build",
+/// "--examples"]`) and returns the executables it reports for targets of `kind` ("example",
+/// "test"), by target name: wherever the target directory is, as a user's cargo builds them.
+pub fn cargo_executables(args: &[&str], kind: &str) -> std::collections::BTreeMap<String, PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args(args)
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running cargo");
+    assert!(out.status.success(), "cargo {args:?} failed");
+    let mut built = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let of_kind = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == kind));
+        if let (true, Some(exe), Some(name)) = (
+            of_kind,
+            msg["executable"].as_str(),
+            msg["target"]["name"].as_str(),
+        ) {
+            built.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    built
 }
 
 /// Requires that a command (described by `what`) succeeded; returns its stdout.
