@@ -233,11 +233,17 @@ fn ctr_runs_capsa_through_the_containerd_shim() {
             c.cgroup("memory", "bg", "memory.limit_in_bytes"),
             "67108864"
         );
-        assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_quota_us"), "50000");
-        assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_period_us"), "100000");
-        let ps = c.ok(&["task", "ps", "bg"]);
-        assert_eq!(ps.lines().count(), 3, "init and two sleeps: {ps}"); // header + 2
-                                                                        // (the shell execs the second sleep: init is one of the two)
+        if cgroup_v2() {
+            assert_eq!(c.cgroup("cpu", "bg", "cpu.max"), "50000 100000");
+        } else {
+            assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_quota_us"), "50000");
+            assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_period_us"), "100000");
+        }
+        // Init and two sleeps (the shell execs the second sleep: init is one of the two),
+        // once the shell has forked the first: a header and 2 lines.
+        wait_until("bg's two sleeps in task ps", || {
+            c.ok(&["task", "ps", "bg"]).lines().count() == 3
+        });
 
         // task exec: output and exit code; with -t through a terminal.
         let out = c.ctr(&[
