@@ -26,7 +26,8 @@ fi
 bzimage=$(ls /boot/vmlinuz-* | sort -V | tail -1)
 kver=${bzimage#/boot/vmlinuz-}
 [ -f "$cache/vmlinux-$kver" ] || bash "$here/extract-vmlinux.sh" "$bzimage" "$cache/vmlinux-$kver"
-if [ ! -f "$cache/initramfs-$kver.cpio.gz" ] || [ "$here/init" -nt "$cache/initramfs-$kver.cpio.gz" ]; then
+if [ ! -f "$cache/initramfs-$kver.cpio.gz" ] || [ "$here/init" -nt "$cache/initramfs-$kver.cpio.gz" ] \
+    || [ "$here/build-initramfs.sh" -nt "$cache/initramfs-$kver.cpio.gz" ]; then
     bash "$here/build-initramfs.sh" "$kver" "$cache/initramfs-$kver.cpio.gz"
 fi
 log=$cache/serial.log
