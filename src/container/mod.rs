@@ -65,7 +65,7 @@ pub enum ContainerError {
     #[error("cannot delete container {id} that is not stopped: {status}")]
     NotStopped { id: String, status: Status },
     /// Init died after create and before start let it run the container process; `cause`
-    /// is how (`: killed by SIGKILL`) when the caller is its parent, else empty.
+    /// is how (`: killed by signal 9`) when the caller is its parent, else empty.
     #[error("container {id} exited before it was started: its init (pid {pid}) is gone{cause}")]
     ExitedBeforeStart { id: String, pid: i32, cause: String },
     #[error("bundle {}", path.display())]
