@@ -1,17 +1,49 @@
 //! cgroup v2, proven in a VM: this host runs the v1 hybrid layout, so runtime-tests/vm/run.sh
-//! boots Debian's kernel under qemu with cgroup2 mounted and runs the same scenarios there
-//! (OOM kill, cpu.max throttling, pids.max, CLONE_INTO_CGROUP, update, pause/resume, ps,
-//! events --stats, cgroup namespace, the BPF device filter, runc parity of cpu.max updates,
-//! BFQ weights, pausing at full quota, nested cgroups, frozen cgroups, cleanup). Each scenario is one RESULT line.
+//! boots Debian's kernel under qemu with cgroup2 mounted and, in one boot
+//! (runtime-tests/vm/v2-suite.sh), runs the cgroups_* integration test binaries built here
+//! (static, like capsa) -- the same assertions as on this host, against cgroup2 -- and the
+//! scenarios of runtime-tests/vm/cgroup2-tests.sh they do not cover (CLONE_INTO_CGROUP, the
+//! cgroup namespace, the runc parity of cpu.max updates, BFQ weights, pausing at full quota,
+//! nested and frozen cgroups, cleanup, ...). Each binary and each scenario is one RESULT line.
 
+mod common;
+use common::*;
 use std::process::Command;
 
+/// The test binaries the VM runs: every cgroups_* test of this host.
+const CGROUP_TESTS: [&str; 5] = [
+    "cgroups_memory",
+    "cgroups_cpu",
+    "cgroups_pids",
+    "cgroups_devices",
+    "cgroups_control",
+];
+
 #[test]
-fn cgroup_v2_scenarios_pass_in_a_vm() {
+fn cgroup_v2_tests_and_scenarios_pass_in_a_vm() {
+    // The busybox fixture is built here: the VM sees this machine's root read-only.
+    setup();
+    let mut args = vec!["test", "--no-run"];
+    for t in CGROUP_TESTS {
+        args.extend(["--test", t]);
+    }
+    let bins = cargo_executables(&args, "test");
+    let paths: Vec<String> = CGROUP_TESTS
+        .iter()
+        .map(|t| {
+            let p = bins.get(*t).unwrap_or_else(|| panic!("cargo built no {t}"));
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
     let repo = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
         .arg(format!("{repo}/runtime-tests/vm/run.sh"))
-        .arg(env!("CARGO_BIN_EXE_capsa"))
+        .arg(BIN)
+        .arg(format!("{repo}/runtime-tests/vm/v2-suite.sh"))
+        .env(
+            "CAPSA_VM_ENV",
+            format!("CAPSA_TEST_BINS={}", paths.join(",")),
+        )
         .output()
         .expect("running runtime-tests/vm/run.sh");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -21,8 +53,9 @@ fn cgroup_v2_scenarios_pass_in_a_vm() {
         .iter()
         .filter(|l| l.split(' ').nth(2) == Some("FAIL"))
         .collect();
-    assert!(failed.is_empty(), "failed in the VM: {failed:#?}");
-    for scenario in [
+    assert!(failed.is_empty(), "failed in the VM: {failed:#?}\n{text}");
+    let tests = CGROUP_TESTS.iter().map(|t| format!("test:{t}"));
+    let scenarios = [
         "memory_oom_exit",
         "memory_oom_counter",
         "cpu_max",
@@ -45,12 +78,14 @@ fn cgroup_v2_scenarios_pass_in_a_vm() {
         "devices_letters_fifo",
         "bad_quota",
         "nothing_left",
-    ] {
+    ]
+    .map(String::from);
+    for name in tests.chain(scenarios) {
         assert!(
             results
                 .iter()
-                .any(|l| l.starts_with(&format!("RESULT {scenario} PASS"))),
-            "scenario {scenario} did not pass:\n{text}"
+                .any(|l| l.starts_with(&format!("RESULT {name} PASS"))),
+            "{name} did not pass:\n{text}"
         );
     }
     assert!(out.status.success(), "run.sh failed:\n{text}");

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const IMAGE: &str = "docker.io/library/capsa-busybox:latest";
 
@@ -53,16 +52,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             daemon,
         };
         // Ready when ctr can talk to it (no event to wait on before the socket exists).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("containerd to answer", || {
+            c.ctr(&["version"]).status.success()
+        });
         c
     }
 
     fn ctr_cmd(&self) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = bounded_command("ctr");
         cmd.arg("--address")
             .arg(self.dir.join("c.sock"))
             .args(["--namespace", &self.ns]);
@@ -111,17 +108,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     }
 
     fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.task_status(id) != want {
-            assert!(Instant::now() < deadline, "task {id} never became {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(&format!("task {id} to be {want}"), || {
+            self.task_status(id) == want
+        });
     }
 
     fn cgroup(&self, controller: &str, id: &str, file: &str) -> String {
-        let p = format!("/sys/fs/cgroup/{controller}/{}/{id}/{file}", self.ns);
+        let p = cgroup_file_at(controller, &format!("{}/{id}", self.ns), file);
         std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
             .trim()
             .to_string()
     }
@@ -238,11 +233,17 @@ fn ctr_runs_capsa_through_the_containerd_shim() {
             c.cgroup("memory", "bg", "memory.limit_in_bytes"),
             "67108864"
         );
-        assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_quota_us"), "50000");
-        assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_period_us"), "100000");
-        let ps = c.ok(&["task", "ps", "bg"]);
-        assert_eq!(ps.lines().count(), 3, "init and two sleeps: {ps}"); // header + 2
-                                                                        // (the shell execs the second sleep: init is one of the two)
+        if cgroup_v2() {
+            assert_eq!(c.cgroup("cpu", "bg", "cpu.max"), "50000 100000");
+        } else {
+            assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_quota_us"), "50000");
+            assert_eq!(c.cgroup("cpu", "bg", "cpu.cfs_period_us"), "100000");
+        }
+        // Init and two sleeps (the shell execs the second sleep: init is one of the two),
+        // once the shell has forked the first: a header and 2 lines.
+        wait_until("bg's two sleeps in task ps", || {
+            c.ok(&["task", "ps", "bg"]).lines().count() == 3
+        });
 
         // task exec: output and exit code; with -t through a terminal.
         let out = c.ctr(&[

@@ -46,7 +46,7 @@ capsa = ["{BIN}"]
 
     fn cmd(&self) -> Command {
         let d = &self.dir;
-        let mut c = Command::new("podman");
+        let mut c = bounded_command("podman");
         c.env("CONTAINERS_CONF", d.join("containers.conf"))
             .arg("--root")
             .arg(d.join("storage"))
@@ -90,8 +90,9 @@ capsa = ["{BIN}"]
             .get_envs()
             .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
             .collect();
+        let program = cmd.get_program().to_string_lossy();
         let globals: Vec<&str> = cmd.get_args().filter_map(|a| a.to_str()).collect();
-        let line = format!("{} podman {} {args}", env.join(" "), globals.join(" "));
+        let line = format!("{} {program} {} {args}", env.join(" "), globals.join(" "));
         in_terminal(&line)
     }
 }
@@ -156,10 +157,11 @@ fn podman_runs_capsa_through_conmon() {
         assert_eq!(out, "Seccomp:\t0\n");
 
         // run -d, logs, exec (+ user, env, workdir).
-        let trap = "echo started; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done";
+        // "started" once the trap is set: a TERM before it would kill the shell instead.
+        let trap = "trap 'echo term; exit 0' TERM; echo started; while true; do sleep 0.1; done";
         p.ok(&["run", "-d", "--name", "d1", IMAGE, "sh", "-c", trap]);
         assert_eq!(p.state("d1"), "running");
-        assert!(p.ok(&["logs", "d1"]).contains("started"));
+        wait_until("d1's trap", || p.ok(&["logs", "d1"]).contains("started"));
         let out = p.output(&["exec", "d1", "sh", "-c", "echo ex; exit 5"]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ex\n");
         assert_eq!(out.status.code(), Some(5));
@@ -203,8 +205,11 @@ fn podman_runs_capsa_through_conmon() {
             IMAGE,
             "sh",
             "-c",
-            "trap '' TERM; while true; do sleep 0.1; done",
+            "trap '' TERM; echo ignoring; while true; do sleep 0.1; done",
         ]);
+        wait_until("stubborn's trap", || {
+            p.ok(&["logs", "stubborn"]).contains("ignoring")
+        });
         p.ok(&["stop", "-t", "1", "stubborn"]);
         let code = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", "stubborn"]);
         assert_eq!(code.trim(), "137");

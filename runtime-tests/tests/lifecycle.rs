@@ -128,11 +128,15 @@ fn delete_of_a_created_container_needs_no_force() {
 #[test]
 fn kill_accepts_names_and_numbers() {
     let mut w = World::new();
-    let b = w.bundle(&[
+    let mut b = w.bundle(&[
         "sh",
         "-c",
-        "trap 'exit 3' USR1; trap 'exit 4' TERM; trap 'exit 5' 37; while true; do sleep 0.1; done",
+        "trap 'exit 3' USR1; trap 'exit 4' TERM; trap 'exit 5' 37; touch /trapped; \
+         while true; do sleep 0.1; done",
     ]);
+    b.set(|c| c["root"]["readonly"] = serde_json::json!(false));
+    // The shell says when its traps are set: a signal before that would kill it instead.
+    let trapped = b.rootfs().join("trapped");
     // 37 is SIGRTMIN+3 (glibc's SIGRTMIN is 34), what podman sends to stop systemd.
     for (sig, code) in [
         ("USR1", 3),
@@ -144,8 +148,10 @@ fn kill_accepts_names_and_numbers() {
         let id = w.id("kill");
         let pid = w.create(&id, &b);
         w.ok(&["start", &id]);
+        wait_until("the shell's traps", || trapped.exists());
         w.ok(&["kill", &id, sig]);
         wait_exit(pid);
+        std::fs::remove_file(&trapped).unwrap();
         assert_eq!(w.status(&id), "stopped");
         // the exit code is seen by the reaper (us, the subreaper)
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
@@ -204,10 +210,13 @@ fn run_detach_then_kill_all_in_a_shared_pid_namespace() {
     w.ok(&["run", "--detach", "--bundle", b.dir_str(), &id]);
     let pid = w.state(&id)["pid"].as_i64().unwrap() as i32;
     w.pids.push(pid);
-    let procs =
-        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/capsa/{id}/cgroup.procs")).unwrap();
-    let pids: Vec<i32> = procs.lines().map(|l| l.parse().unwrap()).collect();
-    assert_eq!(pids.len(), 2, "{pids:?}");
+    // run --detach returns once sh is exec'd, maybe before it has forked the first sleep.
+    let mut pids: Vec<i32> = Vec::new();
+    wait_until("sh's two sleeps in the cgroup", || {
+        let procs = read_cgroup("pids", &id, "cgroup.procs");
+        pids = procs.lines().map(|l| l.parse().unwrap()).collect();
+        pids.len() == 2
+    });
     w.pids.extend(&pids);
     w.ok(&["kill", "--all", &id, "KILL"]);
     for p in &pids {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the test VM's initramfs once: busybox-static, the kernel's virtio/9p modules in
-# dependency order, and ./init. Usage: build-initramfs.sh KERNEL_VERSION OUT.cpio.gz
+# Builds the test VM's initramfs once: busybox-static, the kernel's virtio/9p (and tun, loop)
+# modules in dependency order, and ./init. Usage: build-initramfs.sh KERNEL_VERSION OUT.cpio.gz
 set -euo pipefail
 kver=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,7 +11,10 @@ mkdir -p "$root"/{bin,sbin,proc,sys,dev,host,modules,tmp}
 cp /bin/busybox "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"; done
 moddir=/lib/modules/$kver
-wanted="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9p 9pnet_virtio"
+# tun and loop: the devices the cgroups_devices tests open (their drivers loaded, as on the
+# host, so that an open fails only when the device filter denies it).
+wanted="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9p 9pnet_virtio
+  tun loop"
 : > "$root/modules.order"
 for m in $wanted; do
     f=$(find "$moddir/kernel" -name "$m.ko*" | head -1)

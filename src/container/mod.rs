@@ -110,11 +110,15 @@ pub enum ContainerError {
         /// Its status.
         status: Status,
     },
-    /// The init died between create and start.
-    #[error("container {id} exited before it was started")]
+    /// Init died after create and before start let it run the container process.
+    #[error("container {id} exited before it was started: its init (pid {pid}) is gone{cause}")]
     ExitedBeforeStart {
         /// The container's id.
         id: String,
+        /// Init's pid.
+        pid: i32,
+        /// How it ended (`: killed by signal 9`) when the caller is its parent, else empty.
+        cause: String,
     },
     /// The bundle directory cannot be used.
     #[error("bundle {}", path.display())]

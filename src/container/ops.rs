@@ -180,6 +180,12 @@ impl Container {
     /// (init's close-on-exec end of the fifo closes), then runs the poststart hooks.
     pub fn start(&self) -> crate::Result<()> {
         let (_lock, c) = self.locked()?;
+        let pid = Pid::from_raw(c.state.pid);
+        // The pidfd before anything lets init go: a quick container process (`echo hi`) can
+        // run, exit and be reaped by its parent (conmon, a shim) between our open of the
+        // fifo and any later pidfd_open, which would then fail with ESRCH although the start
+        // worked. Taken before the status check, it is init's if the status says created.
+        let pidfd = pidfd_open(pid);
         match c.status() {
             Status::Created => {}
             Status::Stopped => return Err(ContainerError::StartStopped.into()),
@@ -189,6 +195,20 @@ impl Container {
         let fifo_err = |source: std::io::Error| ContainerError::Fifo {
             path: fifo_path.clone(),
             source,
+        };
+        let exited_before_start =
+            |pidfd: Option<&std::os::fd::OwnedFd>| ContainerError::ExitedBeforeStart {
+                id: c.state.id.clone(),
+                pid: c.state.pid,
+                cause: pidfd.map(crate::process::exit_cause).unwrap_or_default(),
+            };
+        let pidfd = match pidfd {
+            Ok(fd) => fd,
+            // Gone between the pidfd and the status check (killed, and reaped by its parent).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(exited_before_start(None).into())
+            }
+            Err(e) => return Err(fifo_err(e).into()),
         };
         // Non-blocking open: if init died meanwhile a blocking open would wait forever.
         let mut fifo = std::fs::OpenOptions::new()
@@ -200,8 +220,6 @@ impl Container {
         // leaves a container that reads as running (which it is), not one still "created"
         // whose next start would wait on a fifo nobody writes.
         std::fs::remove_file(&fifo_path).map_err(fifo_err)?;
-        let pid = Pid::from_raw(c.state.pid);
-        let pidfd = pidfd_open(pid).map_err(fifo_err)?;
         let mut started = false;
         loop {
             let (ready, exited) = {
@@ -235,10 +253,7 @@ impl Container {
                 if started {
                     break;
                 }
-                return Err(ContainerError::ExitedBeforeStart {
-                    id: c.state.id.clone(),
-                }
-                .into());
+                return Err(exited_before_start(Some(&pidfd)).into());
             }
         }
         let state = c.hook_state(Status::Running);

@@ -1,11 +1,11 @@
-//! clone3, the guard that owns a child pid, and waiting on pidfds.
+//! clone3, the guard that owns a child pid, and how a child ended.
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// struct clone_args of <linux/sched.h> (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
@@ -142,5 +142,19 @@ pub fn exit_code(status: &WaitStatus) -> i32 {
         WaitStatus::Exited(_, code) => *code,
         WaitStatus::Signaled(_, sig, _) => 128 + *sig as i32,
         _ => 255,
+    }
+}
+
+/// How the exited process of `pidfd` ended, as `": exit status 1"`, without reaping it
+/// (WNOWAIT), so that its parent still collects the status; empty when the caller is not
+/// its parent (ECHILD) or it has not exited.
+pub fn exit_cause(pidfd: &OwnedFd) -> String {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    match waitid(Id::PIDFd(pidfd.as_fd()), flags) {
+        Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+            format!(": {}", describe_status(&status))
+        }
+        _ => String::new(),
     }
 }

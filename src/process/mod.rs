@@ -11,6 +11,7 @@ mod init;
 pub(crate) mod isolate;
 mod seccomp_listener;
 
+pub(crate) use clone::exit_cause;
 pub use clone::{describe_status, exit_code, ChildGuard};
 pub(crate) use common::reset_signals;
 pub use exec::{spawn_exec, ExecConfig};

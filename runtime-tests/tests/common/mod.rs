@@ -20,9 +20,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where tests put their bundles and state roots.
+/// Where tests put their bundles and state roots: `$CAPSA_TEST_SCRATCH`, else
+/// /tmp/capsa-tests (the cgroup v2 VM, whose /tmp is the host's and read-only, names one).
 pub fn scratch() -> PathBuf {
-    PathBuf::from("/tmp/capsa-tests")
+    std::env::var_os("CAPSA_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/capsa-tests"))
 }
 
 /// Builds the busybox rootfs once (a lock file serialises test binaries) and makes this
@@ -36,8 +39,12 @@ pub fn setup() -> PathBuf {
             "integration tests run as root"
         );
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-        std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
         std::fs::create_dir_all(scratch()).unwrap();
+        // Built already (always so in the VM, where the repository is read-only): no lock.
+        if fixture.join("bin/busybox").exists() {
+            return;
+        }
+        std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
         let lock = std::fs::File::create(repo().join("runtime-tests/.fixtures/lock")).unwrap();
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
@@ -275,26 +282,50 @@ pub fn on_both(scenario: impl Fn(&mut World)) {
     }
 }
 
-/// Waits for a process to exit (pidfd readable), without sleeping in a loop.
+/// How long a test waits for something that should happen at once: long enough for a
+/// machine whose cores are all busy, short enough that a regression fails instead of hanging.
+pub const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits (bounded by [`BOUND`]) for a process to exit (its pidfd readable), without sleeping
+/// in a loop; fails the test, naming the process, if it is still there after that.
 pub fn wait_exit(pid: i32) {
+    assert!(
+        exited_within(pid, BOUND),
+        "process {pid} did not exit within {BOUND:?}"
+    );
+}
+
+/// Whether a process has exited (or never existed) within `bound`, by polling its pidfd.
+pub fn exited_within(pid: i32, bound: std::time::Duration) -> bool {
     // SAFETY: pidfd_open(pid, 0) returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return;
+        return true;
     }
     // SAFETY: the fd was just returned to us by the kernel.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("poll on the pidfd of {pid}: {e}"),
+        }
+    }
 }
 
-/// Waits (bounded) for a condition the test cannot get an event for, such as a socket in
-/// LISTEN state in another network namespace.
+/// Waits (bounded by [`BOUND`]) for a condition the test cannot get an event for, such as a
+/// socket in LISTEN state in another network namespace, or a file a container's shell
+/// writes once it is ready (its traps set).
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + BOUND;
     while !f() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -302,6 +333,47 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A client's command (podman, ctr) under timeout(1), 300 s (five [`BOUND`]s: a command
+/// may run a whole container), so that a regression that hangs it fails the test instead.
+/// `--foreground` keeps it in the terminal's process group when it runs under script(1).
+pub fn bounded_command(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["--foreground", "--kill-after=10", "300", program]);
+    c
+}
+
+/// Builds targets of this package with cargo (`args` after `cargo`, e.g. `["build",
+/// "--examples"]`) and returns the executables it reports for targets of `kind` ("example",
+/// "test"), by target name: wherever the target directory is, as a user's cargo builds them.
+pub fn cargo_executables(args: &[&str], kind: &str) -> std::collections::BTreeMap<String, PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args(args)
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running cargo");
+    assert!(out.status.success(), "cargo {args:?} failed");
+    let mut built = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let of_kind = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == kind));
+        if let (true, Some(exe), Some(name)) = (
+            of_kind,
+            msg["executable"].as_str(),
+            msg["target"]["name"].as_str(),
+        ) {
+            built.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    built
 }
 
 /// Requires that a command (described by `what`) succeeded; returns its stdout.
@@ -470,7 +542,7 @@ impl Drop for World {
                 let _ = self.capsa(&["pod", "rm", "--force", pod]);
             }
             for pid in &self.pids {
-                wait_exit(*pid);
+                exited_within(*pid, BOUND);
                 reap(*pid);
             }
             for d in &self.dirs {
@@ -516,14 +588,39 @@ impl Drop for World {
     }
 }
 
-/// A file of container `id`'s cgroup: `/sys/fs/cgroup/<controller>/capsa/<id>/<file>` on a
-/// v1 host, `/sys/fs/cgroup/capsa/<id>/<file>` on v2.
+/// Whether this host's cgroups are v2 (unified, /sys/fs/cgroup a cgroup2 mount) rather
+/// than v1 or the v1 hybrid layout. Tests branch on it only where the two differ in more
+/// than a file's name (see [`cgroup_file`]).
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// A file of container `id`'s cgroup, named as on v1: `/sys/fs/cgroup/<controller>/capsa/
+/// <id>/<file>` on a v1 host; on v2, `/sys/fs/cgroup/capsa/<id>/` and the v2 file that
+/// holds the same value where only the name differs (`memory.limit_in_bytes` is
+/// `memory.max`, `memory.oom_control`'s `oom_kill` is in `memory.events`).
 pub fn cgroup_file(controller: &str, id: &str, file: &str) -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if unified {
-        PathBuf::from(format!("/sys/fs/cgroup/capsa/{id}/{file}"))
+    cgroup_file_at(controller, &format!("capsa/{id}"), file)
+}
+
+/// As [`cgroup_file`], for the cgroup at `path` (relative to the hierarchy's root) that a
+/// client chose, such as containerd's `<namespace>/<id>`.
+pub fn cgroup_file_at(controller: &str, path: &str, file: &str) -> PathBuf {
+    if cgroup_v2() {
+        PathBuf::from(format!("/sys/fs/cgroup/{path}/{}", v2_name(file)))
     } else {
-        PathBuf::from(format!("/sys/fs/cgroup/{controller}/capsa/{id}/{file}"))
+        PathBuf::from(format!("/sys/fs/cgroup/{controller}/{path}/{file}"))
+    }
+}
+
+/// The v2 name of a v1 cgroup file whose value v2 keeps under another name.
+fn v2_name(v1: &str) -> &str {
+    match v1 {
+        "memory.limit_in_bytes" => "memory.max",
+        "memory.usage_in_bytes" => "memory.current",
+        "memory.max_usage_in_bytes" => "memory.peak",
+        "memory.oom_control" => "memory.events",
+        other => other,
     }
 }
 
@@ -618,7 +715,7 @@ pub fn require(tool: &str, package: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed: apt-get install {package} (.ci/run installs it)"
+        "{tool} is not installed: apt-get install {package} (runtime-tests/run-all.sh installs it)"
     );
 }
 

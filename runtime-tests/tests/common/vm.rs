@@ -15,7 +15,7 @@ pub fn scenarios_pass(script: &str, switch_root: bool, expected: &[&str]) {
         .arg(format!("{repo}/{script}"))
         .env("VM_SWITCH_ROOT", if switch_root { "1" } else { "0" })
         // criu under emulation on a loaded machine: room beyond run.sh's default.
-        .env("VM_TIMEOUT", "1500")
+        .env("CAPSA_VM_TIMEOUT", "2400")
         .output()
         .expect("running runtime-tests/vm/run.sh");
     let text = String::from_utf8_lossy(&out.stdout);
