@@ -88,7 +88,8 @@ impl Sandbox {
     }
 
     /// runc (1.1, on this hybrid hierarchy) also makes the container's parents in the
-    /// unified hierarchy, and leaves them when it deletes the container.
+    /// unified hierarchy, and leaves them when it deletes the container (capsa removes the
+    /// pod's with the pod).
     fn remove_runc_leftovers(&self) {
         for dir in self.cgroup_dir("unified").ancestors().take(2) {
             let _ = std::fs::remove_dir(dir);
@@ -214,10 +215,10 @@ fn run(sandbox: &Sandbox, config: &ContainerConfig, runtime: &Path) -> String {
     let cgroup = sandbox.facts.cgroup.join(&id);
     let memory = Path::new("/sys/fs/cgroup/memory").join(cgroup.strip_prefix("/").unwrap());
     assert!(!memory.exists(), "{} left behind", memory.display());
-    if runtime == capsa_bin() {
-        let unified = sandbox.cgroup_dir("unified");
-        assert!(!unified.exists(), "capsa made {}", unified.display());
-    }
+    // Both runtimes give the container a cgroup in the unified hierarchy of this hybrid
+    // host too; it goes with the container.
+    let unified = sandbox.cgroup_dir("unified").join(&id);
+    assert!(!unified.exists(), "{} left behind", unified.display());
     std::fs::remove_dir_all(dir).unwrap();
     out
 }

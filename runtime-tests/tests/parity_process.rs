@@ -168,13 +168,21 @@ fn exec_ignore_paused_runs_in_a_paused_container_once_resumed() {
 }
 
 #[test]
-fn a_non_semver_oci_version_is_accepted_as_runc_accepts_it() {
-    on_both(|w| {
-        let mut b = w.bundle(&["true"]);
-        b.set(|c| c["ociVersion"] = json!("not-a-version"));
-        let (code, _, err) = w.run(&b);
-        assert_eq!(code, 0, "{err}");
-    });
+fn a_non_semver_oci_version_is_refused_naming_the_field() {
+    // capsa alone: runc 1.1.5 accepts any ociVersion, the runtime-spec requires SemVer 2.0.0.
+    let mut w = World::new();
+    let mut b = w.bundle(&["true"]);
+    b.set(|c| c["ociVersion"] = json!("not-a-version"));
+    let (code, _, err) = w.run(&b);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("ociVersion") && err.contains("SemVer"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    b.set(|c| c["ociVersion"] = json!("1.0.2-dev"));
+    let (code, _, err) = w.run(&b);
+    assert_eq!(code, 0, "podman's version is SemVer: {err}");
 }
 
 #[test]
@@ -358,4 +366,43 @@ fn debug_goes_to_the_log_file_in_its_format_from_every_step() {
             }
         }
     });
+}
+
+/// Every wait on init's setup is bounded (capsa's own rule; runc waits for ever): a prestart
+/// hook stops init (SIGSTOP) once its mounts are done, and the create fails after the bound
+/// (CAPSA_SETUP_TIMEOUT) naming the step it waited for, with init killed and nothing left.
+#[test]
+fn a_stuck_setup_fails_the_create_after_its_bound_and_leaves_nothing() {
+    let mut w = World::new();
+    let mut b = w.bundle(&["true"]);
+    b.set(|c| {
+        c["hooks"] = json!({"prestart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", "kill -STOP $(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p')"],
+        }]})
+    });
+    let id = w.id("stuck");
+    // Under timeout(1): a create that waits for ever fails the test instead of hanging it.
+    let out = std::process::Command::new("timeout")
+        .arg(BOUND.as_secs().to_string())
+        .arg(BIN)
+        .arg("--root")
+        .arg(&w.root)
+        .env("CAPSA_SETUP_TIMEOUT", "2")
+        .args(["create", "--bundle", b.dir_str(), &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (code, _, err) = outcome(&out);
+    assert_ne!(code, 0, "a create whose init is stopped must fail");
+    assert!(
+        err.contains("did not send Ready within 2s"),
+        "the error names the step and the bound: {err}"
+    );
+    // Nothing of it is left: no state (World's leak check), no process of its rootfs.
+    let left = w.capsa(&["state", &id]);
+    assert!(
+        !left.status.success(),
+        "no container {id} after the failed create"
+    );
 }

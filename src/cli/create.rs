@@ -48,6 +48,13 @@ impl CreateFlags {
         opts.pid_file = self.pid_file.as_ref().map(|p| cwd.join(p));
         opts.console_socket = self.console_socket.as_ref().map(|p| cwd.join(p));
         opts.pod = self.pod.clone();
+        // Not a runc flag: the environment sets the bound on init's setup steps (seconds).
+        if let Ok(secs) = std::env::var("CAPSA_SETUP_TIMEOUT") {
+            let secs: u64 = secs.parse().map_err(|_| {
+                anyhow::anyhow!("CAPSA_SETUP_TIMEOUT={secs:?}: expected a number of seconds")
+            })?;
+            opts.setup_timeout = Some(std::time::Duration::from_secs(secs));
+        }
         Ok(opts)
     }
 }

@@ -38,6 +38,9 @@ pub struct CreateOptions {
     pub pod: Option<String>,
     /// The process's stdin, stdout and stderr, instead of the caller's own 0, 1 and 2.
     pub stdio: Option<StdioFds>,
+    /// How long init may take for each step of its setup before the create fails and init
+    /// is killed (hooks' own timeouts aside); `None` is 60 s.
+    pub setup_timeout: Option<std::time::Duration>,
 }
 
 /// Three descriptors that become a container process's 0, 1 and 2 (a pipe end, a file,
@@ -98,6 +101,8 @@ impl CreateOptions {
         pod: String => Some;
         /// Sets [`CreateOptions::stdio`].
         stdio: StdioFds => Some;
+        /// Sets [`CreateOptions::setup_timeout`].
+        setup_timeout: std::time::Duration => Some;
     }
 
     /// Sets [`CreateOptions::preserve_fds`] (a plain `u32`, so that a literal infers).
@@ -375,6 +380,7 @@ impl Runtime {
             preserve_fds: opts.preserve_fds as i32,
             stdio,
             mount_sources: &mount_sources,
+            setup_timeout: opts.setup_timeout.unwrap_or(process::DEFAULT_SETUP_TIMEOUT),
         };
         let mut hooks = CreateHooks {
             id,

@@ -94,6 +94,9 @@ pub struct Channel {
     fd: OwnedFd,
     /// A descriptor that arrived with the last message (SCM_RIGHTS), until taken.
     received: std::cell::RefCell<Option<OwnedFd>>,
+    /// When set, a receive that would wait past it fails with [`ProcessError::Stalled`]
+    /// (the runtime's bound on init's setup).
+    deadline: std::cell::Cell<Option<(std::time::Instant, std::time::Duration)>>,
 }
 
 /// Creates both ends (close-on-exec: neither leaks into a hook or the container process).
@@ -108,6 +111,7 @@ pub fn pair() -> Result<(Channel, Channel), ProcessError> {
     let end = |fd| Channel {
         fd,
         received: std::cell::RefCell::new(None),
+        deadline: std::cell::Cell::new(None),
     };
     Ok((end(a), end(b)))
 }
@@ -225,8 +229,41 @@ impl Channel {
         self.received.borrow_mut().take()
     }
 
+    /// Bounds every receive from now on: the next message must arrive within `bound`
+    /// (None: no bound).
+    pub fn set_bound(&self, bound: Option<std::time::Duration>) {
+        self.deadline
+            .set(bound.map(|b| (std::time::Instant::now() + b, b)));
+    }
+
+    /// Waits until a chunk can be read, or fails when the deadline passes first.
+    fn wait_readable(&self) -> Result<(), ProcessError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let Some((deadline, bound)) = self.deadline.get() else {
+            return Ok(());
+        };
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) => {
+                    return Err(ProcessError::Stalled {
+                        expected: "a message",
+                        seconds: bound.as_secs(),
+                    })
+                }
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+
     /// One chunk into `buf` (appended); returns its header, or `None` at end-of-file.
     fn recv_chunk(&self, buf: &mut Vec<u8>) -> Result<Option<u8>, ProcessError> {
+        self.wait_readable()?;
         let mut header = [0u8; 1];
         let mut piece = vec![0u8; CHUNK];
         loop {
@@ -286,7 +323,11 @@ impl Channel {
     /// Receives a message, turning an `Error` into the remote failure and end-of-file into
     /// "exited before sending {expected}".
     pub fn expect(&self, expected: &'static str) -> Result<Message, ProcessError> {
-        match self.recv()? {
+        let received = self.recv().map_err(|e| match e {
+            ProcessError::Stalled { seconds, .. } => ProcessError::Stalled { expected, seconds },
+            other => other,
+        });
+        match received? {
             None => Err(ProcessError::PeerExited { expected }),
             Some(Message::Error(e)) => Err(ProcessError::Init(e)),
             Some(m) => Ok(m),

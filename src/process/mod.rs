@@ -62,6 +62,16 @@ pub enum ProcessError {
     /// A sync message did not decode.
     #[error("decoding a sync message")]
     Decode(#[source] serde_json::Error),
+    /// Init did not send what the runtime waited for within the setup bound (it is killed).
+    #[error(
+        "container init did not send {expected} within {seconds}s: its setup is stuck (killed)"
+    )]
+    Stalled {
+        /// The message waited for.
+        expected: &'static str,
+        /// The bound, in seconds.
+        seconds: u64,
+    },
     /// Init exited before sending what the runtime waited for.
     #[error("container init exited before sending {expected}")]
     PeerExited {
@@ -252,6 +262,28 @@ pub struct InitConfig<'a> {
     pub stdio: Option<[BorrowedFd<'a>; 3]>,
     /// Bind sources opened by the runtime for init to attach.
     pub mount_sources: &'a crate::rootfs::MountSources,
+    /// How long init may take for each step of its setup, hooks' own timeouts aside.
+    pub setup_timeout: std::time::Duration,
+}
+
+/// How long init may take for each step of its setup by default: far above what any setup
+/// needs (milliseconds), so that only a stuck one (a hung FUSE mount, a stopped init) hits it.
+pub const DEFAULT_SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The bound on init's steps from HooksDone to Ready, which run the createContainer hooks:
+/// the setup bound plus each hook's own timeout; none when a hook has no timeout (the spec
+/// lets it run as long as it takes).
+fn bound_with_container_hooks(cfg: &InitConfig) -> Option<std::time::Duration> {
+    let hooks = cfg
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().clone())
+        .unwrap_or_default();
+    hooks.iter().try_fold(cfg.setup_timeout, |total, h| {
+        h.timeout()
+            .map(|t| total + std::time::Duration::from_secs(t.max(0) as u64))
+    })
 }
 
 /// What the runtime does while init sets up.
@@ -367,6 +399,7 @@ pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<Chil
             }
             Forked::Parent(stage_pid) => {
                 let stage_guard = ChildGuard::new(stage_pid);
+                rt.set_bound(Some(cfg.setup_timeout));
                 let received = rt.recv_init_pid();
                 let _ = stage_guard.wait();
                 let (pid, in_cgroup) = received?;
@@ -388,7 +421,10 @@ pub fn spawn(cfg: &InitConfig, hooks: &mut dyn SpawnHooks) -> crate::Result<Chil
         .spawned(init.pid())
         .and_then(|()| drive(cfg, &rt, &init, placed, hooks))
         .and_then(|()| hooks.ready(init.pid()))
-        .and_then(|()| Ok(rt.hand_over()?));
+        .and_then(|()| {
+            rt.set_bound(Some(cfg.setup_timeout));
+            Ok(rt.hand_over()?)
+        });
     match driven {
         Ok(()) => Ok(init),
         Err(crate::Error::Process(ProcessError::PeerExited { expected })) => {
@@ -433,16 +469,22 @@ fn drive(
     }
     let state = hooks.state_json(pid);
     rt.proceed(state.clone())?;
+    // Every wait on init is bounded: a setup stuck (a frozen or stopped init, a hung mount)
+    // fails the create, and the guard kills init, instead of hanging it for ever.
+    rt.set_bound(Some(cfg.setup_timeout));
     loop {
         match rt.expect("Ready")? {
             Message::RunCreateRuntimeHooks => {
+                rt.set_bound(None);
                 hooks.create_runtime(&state)?;
                 rt.hooks_done()?;
+                rt.set_bound(bound_with_container_hooks(cfg));
             }
             Message::Ready => return Ok(()),
             Message::SeccompFd => {
                 let seccomp = linux.and_then(|l| l.seccomp().as_ref());
                 seccomp_listener::forward(rt, seccomp, pid, &state)?;
+                rt.set_bound(Some(cfg.setup_timeout));
             }
             other => {
                 return Err(ProcessError::Unexpected {

@@ -96,8 +96,46 @@ fn check_no_symlink(root: &Path) -> Result<(), SpecError> {
     )
 }
 
+/// Whether `v` is a SemVer 2.0.0 version (MAJOR.MINOR.PATCH, numbers without leading zeros,
+/// then an optional `-pre.release` and `+build`), as the runtime-spec requires of ociVersion.
+fn is_semver(v: &str) -> bool {
+    let ident_ok = |s: &str, numeric_rule: bool| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !(numeric_rule
+                && s.len() > 1
+                && s.starts_with('0')
+                && s.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let (rest, build) = match v.split_once('+') {
+        Some((r, b)) => (r, Some(b)),
+        None => (v, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (rest, None),
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    numbers.len() == 3
+        && numbers.iter().all(|n| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n.len() == 1 || !n.starts_with('0'))
+        })
+        && pre.is_none_or(|p| p.split('.').all(|i| ident_ok(i, true)))
+        && build.is_none_or(|b| b.split('.').all(|i| ident_ok(i, false)))
+}
+
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
     check(!spec.version().is_empty(), "ociVersion", "missing")?;
+    check(
+        is_semver(spec.version()),
+        "ociVersion",
+        format!(
+            "{:?} is not a SemVer 2.0.0 version (such as 1.2.0)",
+            spec.version()
+        ),
+    )?;
     let root = rootfs_path(spec, bundle)?;
     match std::fs::metadata(&root) {
         Ok(m) if m.is_dir() => check_no_symlink(&root)?,
@@ -394,4 +432,38 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_semver;
+
+    #[test]
+    fn oci_versions_are_semver() {
+        for ok in [
+            "1.0.0",
+            "1.0.2-dev",
+            "1.2.0",
+            "1.1.0-rc.1",
+            "1.0.0+build.5",
+            "10.20.30",
+        ] {
+            assert!(is_semver(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1",
+            "1.0",
+            "1.0.0.0",
+            "01.0.0",
+            "1.0.x",
+            "v1.0.0",
+            "1.0.0-",
+            "1.0.0-01",
+            "not-a-version",
+            "1.0.0+",
+        ] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+    }
 }
