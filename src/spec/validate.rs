@@ -126,7 +126,29 @@ fn is_semver(v: &str) -> bool {
         && build.is_none_or(|b| b.split('.').all(|i| ident_ok(i, false)))
 }
 
+/// Checks `spec` (of the bundle at `bundle`) before anything is made: every error names
+/// the field at fault. One function per section of config.json.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
+    validate_version_and_root(spec, bundle)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SpecError::invalid("process", "missing"))?;
+    validate_process(process)?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| SpecError::invalid("linux", "missing"))?;
+    let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
+    let plan = validate_namespaces(spec, linux, process)?;
+    validate_uts_and_time(spec, linux, namespaces, &plan)?;
+    validate_linux(linux, namespaces)?;
+    validate_mounts(spec, linux)?;
+    validate_hooks(spec)
+}
+
+/// ociVersion, and root.path: a directory reached without a symlink.
+fn validate_version_and_root(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
     check(!spec.version().is_empty(), "ociVersion", "missing")?;
     check(
         is_semver(spec.version()),
@@ -153,10 +175,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             })
         }
     }
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| SpecError::invalid("process", "missing"))?;
+    Ok(())
+}
+
+/// process: args, cwd, rlimits, capability names.
+fn validate_process(process: &oci_spec::runtime::Process) -> Result<(), SpecError> {
     check(
         process
             .args()
@@ -196,11 +219,16 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             }
         }
     }
+    Ok(())
+}
 
-    let linux = spec
-        .linux()
-        .as_ref()
-        .ok_or_else(|| SpecError::invalid("linux", "missing"))?;
+/// linux.namespaces (no duplicates, paths that exist), what needs a mount namespace when
+/// there is none, and the id mappings a user namespace needs; returns the namespace plan.
+fn validate_namespaces(
+    spec: &Spec,
+    linux: &oci_spec::runtime::Linux,
+    process: &oci_spec::runtime::Process,
+) -> Result<NamespacePlan, SpecError> {
     let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
     let mut seen = HashSet::new();
     for (i, ns) in namespaces.iter().enumerate() {
@@ -282,6 +310,16 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             "id mappings need a new user namespace",
         )?;
     }
+    Ok(plan)
+}
+
+/// hostname and domainname (a UTS namespace), linux.timeOffsets (a time namespace).
+fn validate_uts_and_time(
+    spec: &Spec,
+    linux: &oci_spec::runtime::Linux,
+    namespaces: &[oci_spec::runtime::LinuxNamespace],
+    plan: &NamespacePlan,
+) -> Result<(), SpecError> {
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) {
         check(
             plan.creates(LinuxNamespaceType::Uts) || has_ns(namespaces, LinuxNamespaceType::Uts),
@@ -310,6 +348,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// linux.seccomp, sysctl, rootfsPropagation, cgroupsPath and devices.
+fn validate_linux(
+    linux: &oci_spec::runtime::Linux,
+    namespaces: &[oci_spec::runtime::LinuxNamespace],
+) -> Result<(), SpecError> {
     if let Some(seccomp) = linux.seccomp() {
         let notify = seccomp.default_action() == LinuxSeccompAction::ScmpActNotify
             || seccomp
@@ -374,7 +420,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             "must be an absolute path without \"..\"",
         )?;
     }
+    Ok(())
+}
 
+/// mounts: absolute destinations, options capsa knows, filesystem types the kernel has.
+fn validate_mounts(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(), SpecError> {
     let filesystems = known_filesystems();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let field = format!("mounts[{i}]");
@@ -405,6 +455,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// hooks: absolute paths and positive timeouts.
+fn validate_hooks(spec: &Spec) -> Result<(), SpecError> {
     if let Some(hooks) = spec.hooks() {
         #[allow(deprecated)]
         let lists = [
