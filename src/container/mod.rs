@@ -342,7 +342,7 @@ impl Runtime {
         })?;
         Ok(names
             .iter()
-            .filter(|n| n.as_str() != crate::pod::PODS_DIR && validate_id(n).is_ok())
+            .filter(|n| n.as_str() != state::PODS_DIR && validate_id(n).is_ok())
             .filter_map(|n| match self.load(n) {
                 Ok(c) => Some(c),
                 Err(_) => self.salvage(n).ok(),

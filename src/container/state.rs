@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// The directory under a state root that holds pods (a leading dot keeps it out of the
+/// container list, whose entries all have a state.json): the state root's layout is the
+/// container layer's, the pod layer keeps its records there.
+pub(crate) const PODS_DIR: &str = ".pods";
 
 /// What state.json holds: the facts fixed at create (the status is derived, never stored).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The directory under a state root that holds pods (a leading dot keeps it out of the
-/// container list, whose entries all have a state.json).
-pub(crate) const PODS_DIR: &str = ".pods";
+use crate::container::state::PODS_DIR;
 const POD_FILE: &str = "pod.json";
 /// Where pod cgroups go when no parent is given (an absolute default, as for containers:
 /// never below the caller's own cgroup).
