@@ -295,8 +295,16 @@ fn a_cgroup_with_processes_of_its_own_is_named_in_the_error() {
         let d = v1_dir(&h, &format!("capsa/{name}"));
         std::fs::create_dir_all(&d).unwrap();
         if h == "cpuset" {
-            for f in ["cpuset.cpus", "cpuset.mems"] {
-                std::fs::write(d.join(f), read(&d.parent().unwrap().join(f))).unwrap();
+            // A new cpuset has no cpus or mems: each level made here (capsa/ too, on a fresh
+            // machine) takes its parent's, top down.
+            let made = [d.parent().unwrap().to_path_buf(), d.clone()];
+            for level in made {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    if read(&level.join(f)).trim().is_empty() {
+                        std::fs::write(level.join(f), read(&level.parent().unwrap().join(f)))
+                            .unwrap();
+                    }
+                }
             }
         }
         std::fs::write(d.join("cgroup.procs"), other.id().to_string()).unwrap();
