@@ -574,7 +574,7 @@ pub(super) fn prepare(
     })?;
     let mut spec = spec::load(&bundle)?;
     adjust(&mut spec)?;
-    spec::validate(&spec, &bundle)?;
+    super::validate::validate(&spec, &bundle)?;
     check_lsm(spec.process().as_ref())?;
     let terminal = spec
         .process()

@@ -12,9 +12,11 @@ mod exec;
 mod id;
 mod lock;
 mod ops;
+pub(crate) mod pod_record;
 mod relay;
 mod run;
 pub(crate) mod state;
+mod validate;
 
 pub use checkpoint::{CgroupsMode, CheckpointError, CheckpointOptions, RestoreOptions};
 pub(crate) use create::{CgroupGuard, DirGuard};
@@ -26,7 +28,6 @@ pub(crate) use lock::DirLock;
 pub use ops::{parse_signal, KillSignal};
 pub(crate) use state::live_start_time;
 pub(crate) use state::write_atomic;
-pub(crate) use state::INIT_COMM;
 pub(crate) use state::{derive_status, HookState};
 pub use state::{OciState, Status, StoredState};
 

@@ -128,8 +128,7 @@ pub fn live_start_time(pid: i32) -> Option<u64> {
     }
 }
 
-/// The command name container init carries until it executes the container process.
-pub const INIT_COMM: &str = "capsa";
+pub(crate) use crate::process::INIT_COMM;
 
 /// Whether `pid` (a live init) has not executed the container process yet: its command
 /// name is still init's own, which execve replaces.

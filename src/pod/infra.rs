@@ -15,9 +15,9 @@
 use super::PodError;
 use crate::cgroups::{Manager, SelfJoin};
 use crate::process::channel::{self, Message};
-use crate::process::clone::{exit_child, ChildGuard, Forked};
 use crate::process::ProcessError;
 use crate::security::{self, CapabilitySets};
+use crate::sys::clone::{exit_child, ChildGuard, Forked};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;

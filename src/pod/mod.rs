@@ -12,136 +12,20 @@
 
 mod infra;
 
-use crate::cgroups::{self, Manager};
+pub(crate) use crate::container::pod_record::{ns_file, save, INFRA_CGROUP};
+pub use crate::container::pod_record::{Pod, PodError, PodState};
+
+use crate::cgroups::Manager;
 use crate::container::{self, Runtime, Status};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
-use serde::{Deserialize, Serialize};
+use oci_spec::runtime::LinuxNamespaceType;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::container::state::PODS_DIR;
-const POD_FILE: &str = "pod.json";
 /// Where pod cgroups go when no parent is given (an absolute default, as for containers:
 /// never below the caller's own cgroup).
 pub const DEFAULT_CGROUP_PARENT: &str = "/capsa-pods";
-/// The infra process's leaf cgroup inside the pod's (v2 allows processes only in leaves).
-pub(crate) const INFRA_CGROUP: &str = "infra";
-
-/// A failure of a pod operation.
-#[derive(Debug, thiserror::Error)]
-pub enum PodError {
-    /// A pod of that id exists already.
-    #[error("pod {id} already exists")]
-    Exists {
-        /// The pod's id.
-        id: String,
-    },
-    /// No pod of that id.
-    #[error("pod {id} does not exist")]
-    NotExist {
-        /// The pod's id.
-        id: String,
-    },
-    /// The pod's infra process is gone.
-    #[error("pod {id} is not running (its infra process has exited)")]
-    NotRunning {
-        /// The pod's id.
-        id: String,
-    },
-    /// Removal, without force, of a pod that still has containers.
-    #[error("pod {id} has {count} container(s) not stopped ({ids}): stop them or use --force")]
-    HasContainers {
-        /// The pod's id.
-        id: String,
-        /// How many containers are not stopped.
-        count: usize,
-        /// Their ids, comma-separated.
-        ids: String,
-    },
-    /// A namespace name that a pod cannot share.
-    #[error("--share {0:?}: a pod shares only net, ipc, uts and pid")]
-    BadShare(String),
-    /// An id kept for the infra process.
-    #[error("container id {id:?} is reserved inside a pod (the infra process's cgroup)")]
-    ReservedId {
-        /// The container id asked for.
-        id: String,
-    },
-    /// The pause program is not there.
-    #[error("pause program {}: build capsa-pause next to capsa, or name it explicitly", path.display())]
-    PauseMissing {
-        /// Where the pause program was looked for.
-        path: PathBuf,
-        /// The underlying failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Reading or writing the pod's state failed.
-    #[error("pod state {}", path.display())]
-    State {
-        /// The pod's state file.
-        path: PathBuf,
-        /// The underlying failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The pod's state does not parse.
-    #[error("pod state {} is corrupt", path.display())]
-    CorruptState {
-        /// The pod's state file.
-        path: PathBuf,
-        /// The underlying failure.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// Making the infra process failed.
-    #[error("starting the infra process of pod {id}")]
-    Infra {
-        /// The pod's id.
-        id: String,
-        /// The setup error.
-        #[source]
-        source: Box<crate::Error>,
-    },
-    /// A sysctl that is not namespaced or not in a shared namespace.
-    #[error("sysctl {key}: {reason}")]
-    BadSysctl {
-        /// The sysctl name.
-        key: String,
-        /// Why it is refused.
-        reason: String,
-    },
-    /// Setting a sysctl failed.
-    #[error("setting sysctl {key}={value:?} in the pod's namespaces")]
-    Sysctl {
-        /// The sysctl name.
-        key: String,
-        /// The value written.
-        value: String,
-        /// The underlying failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Bringing up the pod's loopback failed.
-    #[error("bringing up lo in the pod's network namespace")]
-    Loopback(#[source] std::io::Error),
-    /// Setting up the infra process's stdio failed.
-    #[error("pointing the infra process's stdio at /dev/null")]
-    Stdio(#[source] std::io::Error),
-    /// Stopping the infra process failed.
-    #[error("stopping the infra process {pid} of pod {id}")]
-    Stop {
-        /// The pod's id.
-        id: String,
-        /// The infra process's pid.
-        pid: i32,
-        /// The underlying failure.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// What `create_pod` needs beyond an id: built with [`PodOptions::new`] and the chainable
 /// setters of the same names as the fields.
@@ -213,130 +97,7 @@ pub fn parse_share(name: &str) -> Result<LinuxNamespaceType, PodError> {
     }
 }
 
-/// The /proc/<pid>/ns/ name of a namespace kind.
-fn ns_file(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Network => "net",
-        LinuxNamespaceType::Ipc => "ipc",
-        LinuxNamespaceType::Uts => "uts",
-        LinuxNamespaceType::Pid => "pid",
-        LinuxNamespaceType::Mount => "mnt",
-        LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Cgroup => "cgroup",
-        LinuxNamespaceType::Time => "time",
-    }
-}
-
-/// What the pod's state file holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodState {
-    /// The pod's id.
-    pub id: String,
-    /// The infra process's pid.
-    pub pid: i32,
-    /// Its start time (field 22 of `/proc/<pid>/stat`), to tell a reused pid apart.
-    pub pid_start_time: u64,
-    /// Shared namespace kinds, as `/proc/<pid>/ns` names (net, ipc, uts, pid).
-    pub shares: Vec<String>,
-    /// The pod's cgroup; its containers' are below it.
-    pub cgroup_path: PathBuf,
-    /// The hostname, when the pod shares uts.
-    pub hostname: Option<String>,
-    /// When it was created (RFC 3339).
-    pub created: String,
-}
-
-/// A pod as loaded from its state directory.
-#[derive(Debug, Clone)]
-pub struct Pod {
-    dir: PathBuf,
-    state: PodState,
-}
-
-impl Pod {
-    /// The pod's id.
-    pub fn id(&self) -> &str {
-        &self.state.id
-    }
-
-    /// The state as stored.
-    pub fn state(&self) -> &PodState {
-        &self.state
-    }
-
-    /// The infra process, when it is still the one this pod started.
-    pub fn live_pid(&self) -> Option<Pid> {
-        let alive = container::live_start_time(self.state.pid) == Some(self.state.pid_start_time);
-        alive.then(|| Pid::from_raw(self.state.pid))
-    }
-
-    /// Whether the pod shares this namespace with its containers.
-    pub fn shares(&self, t: LinuxNamespaceType) -> bool {
-        self.state.shares.iter().any(|s| s == ns_file(t))
-    }
-
-    /// The cgroup of a container of this pod.
-    pub fn container_cgroup(&self, id: &str) -> PathBuf {
-        self.state.cgroup_path.join(id)
-    }
-
-    /// Rewrites a container's spec to join this pod: every shared kind becomes a path to the
-    /// infra's namespace, the hostname is the pod's, and the cgroup (unless the bundle names
-    /// one) is a child of the pod's.
-    pub fn adopt(&self, id: &str, spec: &mut Spec) -> Result<(), PodError> {
-        if id == INFRA_CGROUP {
-            return Err(PodError::ReservedId { id: id.into() });
-        }
-        let pid = self.live_pid().ok_or_else(|| PodError::NotRunning {
-            id: self.id().into(),
-        })?;
-        let mut linux = spec.linux().clone().unwrap_or_default();
-        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        for kind in [
-            LinuxNamespaceType::Network,
-            LinuxNamespaceType::Ipc,
-            LinuxNamespaceType::Uts,
-            LinuxNamespaceType::Pid,
-        ] {
-            if !self.shares(kind) {
-                continue;
-            }
-            namespaces.retain(|n| n.typ() != kind);
-            let path = PathBuf::from(format!("/proc/{pid}/ns/{}", ns_file(kind)));
-            let mut ns = LinuxNamespace::default();
-            ns.set_typ(kind);
-            ns.set_path(Some(path));
-            namespaces.push(ns);
-        }
-        linux.set_namespaces(Some(namespaces));
-        if linux.cgroups_path().is_none() {
-            linux.set_cgroups_path(Some(self.container_cgroup(id)));
-        }
-        spec.set_linux(Some(linux));
-        if self.shares(LinuxNamespaceType::Uts) {
-            // The pod owns the hostname; a container setting its own would rename the pod.
-            spec.set_hostname(None);
-            spec.set_domainname(None);
-        }
-        Ok(())
-    }
-
-    fn infra_cgroup(&self) -> Result<Manager, cgroups::CgroupError> {
-        Manager::new(&self.state.cgroup_path.join(INFRA_CGROUP))
-    }
-}
-
 impl Runtime {
-    fn pods_dir(&self) -> PathBuf {
-        self.root().join(PODS_DIR)
-    }
-
-    fn pod_dir(&self, id: &str) -> Result<PathBuf, crate::Error> {
-        container::validate_id(id)?;
-        Ok(self.pods_dir().join(id))
-    }
-
     /// Creates pod `id`: its cgroup and its infra process, which holds the new shared
     /// namespaces. On any failure nothing is left (process, cgroup or state).
     ///
@@ -407,22 +168,6 @@ impl Runtime {
         infra.disarm();
         cgroup_guard.disarm();
         dir_guard.disarm();
-        Ok(Pod { dir, state })
-    }
-
-    /// Loads pod `id`; "pod ID does not exist" when there is none.
-    pub fn load_pod(&self, id: &str) -> crate::Result<Pod> {
-        let dir = self.pod_dir(id)?;
-        let path = dir.join(POD_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PodError::NotExist { id: id.into() }.into())
-            }
-            Err(source) => return Err(PodError::State { path, source }.into()),
-        };
-        let state = serde_json::from_slice(&bytes)
-            .map_err(|source| PodError::CorruptState { path, source })?;
         Ok(Pod { dir, state })
     }
 
@@ -554,15 +299,6 @@ fn stop_infra(id: &str, pid: Pid) -> Result<(), PodError> {
     // Reap it when it is our own child (a library caller that created the pod in-process).
     let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     Ok(())
-}
-
-fn save(dir: &Path, state: &PodState) -> Result<(), PodError> {
-    let path = dir.join(POD_FILE);
-    let bytes = serde_json::to_vec(state).map_err(|source| PodError::CorruptState {
-        path: path.clone(),
-        source,
-    })?;
-    container::write_atomic(&path, &bytes, 0o600).map_err(|source| PodError::State { path, source })
 }
 
 /// `capsa-pause` beside the running executable (both are built and installed together).

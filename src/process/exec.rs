@@ -15,9 +15,9 @@
 //! ```
 
 use super::channel::{self, Channel, Message};
-use super::clone::{self, ChildGuard, Forked};
 use super::{common, ProcessError};
 use crate::cgroups::{self, SelfJoin};
+use crate::sys::clone::{self, ChildGuard, Forked};
 use crate::{namespaces, security};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};

@@ -46,7 +46,7 @@ fn setup(cfg: &InitConfig, join: Option<&SelfJoin>, chan: &Channel) -> crate::Re
     // an init blocked on exec.fifo forever with nobody to start or delete it.
     common::die_with_parent(true);
     // Named as `state` expects a waiting init to be (whatever the binary's file was called).
-    common::set_name(crate::container::INIT_COMM);
+    common::set_name(super::INIT_COMM);
     // Into the container's cgroup before anything is charged; the handles close below.
     join.map(SelfJoin::enter).transpose()?;
     common::reset_signals();

@@ -4,15 +4,14 @@
 //! needs nothing serialised but a few messages (see [`channel`] for the sequence).
 
 pub mod channel;
-pub mod clone;
 mod common;
 mod exec;
 mod init;
 pub(crate) mod isolate;
 mod seccomp_listener;
 
-pub(crate) use clone::exit_cause;
-pub use clone::{describe_status, exit_code, ChildGuard};
+pub(crate) use crate::sys::clone::exit_cause;
+pub use crate::sys::clone::{describe_status, exit_code, ChildGuard};
 pub(crate) use common::reset_signals;
 pub use exec::{spawn_exec, ExecConfig};
 
@@ -39,8 +38,8 @@ pub(crate) fn with_log_fd(mut keep: Vec<i32>) -> Vec<i32> {
 
 use crate::cgroups;
 use crate::namespaces::{self, NamespacePlan};
+use crate::sys::clone::{self as clone, Forked};
 use channel::{Channel, Message};
-use clone::Forked;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -265,6 +264,9 @@ pub struct InitConfig<'a> {
     /// How long init may take for each step of its setup, hooks' own timeouts aside.
     pub setup_timeout: std::time::Duration,
 }
+
+/// The command name container init carries until it executes the container process.
+pub(crate) const INIT_COMM: &str = "capsa";
 
 /// How long init may take for each step of its setup by default: far above what any setup
 /// needs (milliseconds), so that only a stuck one (a hung FUSE mount, a stopped init) hits it.

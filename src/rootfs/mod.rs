@@ -149,7 +149,7 @@ pub enum RootfsError {
     /// Opening the root directory of a container's init (exec without a mount namespace).
     #[error("opening {}, the root of the container's init", path.display())]
     InitRoot {
-        /// The /proc/<pid>/root path.
+        /// The `/proc/<pid>/root` path.
         path: PathBuf,
         /// The underlying failure.
         #[source]

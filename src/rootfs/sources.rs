@@ -14,7 +14,7 @@
 
 use super::options::{self, Idmap};
 use super::RootfsError;
-use crate::process::clone::{clone_process, ChildGuard, Forked};
+use crate::sys::clone::{clone_process, ChildGuard, Forked};
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
 use std::ffi::CString;

@@ -1,17 +1,16 @@
-//! Loading and validating a bundle's config.json.
+//! Loading a bundle's config.json, the defaults (`capsa spec`, the device list) and the
+//! errors that name a field.
 //!
-//! Validation happens before anything is created, so a bad config leaves nothing behind.
-//! Every error names the field it is about (`process.args`, `mounts[3].type`, ...).
+//! Validation (in the container layer, before anything is created, so that a bad config
+//! leaves nothing behind) reports through [`SpecError`]: every error names the field it is
+//! about (`process.args`, `mounts[3].type`, ...).
 
 mod default;
-mod validate;
 
 pub(crate) use default::DEFAULT_DEVICES;
 pub use default::{default_spec, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub(crate) use validate::validate;
-pub(crate) use validate::{sysctl_name_ok, sysctl_namespace};
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::path::{Path, PathBuf};
 
 /// What is wrong with a bundle's config.json, naming the field.
@@ -147,4 +146,32 @@ pub(crate) fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecErr
     } else {
         bundle.join(root.path())
     })
+}
+
+/// sysctls that belong to a namespace, and which: runc's list. Others would change the host.
+pub(crate) fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
+/// A sysctl name that names one file under /proc/sys: dotted, no '/', no empty or ".." part.
+pub(crate) fn sysctl_name_ok(key: &str) -> bool {
+    !key.contains('/') && !key.split('.').any(|p| p.is_empty() || p == "..")
 }

@@ -131,26 +131,29 @@ pub fn main() -> i32 {
     let _ = nix::unistd::setsid();
     match Monitor::setup(&spec) {
         Ok(mut monitor) => {
-            send_ready(
+            drop(send_ready(
                 ready,
                 &Ready::Ok {
                     pid: monitor.init.as_raw(),
                     monitor_pid: std::process::id() as i32,
                 },
-            );
+            ));
             monitor.run();
             0
         }
         Err(e) => {
             let message = crate::cni::error_chain(&e);
             eprintln!("capsa-cri-monitor: {}: {message}", spec.id);
-            send_ready(
+            let held = send_ready(
                 ready,
                 &Ready::Error {
                     kind: e.kind(),
                     message,
                 },
             );
+            // The pipe stays open until the exit closes it: the starter's end of file then
+            // means this process is gone, and a failed spawn leaves nothing behind.
+            std::mem::forget(held);
             1
         }
     }
@@ -175,12 +178,14 @@ fn close_inherited(keep: Option<RawFd>) {
 }
 
 /// One line to the starter; a starter that died meanwhile is no error (SIGPIPE is blocked).
-fn send_ready(fd: Option<OwnedFd>, ready: &Ready) {
-    if let Some(fd) = fd {
-        let mut line = serde_json::to_vec(ready).unwrap_or_default();
-        line.push(b'\n');
-        let _ = std::fs::File::from(fd).write_all(&line);
-    }
+/// Writes `ready` to the starter; the descriptor comes back for the caller to close (or to
+/// keep until exit).
+fn send_ready(fd: Option<OwnedFd>, ready: &Ready) -> Option<OwnedFd> {
+    let mut file = std::fs::File::from(fd?);
+    let mut line = serde_json::to_vec(ready).unwrap_or_default();
+    line.push(b'\n');
+    let _ = file.write_all(&line);
+    Some(file.into())
 }
 
 /// Our stdio replaced by /dev/null for a create with a terminal, restored on drop: capsa

@@ -1,8 +1,12 @@
 //! Checks a spec before anything is created; each error names its field.
+//!
+//! Validation sits in the container layer, above the modules whose parsers it asks
+//! (namespaces, mount options, capabilities, rlimits, cgroup paths): one parser judges a
+//! value both when it is validated and when it is applied.
 
-use super::{rootfs_path, SpecError};
 use crate::namespaces::NamespacePlan;
 use crate::rootfs::options;
+use crate::spec::{rootfs_path, sysctl_name_ok, sysctl_namespace, SpecError};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, Spec};
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -25,34 +29,6 @@ fn known_filesystems() -> HashSet<String> {
     set.insert("bind".into());
     set.insert("none".into());
     set
-}
-
-/// sysctls that belong to a namespace, and which: runc's list. Others would change the host.
-pub(crate) fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
-    const IPC: &[&str] = &[
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
-        Some(LinuxNamespaceType::Ipc)
-    } else if key.starts_with("net.") {
-        Some(LinuxNamespaceType::Network)
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        Some(LinuxNamespaceType::Uts)
-    } else {
-        None
-    }
-}
-
-/// A sysctl name that names one file under /proc/sys: dotted, no '/', no empty or ".." part.
-pub(crate) fn sysctl_name_ok(key: &str) -> bool {
-    !key.contains('/') && !key.split('.').any(|p| p.is_empty() || p == "..")
 }
 
 fn has_ns(namespaces: &[oci_spec::runtime::LinuxNamespace], t: LinuxNamespaceType) -> bool {
