@@ -6,7 +6,8 @@
 #                                   docker.io/library/FIXTURE:latest (one busybox tree for all)
 #   busybox          busybox-static's rootfs (busybox-rootfs.sh), Cmd ["sh"]
 #   pause PAUSE      the pause program PAUSE alone as /pause, Entrypoint ["/pause"]
-#   web              busybox + /www/index.html, served by httpd on port 80
+#   web              busybox + /www (index.html, a link to it, private/ of www-data), a
+#                    volume, served by httpd on port 80; OUT.tar.view gets /www's view
 #   user-1002        busybox with User "1002"
 #   user-www-data    busybox + /etc/passwd and /etc/group with www-data (33:33), User "www-data"
 #   layered          busybox + three layers under /data (gzip, zstd, plain tar) with whiteouts,
@@ -71,6 +72,17 @@ layered_view() {
 /data/overwritten.txt file 0:0 0644 v2
 /data/owned.txt file 1002:1002 0600 owned
 /data/revived.txt file 0:0 0644 revived
+VIEW
+}
+
+# What a container of the web image sees under its volume /www (layered_view's format).
+web_view() {
+    cat <<'VIEW'
+/www dir 0:0 0755
+/www/index.html file 0:0 0644 capsa web fixture
+/www/latest link 0:0 0777 index.html
+/www/private dir 33:33 0750
+/www/private/note.txt file 33:33 0640 for www-data
 VIEW
 }
 
@@ -159,8 +171,13 @@ build() {
         busybox_layer
         d=$(layer_dir)
         put "$d/www/index.html" 0644 "capsa web fixture"
+        put "$d/www/private/note.txt" 0640 "for www-data"
+        chown -R 33:33 "$d/www/private"
+        chmod 0750 "$d/www/private"
+        ln -s index.html "$d/www/latest"
         oci_layer "$d" gzip
-        oci_manifest "$arch" "{$path_env,\"Cmd\":[\"httpd\",\"-f\",\"-p\",\"80\",\"-h\",\"/www\"],\"ExposedPorts\":{\"80/tcp\":{}}}"
+        oci_manifest "$arch" "{$path_env,\"Cmd\":[\"httpd\",\"-f\",\"-p\",\"80\",\"-h\",\"/www\"],\"ExposedPorts\":{\"80/tcp\":{}},\"Volumes\":{\"/www\":{}}}"
+        web_view >"$out.view"
         ;;
     user-1002)
         busybox_layer

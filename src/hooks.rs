@@ -61,14 +61,14 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 /// Where a list of hooks runs, and the environment a hook without `env` gets (runc's
-/// places: the runtime's hooks in the bundle, createContainer in the container's root
-/// (before pivot_root), startContainer in the process's cwd; those two run by the
-/// container's init, which has the process's environment by then).
+/// places: the runtime's hooks in the bundle with the runtime's environment,
+/// createContainer in the container's root (before pivot_root), startContainer in the
+/// process's cwd; those two run by the container's init, with the process's environment).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Context<'a> {
     /// The working directory; `None`: the caller's own.
     pub cwd: Option<&'a Path>,
-    /// The environment of a hook that names none; `None`: an empty one.
+    /// The environment of a hook that names none; `None`: the caller's own.
     pub env: Option<&'a [String]>,
 }
 
@@ -89,11 +89,14 @@ pub fn run(
         }
         cmd.args(args.iter().skip(1));
     }
-    cmd.env_clear();
-    let env = hook.env().as_deref().or(ctx.env).unwrap_or(&[]);
-    for kv in env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+    // A hook with no env of its own and no context's inherits ours, as runc's do (Go's exec
+    // with a nil Env): the runtime's hooks get the runtime's environment.
+    if let Some(env) = hook.env().as_deref().or(ctx.env) {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     if let Some(dir) = ctx.cwd {

@@ -856,6 +856,50 @@ async fn layered_image_merged_view_inside_a_container() {
     }
 }
 
+/// An image's volume (web's /www) is a mount of its own in each container, filled with the
+/// image's files at that path, owners, modes and links kept; a second container of the
+/// image gets a fresh copy, not the first one's writes.
+#[tokio::test]
+async fn image_volumes_are_filled_from_the_image_per_container() {
+    const WEB: &str = "docker.io/library/web:latest";
+    for kind in KINDS {
+        let (_netns, server, mut c, _) = server(kind).await;
+        server.registry.push(Fixture::Web, "library/web:latest");
+        pull(&mut c, WEB, None)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let pod = Pod::run(&mut c, &server, "volumes").await;
+        let mut pids = Vec::new();
+        for name in ["first", "second"] {
+            let id = pod
+                .start(
+                    &mut c,
+                    &server,
+                    &container_config(name, WEB, &["sleep", "1000"]),
+                )
+                .await;
+            let pid = container_pid(&container_status(&mut c, &id).await.unwrap());
+            assert!(
+                mountinfo_has(&pid.to_string(), "/www"),
+                "{kind:?}: /www is not a mount"
+            );
+            let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+            assert_eq!(
+                view(&root, "/www"),
+                Fixture::Web.expected_view().unwrap(),
+                "{kind:?} {name}"
+            );
+            // The first container's write stays in its own volume.
+            std::fs::write(root.join("www/index.html"), "changed\n").unwrap();
+            pids.push(pid);
+        }
+        let first = format!("/proc/{}/root/www/index.html", pids[0]);
+        assert_eq!(std::fs::read_to_string(first).unwrap(), "changed\n");
+        pod.remove(&mut c).await;
+        assert_nothing_left(&server);
+    }
+}
+
 /// A directory of the test's bind-mounted on itself and made rshared, so that mounts under
 /// it propagate; unmounted (recursively, lazily) on drop, failing test or not.
 struct SharedDir(std::path::PathBuf);

@@ -216,11 +216,16 @@ fn create_container_hooks_run_in_the_root_and_container_hooks_get_the_process_en
     });
 }
 
+/// runc runs its own hooks (createRuntime, poststart, poststop) in the bundle, and one that
+/// names no `env` gets runc's own environment (Go's exec with a nil Env).
 #[test]
-fn the_runtimes_hooks_run_in_the_bundle() {
+fn the_runtimes_hooks_run_in_the_bundle_with_the_runtimes_env() {
     on_both(|w| {
         let mut b = w.bundle(&["true"]);
-        let hook = |kind: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("pwd > {kind}.out")]});
+        let hook = |kind: &str| {
+            let script = format!("{{ pwd; echo \"$HOOK_PROBE\"; }} > {kind}.out");
+            json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+        };
         b.set(|c| {
             c["hooks"] = json!({
                 "createRuntime": [hook("create-runtime")],
@@ -228,12 +233,26 @@ fn the_runtimes_hooks_run_in_the_bundle() {
                 "poststop": [hook("poststop")],
             });
         });
-        let (code, _, err) = w.run(&b);
+        let id = w.id("hookenv");
+        let out = w
+            .cmd()
+            .env("HOOK_PROBE", "from-runtime")
+            .args(["run", "--bundle"])
+            .arg(&b.dir)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let (code, _, err) = common::outcome(&out);
         assert_eq!(code, 0, "{err}");
         let bundle = b.dir.canonicalize().unwrap();
         for kind in ["create-runtime", "poststart", "poststop"] {
             let out = std::fs::read_to_string(bundle.join(format!("{kind}.out")));
-            assert_eq!(out.unwrap(), format!("{}\n", bundle.display()), "{kind}");
+            assert_eq!(
+                out.unwrap(),
+                format!("{}\nfrom-runtime\n", bundle.display()),
+                "{kind}"
+            );
         }
     });
 }

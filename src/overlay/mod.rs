@@ -5,13 +5,16 @@
 //! - [`mount`] / [`unmount`]: layers top-first as lowerdir, with an upper and work dir or
 //!   read-only; stacks longer than one page of mount options go through fsconfig.
 //! - [`diff`]: an upper directory back into an OCI layer tar, as `docker commit` does.
+//! - [`copy_into`]: a tree of a root into a directory of its own (an image's volume).
 
+mod copy;
 mod diff;
 mod fsutil;
 mod mount;
 mod names;
 mod unpack;
 
+pub use copy::{copy_into, CopySummary};
 pub use diff::{diff, DiffSummary};
 pub use mount::{mount, unmount, Upper};
 pub use names::Compression;

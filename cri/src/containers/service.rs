@@ -364,6 +364,30 @@ impl Daemon {
             target_pid: |sandbox: &str, target: &str| self.target_pid(sandbox, target),
         };
         let volumes = dir.join("volumes");
+        // The host directories behind the image's volumes, filled with what the image has
+        // at those paths (owner and mode included), as containerd's and Docker's are; made
+        // before the spec, whose binds must name existing sources.
+        for (host_dir, dest) in spec::image_volumes(&image.config, config, &volumes) {
+            std::fs::create_dir_all(&host_dir).map_err(|e| {
+                internal(
+                    &format!("creating the volume directory {}", host_dir.display()),
+                    e,
+                )
+            })?;
+            let (rootfs, dest_path, host) =
+                (root.rootfs.clone(), PathBuf::from(&dest), host_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                capsa::overlay::copy_into(&rootfs, &dest_path, &host)
+            })
+            .await
+            .map_err(|e| internal("copying the image's volume", e))?
+            .map_err(|e| {
+                Status::internal(format!(
+                    "copying the image's volume {dest}: {}",
+                    crate::cni::error_chain(&e)
+                ))
+            })?;
+        }
         let oci = spec::build_spec(&SpecInput {
             id: &r.id,
             config,
@@ -376,16 +400,6 @@ impl Daemon {
             host: &host,
             accounts: &accounts,
         })?;
-        // The host directories behind the image's volumes (empty: the image's files at those
-        // paths are not copied up, as containerd's do not either for a fresh directory).
-        for (host_dir, _) in spec::image_volumes(&image.config, config, &volumes) {
-            std::fs::create_dir_all(&host_dir).map_err(|e| {
-                internal(
-                    &format!("creating the volume directory {}", host_dir.display()),
-                    e,
-                )
-            })?;
-        }
         let bytes =
             serde_json::to_vec_pretty(&oci).map_err(|e| internal("serialising the OCI spec", e))?;
         capsa::internal::write_atomic(&dir.join("config.json"), &bytes, 0o600)

@@ -156,10 +156,11 @@ impl Fixture {
         self == Fixture::MultiArch
     }
 
-    /// For [`Fixture::Layered`], the merged /data a correct unpacker shows, in [`view`]'s
-    /// form; None for the others.
+    /// For [`Fixture::Layered`], the merged /data a correct unpacker shows; for
+    /// [`Fixture::Web`], its volume /www as a container sees it: in [`view`]'s form; None for
+    /// the others.
     pub fn expected_view(self) -> Option<String> {
-        (self == Fixture::Layered).then(|| {
+        matches!(self, Fixture::Layered | Fixture::Web).then(|| {
             let path = self.archive().with_extension("tar.view");
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         })
