@@ -70,6 +70,9 @@ pub struct Config {
     /// neither.
     pub stream_tls_cert: Option<PathBuf>,
     pub stream_tls_key: Option<PathBuf>,
+    /// A streaming connection over which nothing moved for this long is closed, as
+    /// containerd's `stream_idle_timeout` (Go's duration form; `0`: never).
+    pub stream_idle_timeout: String,
     pub registry: RegistryConfig,
     /// The infra program of every pod (default: `capsa-pause` next to this program).
     pub pause_binary: Option<PathBuf>,
@@ -89,6 +92,7 @@ impl Default for Config {
             stream_address: "127.0.0.1:0".into(),
             stream_tls_cert: None,
             stream_tls_key: None,
+            stream_idle_timeout: "4h0m0s".into(),
             registry: RegistryConfig::default(),
             pause_binary: None,
             log_level: "info".into(),
@@ -164,6 +168,7 @@ impl Config {
                 reason: "stream_tls_cert and stream_tls_key go together".into(),
             });
         }
+        self.idle_timeout()?;
         self.stream_address
             .parse::<std::net::SocketAddr>()
             .map_err(|e| ConfigError::Invalid {
@@ -171,6 +176,16 @@ impl Config {
                 reason: format!("{:?}: {e} (want IP:PORT)", self.stream_address),
             })?;
         Ok(())
+    }
+
+    /// The streaming server's idle timeout; None: never.
+    pub fn idle_timeout(&self) -> Result<Option<std::time::Duration>, ConfigError> {
+        crate::streaming::idle::parse_duration(&self.stream_idle_timeout)
+            .map(|d| (!d.is_zero()).then_some(d))
+            .map_err(|reason| ConfigError::Invalid {
+                field: "stream_idle_timeout",
+                reason,
+            })
     }
 
     /// The log level as a filter.
@@ -209,6 +224,7 @@ mod tests {
             cni_conf_dir = "/tmp/net.d"
             cni_plugin_dirs = ["/tmp/bin"]
             stream_address = "127.0.0.1:10010"
+            stream_idle_timeout = "30m"
             log_level = "debug"
             log_format = "json"
             [registry]
@@ -219,6 +235,10 @@ mod tests {
         let c = Config::parse(text, Path::new("/x.toml")).unwrap();
         assert_eq!(c.listen, PathBuf::from("/tmp/c.sock"));
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.idle_timeout().unwrap(),
+            Some(std::time::Duration::from_secs(1800))
+        );
         assert_eq!(c.level().unwrap(), log::LevelFilter::Debug);
         assert_eq!(
             c.registry.mirrors["docker.io"],
@@ -244,6 +264,10 @@ mod tests {
         assert!(e.to_string().contains("log_level"), "{e}");
         let e = Config::parse("stream_address = \"nowhere\"", Path::new("/x.toml")).unwrap_err();
         assert!(e.to_string().contains("stream_address"), "{e}");
+        let e = Config::parse("stream_idle_timeout = \"soon\"", Path::new("/x.toml")).unwrap_err();
+        assert!(e.to_string().contains("stream_idle_timeout"), "{e}");
+        let c = Config::parse("stream_idle_timeout = \"0\"", Path::new("/x.toml")).unwrap();
+        assert_eq!(c.idle_timeout().unwrap(), None);
         let long = format!("listen = \"/{}\"", "a".repeat(120));
         let e = Config::parse(&long, Path::new("/x.toml")).unwrap_err();
         assert!(e.to_string().contains("unix socket"), "{e}");

@@ -273,9 +273,17 @@ impl Daemon {
         let backend = Arc::new(crate::containers::streams::DaemonBackend(Arc::downgrade(
             self,
         )));
-        let server = crate::streaming::server::StreamingServer::start(addr, tls, backend)
-            .await
-            .map_err(DaemonError::Streaming)?;
+        // Validated with the configuration.
+        let idle = self.config.idle_timeout().unwrap_or(None);
+        let server = crate::streaming::server::StreamingServer::start_with(
+            addr,
+            tls,
+            backend,
+            Default::default(),
+            idle,
+        )
+        .await
+        .map_err(DaemonError::Streaming)?;
         log::info!("streaming on {}", server.addr());
         let _ = self.streaming.set(server);
         Ok(())

@@ -17,8 +17,8 @@ program); their networks come from the first CNI config of --cni-conf-dir.
 
 The configuration file (TOML) takes the same settings as the flags: listen, state_dir,
 runtime_root, cni_conf_dir, cni_plugin_dirs, stream_address, stream_tls_cert, stream_tls_key,
-pause_binary, log_level,
-log_format, and [registry] mirrors and insecure. Unknown keys are refused.
+stream_idle_timeout, pause_binary, log_level, log_format, and [registry] mirrors and insecure.
+Unknown keys are refused.
 
 SIGTERM and SIGINT stop serving (calls in flight get 2 seconds) and remove the socket; pods
 and containers keep running, and a daemon started again finds them from its state dir."
@@ -53,6 +53,10 @@ struct Args {
     /// The streaming server's private key (PEM).
     #[arg(long = "stream-tls-key", value_name = "FILE")]
     stream_tls_key: Option<PathBuf>,
+    /// Close a streaming connection idle this long (e.g. 4h0m0s, 30m; 0: never)
+    /// [default: 4h0m0s].
+    #[arg(long = "stream-idle-timeout", value_name = "DURATION")]
+    stream_idle_timeout: Option<String>,
     /// A registry mirror, HOST=URL (e.g. docker.io=http://127.0.0.1:5000); repeatable.
     #[arg(long = "registry-mirror", value_name = "HOST=URL")]
     registry_mirrors: Vec<String>,
@@ -96,6 +100,9 @@ fn configure(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.stream_tls_key {
         c.stream_tls_key = Some(v);
+    }
+    if let Some(v) = args.stream_idle_timeout {
+        c.stream_idle_timeout = v;
     }
     for m in args.registry_mirrors {
         let (host, url) = m

@@ -32,7 +32,8 @@ async fn server_with(
     tokens: TokenCache,
 ) -> StreamingServer {
     let backend = Arc::new(HostBackend::new(&[CONTAINER], sandboxes));
-    StreamingServer::start_with("127.0.0.1:0".parse().unwrap(), tls, backend, tokens)
+    let addr = "127.0.0.1:0".parse().unwrap();
+    StreamingServer::start_with(addr, tls, backend, tokens, None)
         .await
         .unwrap()
 }
@@ -336,6 +337,54 @@ async fn a_client_that_goes_away_has_its_process_killed() {
             sockets_on(port) == 0
         })
         .await;
+    }
+}
+
+/// containerd's stream_idle_timeout: a session over which nothing moves for the timeout is
+/// closed and its process killed; one whose output keeps coming runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_and_a_busy_one_is_not() {
+    let backend = Arc::new(HostBackend::new(&[CONTAINER], &[]));
+    let idle = Duration::from_secs(2);
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let srv = StreamingServer::start_with(addr, None, backend, TokenCache::default(), Some(idle))
+        .await
+        .unwrap();
+    let how = Dial::default();
+    for t in [Transport::Spdy, Transport::WebSocket("v5.channel.k8s.io")] {
+        let url = exec_url(&srv, sh("echo $$; exec sleep 1000"), OUT_ERR).await;
+        let mut r = Remote::connect(&url, &how, t, OUT_ERR).await;
+        let mut out = BufReader::new(r.stdout.take().unwrap());
+        let pid = client::line_until(&mut out, |l| !l.is_empty()).await;
+        // Nothing more moves: the server ends the session (stdout reaches its end) and the
+        // process with it.
+        let end = async {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 256];
+            // End of stream, or the connection closed under it; no more output.
+            match out.read(&mut buf).await {
+                Ok(0) | Err(_) => {}
+                Ok(n) => panic!("{t:?}: unexpected output {:?}", &buf[..n]),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), end)
+            .await
+            .unwrap_or_else(|_| panic!("{t:?}: the idle session was not closed"));
+        eventually(&format!("{t:?}: process {pid} killed"), || async {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .await;
+        r.abort();
+        // Output every 0.2 s for longer than the timeout: never idle, so it completes.
+        let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do echo $i; sleep 0.2; done";
+        let url = exec_url(&srv, sh(script), OUT_ERR).await;
+        let out = Remote::connect(&url, &how, t, OUT_ERR)
+            .await
+            .finish(b"")
+            .await;
+        let lines = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(lines.lines().count(), 15, "{t:?}: {lines}");
+        assert_eq!(out.status, r#"{"metadata":{},"status":"Success"}"#, "{t:?}");
     }
 }
 

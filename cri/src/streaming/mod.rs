@@ -7,6 +7,7 @@
 //! needs of the runtime is the [`backend::Backend`] trait.
 
 pub mod backend;
+pub mod idle;
 pub mod portforward;
 pub mod remotecommand;
 pub mod server;
@@ -36,6 +37,8 @@ pub enum StreamError {
     StreamTimeout,
     #[error("streaming: the client went away")]
     ClientGone,
+    #[error("streaming: nothing moved on the connection for {0:?} (the idle timeout)")]
+    Idle(std::time::Duration),
     #[error(transparent)]
     Upgrade(#[from] spdy::upgrade::UpgradeError),
     #[error(transparent)]

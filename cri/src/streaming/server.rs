@@ -15,6 +15,8 @@
 //! SPDY only (kubelet's hop to a runtime is SPDY; a WebSocket port-forward gets 400).
 
 use super::backend::{Backend, BackendError, ExecIo};
+pub use super::idle::DEFAULT_IDLE_TIMEOUT;
+use super::idle::{Activity, Counted};
 use super::portforward;
 use super::remotecommand::{self, Channels, Expected, Outcome, Version};
 use super::spdy::upgrade::{
@@ -75,6 +77,8 @@ pub enum ServerError {
 
 struct Shared {
     tokens: TokenCache,
+    /// A connection idle this long is closed (None: never).
+    idle_timeout: Option<Duration>,
     backend: Arc<dyn Backend>,
     /// `http://ADDR` or `https://ADDR`, what URLs start with.
     base: String,
@@ -170,21 +174,24 @@ pub fn validate_ports(ports: &[i32]) -> Result<Vec<u16>, Status> {
 
 impl StreamingServer {
     /// Binds `addr` (port 0: any free one) and serves, over TLS when `tls` names a
-    /// certificate and key.
+    /// certificate and key; connections idle for [`DEFAULT_IDLE_TIMEOUT`] are closed.
     pub async fn start(
         addr: SocketAddr,
         tls: Option<TlsFiles>,
         backend: Arc<dyn Backend>,
     ) -> Result<StreamingServer, ServerError> {
-        Self::start_with(addr, tls, backend, TokenCache::default()).await
+        let idle = Some(DEFAULT_IDLE_TIMEOUT);
+        Self::start_with(addr, tls, backend, TokenCache::default(), idle).await
     }
 
-    /// As [`StreamingServer::start`], with URLs kept in `tokens` (its lifetime and size).
+    /// As [`StreamingServer::start`], with URLs kept in `tokens` (its lifetime and size)
+    /// and connections closed after `idle_timeout` without a byte moved (None: never).
     pub async fn start_with(
         addr: SocketAddr,
         tls: Option<TlsFiles>,
         backend: Arc<dyn Backend>,
         tokens: TokenCache,
+        idle_timeout: Option<Duration>,
     ) -> Result<StreamingServer, ServerError> {
         let acceptor = tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = TcpListener::bind(addr)
@@ -196,6 +203,7 @@ impl StreamingServer {
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             tokens,
+            idle_timeout: idle_timeout.filter(|t| !t.is_zero()),
             backend,
             base: format!("{scheme}://{}", url_addr(bound)),
         });
@@ -291,16 +299,30 @@ async fn accept_loop(
 
 async fn connection(tcp: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
-    let result = match tls {
-        None => handle(tcp, &shared).await,
-        Some(acceptor) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => handle(tls, &shared).await,
-            Ok(Err(e)) => Err(StreamError::Io {
-                op: "the TLS handshake",
-                source: e,
-            }),
-            Err(_) => Err(StreamError::HeadTimeout),
+    let activity = Activity::new();
+    let tcp = Counted::new(tcp, activity.clone());
+    let session = async {
+        match tls {
+            None => handle(tcp, &shared).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => handle(tls, &shared).await,
+                    Ok(Err(e)) => Err(StreamError::Io {
+                        op: "the TLS handshake",
+                        source: e,
+                    }),
+                    Err(_) => Err(StreamError::HeadTimeout),
+                }
+            }
+        }
+    };
+    // Idle: the session is dropped, which closes the connection and ends what it carried.
+    let result = match shared.idle_timeout {
+        Some(timeout) => tokio::select! {
+            r = session => r,
+            () = activity.idle(timeout) => Err(StreamError::Idle(timeout)),
         },
+        None => session.await,
     };
     if let Err(e) = result {
         log::debug!("streaming server: {}", crate::cni::error_chain(&e));
