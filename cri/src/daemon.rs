@@ -69,6 +69,8 @@ pub struct Daemon {
     /// Pending records found at startup: sandboxes a killed daemon left half made, for
     /// [`Daemon::sweep_unfinished`]. Never served, and their names are not reserved.
     unfinished: Mutex<Vec<SandboxRecord>>,
+    /// GetContainerEvents: the queue the calls push to and the streams it feeds.
+    events: crate::events::Events,
 }
 
 /// The sandboxes by id, and their names (kubelet's name_namespace_uid_attempt) by id.
@@ -127,7 +129,9 @@ impl Daemon {
             config.state_dir.display()
         );
         let images = crate::images::service::Images::open(&config.state_dir, &config.registry)?;
-        let containers = crate::containers::service::Containers::open(&config.state_dir)?;
+        let events = crate::events::Events::default();
+        let containers =
+            crate::containers::service::Containers::open(&config.state_dir, events.queue())?;
         Ok(Daemon {
             runtime: capsa::Runtime::new(config.capsa_root()),
             images,
@@ -140,7 +144,21 @@ impl Daemon {
             cpu_samples: Default::default(),
             streaming: std::sync::OnceLock::new(),
             unfinished: Mutex::new(unfinished),
+            events,
         })
+    }
+
+    /// Where lifecycle events are pushed (see [`crate::events`]).
+    pub(crate) fn events(&self) -> crate::events::Queue {
+        self.events.queue()
+    }
+
+    /// CRI GetContainerEvents: every event from now on, until the client goes.
+    pub async fn get_container_events(
+        &self,
+        _req: GetEventsRequest,
+    ) -> Result<crate::events::EventStream, Status> {
+        Ok(self.events.subscribe())
     }
 
     /// The pending records found at startup, once.
@@ -465,6 +483,7 @@ pub fn network_status(dir: &Path) -> Result<PathBuf, String> {
 pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
     let listen = daemon.config.listen.clone();
     daemon.start_streaming().await?;
+    daemon.events.start(Arc::downgrade(&daemon));
     let listener = crate::socket::bind(&listen)?;
     let services = Services(daemon);
     let runtime = RuntimeServiceServer::new(services.clone())

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod config;
 pub mod containers;
 pub mod daemon;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod logger;

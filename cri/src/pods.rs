@@ -124,6 +124,12 @@ impl Daemon {
             Ok(()) => {
                 undo.armed = false;
                 log::info!("sandbox {id} ({key}) is ready");
+                for kind in [
+                    ContainerEventType::ContainerCreatedEvent,
+                    ContainerEventType::ContainerStartedEvent,
+                ] {
+                    self.events().push(&id, &id, kind);
+                }
                 Ok(RunPodSandboxResponse { pod_sandbox_id: id })
             }
             Err(e) => {
@@ -347,8 +353,14 @@ impl Daemon {
         if let Some(shm) = record.shm.take() {
             sandbox::unmount_shm(&shm).map_err(|e| internal("unmounting /dev/shm", e))?;
         }
-        record.stopped = true;
+        let was_stopped = std::mem::replace(&mut record.stopped, true);
+        let id = record.id.clone();
         self.save_sandbox(record)?;
+        // kubelet repeats Stop: the first one is the event.
+        if !was_stopped {
+            self.events()
+                .push(&id, &id, ContainerEventType::ContainerStoppedEvent);
+        }
         Ok(StopPodSandboxResponse {})
     }
 
@@ -369,6 +381,11 @@ impl Daemon {
         let _op = self.sandbox_lock(&record.id).await;
         self.remove_sandbox_dirs(&record.id)?;
         self.forget_sandbox(&record)?;
+        self.events().push(
+            &record.id,
+            &record.id,
+            ContainerEventType::ContainerDeletedEvent,
+        );
         Ok(RemovePodSandboxResponse {})
     }
 

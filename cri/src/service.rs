@@ -1,8 +1,8 @@
 //! The gRPC services. Each RPC capsa-cri serves is an inherent method of [`Daemon`] taking
 //! the request message and returning the response message; the trait impls below only
-//! unwrap and wrap. RPCs whose work has not landed answer `Unimplemented`, naming the RPC,
-//! which kubelet tolerates for the optional ones (RuntimeConfig, the stats and metrics
-//! calls) and which tells an operator plainly what is missing for the others.
+//! unwrap and wrap. RPCs whose work has not landed answer `Unimplemented`, naming the RPC:
+//! CheckpointContainer (kubelet's `/checkpoint` API only) and the two metrics calls (the
+//! PodAndContainerStatsFromCRI gate only), which kubelet otherwise does not call.
 
 use crate::daemon::Daemon;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -46,9 +46,7 @@ macro_rules! service {
     };
 }
 
-type EventStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>,
->;
+type EventStream = crate::events::EventStream;
 
 service! {
     impl RuntimeService {
@@ -80,10 +78,10 @@ service! {
             exec(ExecRequest) -> ExecResponse;
             attach(AttachRequest) -> AttachResponse;
             port_forward(PortForwardRequest) -> PortForwardResponse;
+            get_container_events(GetEventsRequest) -> EventStream;
         }
         later {
             checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-            get_container_events(GetEventsRequest) -> EventStream;
             list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
             list_pod_sandbox_metrics(ListPodSandboxMetricsRequest)
                 -> ListPodSandboxMetricsResponse;

@@ -36,6 +36,8 @@ pub struct Containers {
     /// the id out when the monitor exits. Their state needs no look at the disk or /proc.
     watched: Arc<Mutex<HashSet<String>>>,
     unfinished: Mutex<Vec<ContainerRecord>>,
+    /// Where a watch reports its container's exit (GetContainerEvents).
+    events: crate::events::Queue,
 }
 
 #[derive(Default)]
@@ -54,7 +56,10 @@ fn store_status(e: crate::store::StoreError) -> Status {
 
 impl Containers {
     /// Opens `<state>/container-records` and reads back what a previous run kept.
-    pub fn open(state_dir: &Path) -> Result<Containers, crate::store::StoreError> {
+    pub fn open(
+        state_dir: &Path,
+        events: crate::events::Queue,
+    ) -> Result<Containers, crate::store::StoreError> {
         let store: Store<ContainerRecord> = Store::open(&state_dir.join("container-records"))?;
         let loaded = store.load_all()?;
         for e in &loaded.broken {
@@ -79,6 +84,7 @@ impl Containers {
             exits: Mutex::new(HashMap::new()),
             watched: Arc::new(Mutex::new(HashSet::new())),
             unfinished: Mutex::new(unfinished),
+            events,
         })
     }
 
@@ -122,10 +128,13 @@ impl Containers {
         };
         lock(&self.watched).insert(r.id.clone());
         let watched = self.watched.clone();
-        let id = r.id.clone();
+        let (id, sandbox) = (r.id.clone(), r.sandbox_id.clone());
+        let events = self.events.clone();
         tokio::spawn(async move {
             // A pidfd turns readable when its process exits.
             let _ = fd.readable().await;
+            // Queued first: a Stop or Remove that waits for the exit queues after it.
+            events.push(&id, &sandbox, ContainerEventType::ContainerStoppedEvent);
             lock(&watched).remove(&id);
         });
     }
@@ -310,7 +319,10 @@ impl Daemon {
         }
         r.pending = false;
         self.containers().watch(&r);
+        let sandbox_id = r.sandbox_id.clone();
         self.containers().save(r)?;
+        self.events()
+            .push(&id, &sandbox_id, ContainerEventType::ContainerCreatedEvent);
         log::info!("container {id} ({key}) created");
         Ok(CreateContainerResponse { container_id: id })
     }
@@ -583,7 +595,10 @@ impl Daemon {
                 ),
             )
         })?;
+        let (id, sandbox_id) = (r.id.clone(), r.sandbox_id.clone());
         self.containers().save(r)?;
+        self.events()
+            .push(&id, &sandbox_id, ContainerEventType::ContainerStartedEvent);
         Ok(StartContainerResponse {})
     }
 
@@ -695,6 +710,11 @@ impl Daemon {
         // tear_down's capsa delete kills a created container's waiting init too.
         self.tear_down(r).await?;
         self.containers().release(&r.name_key);
+        self.events().push(
+            &r.id,
+            &r.sandbox_id,
+            ContainerEventType::ContainerDeletedEvent,
+        );
         log::info!("container {} removed", r.id);
         Ok(())
     }
