@@ -1,8 +1,8 @@
 //! The gRPC services. Each RPC capsa-cri serves is an inherent method of [`Daemon`] taking
 //! the request message and returning the response message; the trait impls below only
 //! unwrap and wrap. RPCs whose work has not landed answer `Unimplemented`, naming the RPC:
-//! CheckpointContainer (kubelet's `/checkpoint` API only) and the two metrics calls (the
-//! PodAndContainerStatsFromCRI gate only), which kubelet otherwise does not call.
+//! the two metrics calls, which kubelet makes only with its alpha PodAndContainerStatsFromCRI
+//! gate.
 
 use crate::daemon::Daemon;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -79,9 +79,9 @@ service! {
             attach(AttachRequest) -> AttachResponse;
             port_forward(PortForwardRequest) -> PortForwardResponse;
             get_container_events(GetEventsRequest) -> EventStream;
+            checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         }
         later {
-            checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
             list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
             list_pod_sandbox_metrics(ListPodSandboxMetricsRequest)
                 -> ListPodSandboxMetricsResponse;

@@ -1,3 +1,4 @@
+mod checkpoint;
 pub mod record;
 pub mod seccomp_default;
 pub mod service;

@@ -190,7 +190,7 @@ fn state_name(s: ContainerState) -> &'static str {
 
 impl Daemon {
     /// The directory holding container `id`'s bundle, writable layer and volumes.
-    fn container_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.config().state_dir.join("containers").join(id)
     }
 

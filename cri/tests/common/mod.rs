@@ -41,9 +41,11 @@ pub enum Kind {
 /// Both servers, in the order scenarios run them.
 pub const KINDS: [Kind; 2] = [Kind::Capsa, Kind::Containerd];
 
-/// A unique scratch directory under /tmp/capsa-cri-tests (short: socket paths must fit).
+/// A unique scratch directory under /tmp/capsa-cri-tests, or `$CAPSA_CRI_TEST_DIR` (the
+/// VM's tests, whose /tmp is an overlay) (short: socket paths must fit).
 pub fn scratch(prefix: &str) -> PathBuf {
-    let d = PathBuf::from("/tmp/capsa-cri-tests").join(format!(
+    let base = std::env::var_os("CAPSA_CRI_TEST_DIR").unwrap_or("/tmp/capsa-cri-tests".into());
+    let d = PathBuf::from(base).join(format!(
         "{prefix}-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
