@@ -52,9 +52,9 @@ fn tar_entries(path: &std::path::Path) -> Vec<String> {
 
 /// CheckpointContainer (kubelet's /checkpoint API): the running container is dumped with
 /// CRIU and keeps running; the archive has the layout checkpointctl reads (CRIU's images,
-/// config.dump, spec.dump, status.dump, rootfs-diff.tar with the container's writes). Bad
-/// requests are refused and nothing of a checkpoint is left but the archive. containerd
-/// 1.6 predates the call (Unimplemented, checked).
+/// config.dump, spec.dump, status.dump, rootfs-diff.tar with the container's writes);
+/// nothing of a checkpoint is left but the archive, and a caller's timeout shorter than the
+/// dump keeps no archive either. capsa-cri alone: containerd 1.6 predates the call.
 #[tokio::test]
 #[ignore = "run inside the VM by checkpoint_container_in_a_vm"]
 async fn checkpoint_container_in_the_vm() {
