@@ -9,6 +9,7 @@ use super::fsutil::{self, cstr};
 use super::OverlayError;
 use crate::sys::resolve::open_in_root;
 use nix::fcntl::OFlag;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -30,8 +31,8 @@ pub struct CopySummary {
 /// Copies what `root` holds at `path` into the directory `dest`, which must exist and be
 /// empty: `dest` takes the owner and mode of the directory at `path`, and every entry below
 /// it is copied with its type, owner, mode and modification time. Symlinks are copied as
-/// links; device nodes, fifos and sockets are made anew; hard links become separate files
-/// and extended attributes are not copied. Nothing at `path`, or something that is not a
+/// links; device nodes, fifos and sockets are made anew; names of one file stay hard links
+/// of one copy; extended attributes are not copied. Nothing at `path`, or something that is not a
 /// directory there, copies nothing.
 pub fn copy_into(root: &Path, path: &Path, dest: &Path) -> Result<CopySummary, OverlayError> {
     let io_err = |op: &'static str, p: &Path| {
@@ -62,11 +63,14 @@ pub fn copy_into(root: &Path, path: &Path, dest: &Path) -> Result<CopySummary, O
             reason: "not empty: a copy goes into an empty directory",
         });
     }
+    let top = rel(path);
     let mut copy = Copy {
         root,
+        top: top.clone(),
+        dest: dst.try_clone().map_err(io_err("opening", dest))?,
+        links: HashMap::new(),
         summary: CopySummary::default(),
     };
-    let top = rel(path);
     copy.dir(&src, &dst, &top, 0)?;
     let st = fstat(&src).map_err(io_err("reading", &root.join(&top)))?;
     set_owner_and_mode(&dst, &st).map_err(io_err("setting the owner and mode of", dest))?;
@@ -82,6 +86,14 @@ fn rel(path: &Path) -> PathBuf {
 
 struct Copy<'a> {
     root: &'a Path,
+    /// The copied path, relative to the root.
+    top: PathBuf,
+    /// The destination directory.
+    dest: OwnedFd,
+    /// Files with more than one link: the first copy of each inode (device, inode), relative
+    /// to the destination; the other names become links to it, so a file linked a thousand
+    /// times in the image is not copied a thousand times.
+    links: HashMap<(u64, u64), PathBuf>,
     summary: CopySummary,
 }
 
@@ -143,6 +155,9 @@ impl Copy<'_> {
                 set_owner_and_mode(&to, st)
                     .map_err(self.err("setting the owner and mode of", here))?;
             }
+            libc::S_IFREG if st.st_nlink > 1 && self.link_again(dst, name, st, here)? => {
+                return Ok(());
+            }
             libc::S_IFREG => {
                 let mut from = open_file_at(src, name).map_err(self.err("opening", here))?;
                 let mut to =
@@ -152,6 +167,10 @@ impl Copy<'_> {
                 // The owner first: chown clears the set-id bits that the mode then restores.
                 set_owner_and_mode(&to, st)
                     .map_err(self.err("setting the owner and mode of", here))?;
+                if st.st_nlink > 1 {
+                    let rel = here.strip_prefix(&self.top).unwrap_or(here).to_path_buf();
+                    self.links.insert((st.st_dev, st.st_ino), rel);
+                }
             }
             libc::S_IFLNK => {
                 let target = read_link_at(src, name).map_err(self.err("reading", here))?;
@@ -170,6 +189,32 @@ impl Copy<'_> {
             _ => return Ok(()),
         }
         fsutil::set_mtime_at(dst, name, st.st_mtime).map_err(self.err("setting the time of", here))
+    }
+}
+
+impl Copy<'_> {
+    /// Makes `name` in `dst` a hard link to the copy already made of `st`'s inode; false
+    /// when there is none yet. The first copy is reached from the destination one directory
+    /// at a time without following links (the copied tree holds the image's symlinks).
+    fn link_again(
+        &self,
+        dst: &OwnedFd,
+        name: &OsStr,
+        st: &libc::stat,
+        here: &Path,
+    ) -> Result<bool, OverlayError> {
+        let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) else {
+            return Ok(false);
+        };
+        let (Some(parent), Some(file)) = (first.parent(), first.file_name()) else {
+            return Ok(false);
+        };
+        let mut dir = self.dest.try_clone().map_err(self.err("opening", here))?;
+        for part in parent.components() {
+            dir = fsutil::open_dir_at(&dir, part.as_os_str()).map_err(self.err("opening", here))?;
+        }
+        fsutil::link_at(&dir, file, dst, name).map_err(self.err("linking", here))?;
+        Ok(true)
     }
 }
 
@@ -290,6 +335,28 @@ mod tests {
             Path::new("/etc/hostname")
         );
         assert_eq!(std::fs::metadata(&dest).unwrap().mode() & 0o7777, 0o711);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn hard_links_stay_links_and_are_copied_once() {
+        let base = scratch("links");
+        let vol = base.join("root/v");
+        std::fs::create_dir_all(vol.join("a/b")).unwrap();
+        std::fs::write(vol.join("a/b/big"), "0123456789").unwrap();
+        for other in ["again", "a/b/again", "a/third"] {
+            std::fs::hard_link(vol.join("a/b/big"), vol.join(other)).unwrap();
+        }
+        let dest = base.join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let s = copy_into(&base.join("root"), Path::new("/v"), &dest).unwrap();
+        assert_eq!(s.bytes, 10, "copied once");
+        let ino = std::fs::metadata(dest.join("a/b/big")).unwrap().ino();
+        for other in ["again", "a/b/again", "a/third"] {
+            let m = std::fs::metadata(dest.join(other)).unwrap();
+            assert_eq!(m.ino(), ino, "{other}");
+        }
+        assert_eq!(std::fs::metadata(dest.join("again")).unwrap().nlink(), 4);
         std::fs::remove_dir_all(&base).unwrap();
     }
 
