@@ -1021,23 +1021,11 @@ async fn checkpoint_container_refusals_and_a_failed_dump_leave_the_container_run
     for kind in KINDS {
         let (_netns, server, mut c, _) = server(kind).await;
         let pod = Pod::run(&mut c, &server, "ckpt").await;
-        let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
-        let id = pod
-            .start(
-                &mut c,
-                &server,
-                &container_config("ck", BUSYBOX, &["sh", "-c", script]),
-            )
-            .await;
+        let id = start_counter(&mut c, &server, &pod, BUSYBOX).await;
         let location = server.dir.join("checkpoints/ck.tar");
-        let ask = |id: &str, location: &str| CheckpointContainerRequest {
-            container_id: id.into(),
-            location: location.into(),
-            timeout: 0,
-        };
         let done = c
             .runtime
-            .checkpoint_container(ask(&id, location.to_str().unwrap()))
+            .checkpoint_container(checkpoint_request(&id, &location, 0))
             .await;
         if kind == Kind::Containerd {
             assert_eq!(done.unwrap_err().code(), tonic::Code::Unimplemented);
@@ -1055,33 +1043,18 @@ async fn checkpoint_container_refusals_and_a_failed_dump_leave_the_container_run
                 assert!(!location.exists(), "an archive after a failed dump");
             }
         }
-        let status = container_status(&mut c, &id).await.unwrap();
-        assert_eq!(
-            status.status.as_ref().unwrap().state(),
-            ContainerState::ContainerRunning
-        );
-        let count = format!("/proc/{}/root/tmp/count", container_pid(&status));
-        let read = || {
-            std::fs::read_to_string(&count)
-                .unwrap_or_default()
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0)
-        };
-        let before = read();
-        eventually("the container counts on after the checkpoint", || {
-            let now = read();
-            async move { now > before }
-        })
-        .await;
+        assert_counts_on(&mut c, &id).await;
         let code = |r: Result<tonic::Response<CheckpointContainerResponse>, tonic::Status>| {
             r.unwrap_err().code()
         };
-        let e = c.runtime.checkpoint_container(ask(&id, "ck.tar")).await;
+        let e = c
+            .runtime
+            .checkpoint_container(checkpoint_request(&id, "ck.tar".as_ref(), 0))
+            .await;
         assert_eq!(code(e), tonic::Code::InvalidArgument);
         let e = c
             .runtime
-            .checkpoint_container(ask("nope", "/tmp/x.tar"))
+            .checkpoint_container(checkpoint_request("nope", "/tmp/x.tar".as_ref(), 0))
             .await;
         assert_eq!(code(e), tonic::Code::NotFound);
         let created = pod
@@ -1094,7 +1067,7 @@ async fn checkpoint_container_refusals_and_a_failed_dump_leave_the_container_run
         let never = server.dir.join("never.tar");
         let e = c
             .runtime
-            .checkpoint_container(ask(&created, never.to_str().unwrap()))
+            .checkpoint_container(checkpoint_request(&created, &never, 0))
             .await;
         assert_eq!(code(e), tonic::Code::FailedPrecondition);
         assert!(!never.exists());

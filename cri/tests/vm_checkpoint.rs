@@ -67,23 +67,11 @@ async fn checkpoint_container_in_the_vm() {
             .await
             .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", server.log()));
         let pod = Pod::run(&mut c, &server, "ckpt").await;
-        let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
-        let id = pod
-            .start(
-                &mut c,
-                &server,
-                &container_config("ck", BUSYBOX, &["sh", "-c", script]),
-            )
-            .await;
+        let id = start_counter(&mut c, &server, &pod, BUSYBOX).await;
         let location = server.dir.join("checkpoints/ck.tar");
-        let ask = |id: &str, location: &str| CheckpointContainerRequest {
-            container_id: id.into(),
-            location: location.into(),
-            timeout: 0,
-        };
         let done = c
             .runtime
-            .checkpoint_container(ask(&id, location.to_str().unwrap()))
+            .checkpoint_container(checkpoint_request(&id, &location, 0))
             .await;
         done.unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", server.log()));
         let entries = tar_entries(&location);
@@ -126,25 +114,7 @@ async fn checkpoint_container_in_the_vm() {
             "the container's write"
         );
         // Still running, and still counting.
-        let status = container_status(&mut c, &id).await.unwrap();
-        assert_eq!(
-            status.status.as_ref().unwrap().state(),
-            ContainerState::ContainerRunning
-        );
-        let count = format!("/proc/{}/root/tmp/count", container_pid(&status));
-        let read = || {
-            std::fs::read_to_string(&count)
-                .unwrap_or_default()
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0)
-        };
-        let before = read();
-        eventually("the container counts on after the checkpoint", || {
-            let now = read();
-            async move { now > before }
-        })
-        .await;
+        assert_counts_on(&mut c, &id).await;
         let mut left: Vec<_> = std::fs::read_dir(server.dir.join("checkpoints"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -166,11 +136,7 @@ async fn checkpoint_container_in_the_vm() {
         let late = server.dir.join("checkpoints/late.tar");
         let e = c
             .runtime
-            .checkpoint_container(CheckpointContainerRequest {
-                container_id: id.clone(),
-                location: late.to_str().unwrap().into(),
-                timeout: 1,
-            })
+            .checkpoint_container(checkpoint_request(&id, &late, 1))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");

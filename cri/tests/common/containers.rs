@@ -287,3 +287,47 @@ pub async fn exec_sync(
             )
         })
 }
+
+/// A container of `pod`, from `image`, that counts into its /tmp/count every 0.1 s: the
+/// subject of a checkpoint, which must keep counting.
+pub async fn start_counter(c: &mut Clients, server: &Server, pod: &Pod, image: &str) -> String {
+    let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+    pod.start(
+        c,
+        server,
+        &container_config("ck", image, &["sh", "-c", script]),
+    )
+    .await
+}
+
+/// CheckpointContainer of `id` to `location`, with `timeout` seconds (0: none).
+pub fn checkpoint_request(id: &str, location: &Path, timeout: i64) -> CheckpointContainerRequest {
+    CheckpointContainerRequest {
+        container_id: id.into(),
+        location: location.to_string_lossy().into_owned(),
+        timeout,
+    }
+}
+
+/// Asserts that the counter container `id` is running and counts on from where it is.
+pub async fn assert_counts_on(c: &mut Clients, id: &str) {
+    let status = container_status(c, id).await.unwrap();
+    assert_eq!(
+        status.status.as_ref().unwrap().state(),
+        ContainerState::ContainerRunning
+    );
+    let count = format!("/proc/{}/root/tmp/count", container_pid(&status));
+    let read = || {
+        std::fs::read_to_string(&count)
+            .unwrap_or_default()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let before = read();
+    super::eventually("the container counts on after the checkpoint", || {
+        let now = read();
+        async move { now > before }
+    })
+    .await;
+}

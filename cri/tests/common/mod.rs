@@ -358,6 +358,61 @@ impl Drop for Server {
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        // A failing test keeps the directory (the daemon's log is there), but not what its
+        // pods and containers hold: capsa-cri's outlive the daemon by design.
+        if self.kind == Kind::Capsa {
+            self.remove_what_runs();
+        }
+    }
+}
+
+impl Server {
+    /// Best effort, after a failure: every container and pod in capsa's root is deleted
+    /// with force (their cgroups go with them), what still runs from the directory is
+    /// killed, and the mounts under it are detached.
+    fn remove_what_runs(&self) {
+        let runtime = capsa::Runtime::new(self.dir.join("run/capsa"));
+        for c in runtime.list().unwrap_or_default() {
+            let _ = c.delete(true);
+        }
+        for p in runtime.list_pods().unwrap_or_default() {
+            let _ = runtime.remove_pod(p.id(), true);
+        }
+        for pid in bundles::processes_mentioning(&self.dir) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        // Deepest first.
+        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in points {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        // The pods' parents (kubelet's cgroups, see pod_config) of this test process, once
+        // empty.
+        let ours = format!("pod{}-", std::process::id());
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let parent = h.path().join("capsa-cri-test");
+            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&ours) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
         }
     }
 }
