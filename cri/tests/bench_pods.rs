@@ -25,8 +25,6 @@ use k8s_cri::v1::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -94,11 +92,7 @@ async fn remove_pods(c: &Clients, pods: Vec<Pod>) {
 }
 
 async fn bench(kind: Kind) -> Results {
-    let (netns, server, mut c) = networked(kind, "bridge").await;
-    server
-        .registry
-        .push(Fixture::Busybox, "library/busybox:latest");
-    pull(&mut c, BUSYBOX, None).await.unwrap();
+    let (netns, server, mut c, _) = with_busybox(kind).await;
     let daemon = server.pid().unwrap() as i32;
     let mut r = Results::default();
     // Warm-up, unrecorded.

@@ -11,21 +11,6 @@ use k8s_cri::v1::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
-/// A server of `kind` in a network namespace of its own with a bridge network, busybox
-/// pulled.
-async fn server(kind: Kind) -> (Netns, Server, Clients, Pushed) {
-    let (netns, server, mut c) = networked(kind, "bridge").await;
-    let pushed = server
-        .registry
-        .push(Fixture::Busybox, "library/busybox:latest");
-    pull(&mut c, BUSYBOX, None)
-        .await
-        .unwrap_or_else(|e| panic!("{kind:?} PullImage: {e}\n{}", server.log()));
-    (netns, server, c, pushed)
-}
-
 async fn list(c: &mut Clients, filter: ContainerFilter) -> Vec<String> {
     let mut ids: Vec<String> = c
         .runtime
@@ -70,7 +55,7 @@ fn assert_nothing_left(server: &Server) {
 #[tokio::test]
 async fn lifecycle_logs_status_and_lists_as_containerd() {
     for kind in KINDS {
-        let (_netns, server, mut c, pushed) = server(kind).await;
+        let (_netns, server, mut c, pushed) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "life").await;
         let long = "x".repeat(40_000);
         let script = format!("echo out; echo err >&2; echo {long}; exec sleep 1000");
@@ -259,7 +244,7 @@ async fn lifecycle_logs_status_and_lists_as_containerd() {
 #[tokio::test]
 async fn stop_sends_sigterm_first_and_a_trapping_process_exits_cleanly() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "term").await;
         let id = pod
             .start(
@@ -304,7 +289,7 @@ async fn stop_sends_sigterm_first_and_a_trapping_process_exits_cleanly() {
 #[tokio::test]
 async fn bad_requests_are_refused_and_leave_nothing() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "bad").await;
         let good = container_config("c", BUSYBOX, &["true"]);
         let mut cases: Vec<(&str, ContainerConfig, String)> = Vec::new();
@@ -380,7 +365,7 @@ async fn bad_requests_are_refused_and_leave_nothing() {
 #[tokio::test]
 async fn security_context_is_seen_from_inside() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "sec").await;
         let script = "id; grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
                       touch /x 2>/dev/null && echo writable || echo readonly; \
@@ -454,7 +439,7 @@ async fn security_context_is_seen_from_inside() {
 #[tokio::test]
 async fn resources_in_the_cgroup_update_and_oom() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "res").await;
         let mut config = container_config("limited", BUSYBOX, &["sleep", "1000"]);
         *resources(&mut config) = LinuxContainerResources {
@@ -588,7 +573,7 @@ async fn resources_in_the_cgroup_update_and_oom() {
 #[tokio::test]
 async fn a_killed_daemon_loses_no_line_and_no_exit() {
     for kind in KINDS {
-        let (_netns, mut server, mut c, _) = server(kind).await;
+        let (_netns, mut server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "restart").await;
         let mut ids = Vec::new();
         for i in 0..20 {
@@ -663,7 +648,7 @@ async fn a_killed_daemon_loses_no_line_and_no_exit() {
 #[tokio::test]
 async fn tty_output_and_log_reopen_after_rename() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "logs").await;
         let mut tty = container_config("tty", BUSYBOX, &["sh", "-c", "echo on a terminal; tty"]);
         tty.tty = true;
@@ -737,7 +722,7 @@ async fn tty_output_and_log_reopen_after_rename() {
 /// containers (they stay as "created" with a reserved name until removed).
 #[tokio::test]
 async fn a_daemon_killed_in_create_container_leaves_nothing_once_restarted() {
-    let (_netns, mut server, mut c, _) = server(Kind::Capsa).await;
+    let (_netns, mut server, mut c, _) = with_busybox(Kind::Capsa).await;
     let pod = Pod::run(&mut c, &server, "crash").await;
     let mut swept = 0;
     for round in 0..3u64 {
@@ -830,7 +815,7 @@ async fn a_daemon_killed_in_create_container_leaves_nothing_once_restarted() {
 #[tokio::test]
 async fn layered_image_merged_view_inside_a_container() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         server
             .registry
             .push(Fixture::Layered, "library/layered:latest");
@@ -863,7 +848,7 @@ async fn layered_image_merged_view_inside_a_container() {
 async fn image_volumes_are_filled_from_the_image_per_container() {
     const WEB: &str = "docker.io/library/web:latest";
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         server.registry.push(Fixture::Web, "library/web:latest");
         pull(&mut c, WEB, None)
             .await
@@ -927,7 +912,7 @@ fn event_of(e: &ContainerEventResponse) -> (String, ContainerEventType, Vec<(Str
 async fn container_events_follow_the_lifecycle_with_statuses() {
     use ContainerEventType::*;
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let subscribed = c.runtime.get_container_events(GetEventsRequest {}).await;
         if kind == Kind::Containerd {
             let code = match subscribed {
@@ -1019,7 +1004,7 @@ async fn container_events_follow_the_lifecycle_with_statuses() {
 #[tokio::test]
 async fn checkpoint_container_refusals_and_a_failed_dump_leave_the_container_running() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "ckpt").await;
         let id = start_counter(&mut c, &server, &pod, BUSYBOX).await;
         let location = server.dir.join("checkpoints/ck.tar");
@@ -1144,7 +1129,7 @@ fn mountinfo_has(pid: &str, path: &str) -> bool {
 #[tokio::test]
 async fn mount_propagation_both_ways() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let shared = SharedDir::new(server.dir.join("prop"));
         let uid = uid();
         let log_dir = server.dir.join("logs").join(&uid);
@@ -1216,7 +1201,7 @@ async fn mount_propagation_both_ways() {
 #[tokio::test]
 async fn calls_in_every_state() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "states").await;
         let sleeper = |name: &str| container_config(name, BUSYBOX, &["sleep", "1000"]);
         // Created, then removed.
@@ -1270,7 +1255,7 @@ async fn calls_in_every_state() {
 #[tokio::test]
 async fn exec_sync_output_exit_code_and_timeout() {
     for kind in KINDS {
-        let (_netns, server, mut c, _) = server(kind).await;
+        let (_netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "exec").await;
         let mut config = container_config("e", BUSYBOX, &["sleep", "1000"]);
         config.envs = vec![KeyValue {
@@ -1350,7 +1335,7 @@ async fn exec_sync_output_exit_code_and_timeout() {
 /// the container RUNNING with the monitor's start time. capsa-cri's alone.
 #[tokio::test]
 async fn a_start_the_killed_daemon_did_not_record_is_recovered() {
-    let (_netns, mut server, mut c, _) = server(Kind::Capsa).await;
+    let (_netns, mut server, mut c, _) = with_busybox(Kind::Capsa).await;
     let pod = Pod::run(&mut c, &server, "recover").await;
     let id = pod
         .start(

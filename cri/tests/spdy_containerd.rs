@@ -21,7 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const SIZE: usize = 2 * 1024 * 1024;
 /// Concurrent port-forward requests (one connection each) in the session.
 const CONNECTIONS: u64 = 4;
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
 /// A containerd pod with a busybox container sleeping in it.
 struct Pod {
@@ -36,13 +35,7 @@ struct Pod {
 
 impl Pod {
     async fn start() -> Pod {
-        let (netns, server, mut c) = networked(Kind::Containerd, "bridge").await;
-        server
-            .registry
-            .push(Fixture::Busybox, "library/busybox:latest");
-        pull(&mut c, BUSYBOX, None)
-            .await
-            .unwrap_or_else(|e| panic!("pulling busybox: {e}\n{}", server.log()));
+        let (netns, server, mut c, _) = with_busybox(Kind::Containerd).await;
         let uid = uid();
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {

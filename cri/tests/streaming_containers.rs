@@ -14,8 +14,6 @@ use common::*;
 use k8s_cri::v1::*;
 use std::time::Duration;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
 async fn exec_url(c: &mut Clients, id: &str, cmd: &[&str], s: Streams) -> String {
     c.runtime
         .exec(ExecRequest {
@@ -49,11 +47,7 @@ fn processes_with(needle: &str) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_attach_and_port_forward_into_containers() {
     for kind in KINDS {
-        let (netns, server, mut c) = networked(kind, "bridge").await;
-        server
-            .registry
-            .push(Fixture::Busybox, "library/busybox:latest");
-        pull(&mut c, BUSYBOX, None).await.unwrap();
+        let (netns, server, mut c, _) = with_busybox(kind).await;
         let pod = Pod::run(&mut c, &server, "stream").await;
         let dial = Dial {
             netns: Some(netns.path.clone()),

@@ -13,8 +13,6 @@ use k8s_cri::v1::*;
 use std::collections::HashMap;
 use std::process::Command;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
 #[test]
 fn checkpoint_container_in_a_vm() {
     // Built here: below the VM's writable /tmp is this machine's, read-only.
@@ -59,13 +57,7 @@ fn tar_entries(path: &std::path::Path) -> Vec<String> {
 #[ignore = "run inside the VM by checkpoint_container_in_a_vm"]
 async fn checkpoint_container_in_the_vm() {
     {
-        let (_netns, server, mut c) = networked(Kind::Capsa, "bridge").await;
-        server
-            .registry
-            .push(Fixture::Busybox, "library/busybox:latest");
-        pull(&mut c, BUSYBOX, None)
-            .await
-            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", server.log()));
+        let (_netns, server, mut c, _) = with_busybox(Kind::Capsa).await;
         let pod = Pod::run(&mut c, &server, "ckpt").await;
         let id = start_counter(&mut c, &server, &pod, BUSYBOX).await;
         let location = server.dir.join("checkpoints/ck.tar");

@@ -587,6 +587,21 @@ pub async fn networked(kind: Kind, plugin: &str) -> (Netns, Server, Clients) {
     (netns, server, c)
 }
 
+/// busybox as pods' containers name it (pushed to the test registry by [`with_busybox`]).
+pub const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+/// [`networked`] with a bridge network, busybox pushed to the server's registry and pulled.
+pub async fn with_busybox(kind: Kind) -> (Netns, Server, Clients, Pushed) {
+    let (netns, server, mut c) = networked(kind, "bridge").await;
+    let pushed = server
+        .registry
+        .push(Fixture::Busybox, "library/busybox:latest");
+    images::pull(&mut c, BUSYBOX, None)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} PullImage: {e}\n{}", server.log()));
+    (netns, server, c, pushed)
+}
+
 /// Enters the network namespace at `path` on this (a fresh) thread.
 pub fn enter_netns(path: &str) {
     let f = std::fs::File::open(path).unwrap();
