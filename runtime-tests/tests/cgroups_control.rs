@@ -9,9 +9,7 @@ use std::process::Stdio;
 fn running(w: &mut World, prefix: &str) -> (String, i32) {
     let mut b = w.bundle(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
     b.set(|c| c["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 50}, "devices": [{"allow": false, "access": "rwm"}]}));
-    let id = w.id(prefix);
-    let pid = w.create(&id, &b);
-    w.ok(&["start", &id]);
+    let (id, pid) = w.started(prefix, &b);
     // Started is not yet forked: the tests count sh and its two sleeps.
     wait_until("sh and its two sleeps", || {
         read_cgroup("pids", &id, "cgroup.procs").lines().count() == 3

@@ -15,9 +15,7 @@ use std::process::Stdio;
 
 fn running(w: &mut World, args: &[&str]) -> (String, Bundle, i32) {
     let b = w.bundle(args);
-    let id = w.id("ck");
-    let pid = w.create(&id, &b);
-    w.ok(&["start", &id]);
+    let (id, pid) = w.started("ck", &b);
     (id, b, pid)
 }
 

@@ -12,15 +12,8 @@ fn running(w: &mut World, edit: impl FnOnce(&mut serde_json::Value)) -> (String,
         c["hostname"] = json!("exec-host");
         edit(c)
     });
-    let id = w.id("exec");
-    let pid = w.create(&id, &b);
-    w.ok(&["start", &id]);
+    let (id, pid) = w.started("exec", &b);
     (id, pid, b)
-}
-
-fn finish(w: &World, id: &str, pid: i32) {
-    w.ok(&["delete", "--force", id]);
-    wait_exit(pid);
 }
 
 #[test]
@@ -44,7 +37,7 @@ fn exec_joins_every_namespace_and_the_cgroup_of_init() {
         lines[7]
     );
     assert_ne!(lines[8], "1", "exec is not the container's pid 1");
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }
 
 #[test]
@@ -68,7 +61,7 @@ fn exit_status_stdio_and_stdin_pass_through() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got line\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }
 
 #[test]
@@ -104,7 +97,7 @@ fn flags_set_user_cwd_env_groups_caps_and_no_new_privs() {
         (1 << 29) | (1 << 5) | (1 << 10) | (1 << 13)
     );
     assert!(lines[4].ends_with('1'), "{}", lines[4]);
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }
 
 #[test]
@@ -127,7 +120,7 @@ fn a_process_json_describes_the_whole_process() {
         w.ok(&["exec", "--process", process.to_str().unwrap(), &id]),
         "1 2\n/etc\n1000\n0077\n"
     );
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }
 
 #[test]
@@ -160,7 +153,7 @@ fn detached_exec_writes_a_pid_file_relative_to_the_caller() {
         .unwrap()
         .ends_with("busybox"));
     kill_and_reap(exec_pid);
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }
 
 #[test]
@@ -212,7 +205,7 @@ fn exec_into_a_user_namespace_is_root_inside_and_mapped_outside() {
         lines[1].split_whitespace().collect::<Vec<_>>(),
         ["0", "200000", "65536"]
     );
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }
 
 /// An argument holding a NUL byte cannot reach execve; it used to become "" silently (and
@@ -246,5 +239,5 @@ fn an_argument_with_a_nul_byte_is_refused_naming_it() {
         w.ok(&["exec", &id, "echo", "still", "fine"]),
         "still fine\n"
     );
-    finish(&w, &id, pid);
+    w.force_delete(&id, pid);
 }

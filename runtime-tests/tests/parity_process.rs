@@ -44,15 +44,8 @@ fn a_workdir_only_root_can_traverse_is_entered_before_the_switch_to_the_user() {
 fn running(w: &mut World, edit: impl FnOnce(&mut serde_json::Value)) -> (String, i32, Bundle) {
     let mut b = w.bundle(&["sleep", "100"]);
     b.set(edit);
-    let id = w.id("par");
-    let pid = w.create(&id, &b);
-    w.ok(&["start", &id]);
+    let (id, pid) = w.started("par", &b);
     (id, pid, b)
-}
-
-fn finish(w: &World, id: &str, pid: i32) {
-    w.ok(&["delete", "--force", id]);
-    wait_exit(pid);
 }
 
 /// The name under /capsa of the cgroup of container `id` (runc's is in the bundle).
@@ -84,7 +77,7 @@ fn exec_tty_without_a_console_socket_relays_a_pty_in_the_foreground() {
         ));
         let bytes = std::fs::read_to_string(&out).unwrap();
         assert!(bytes.ends_with("a\nb\n"), "{bytes:?}");
-        finish(w, &id, pid);
+        w.force_delete(&id, pid);
     });
 }
 
@@ -118,7 +111,7 @@ fn exec_process_file_without_a_user_runs_as_root() {
         std::fs::write(&file, process.to_string()).unwrap();
         let out = w.ok(&["exec", "--process", file.to_str().unwrap(), &id]);
         assert_eq!(out, "uid=0(root) gid=0(root)\n");
-        finish(w, &id, pid);
+        w.force_delete(&id, pid);
     });
 }
 
@@ -133,7 +126,7 @@ fn exec_env_from_the_command_line_wins_over_the_config() {
         let foo: Vec<&str> = out.lines().filter(|l| l.starts_with("FOO=")).collect();
         assert_eq!(foo, ["FOO=cli"], "{out}");
         assert!(out.lines().any(|l| l == "BAR=kept"), "{out}");
-        finish(w, &id, pid);
+        w.force_delete(&id, pid);
     });
 }
 
@@ -163,7 +156,7 @@ fn exec_ignore_paused_runs_in_a_paused_container_once_resumed() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
-        finish(w, &id, pid);
+        w.force_delete(&id, pid);
     });
 }
 
@@ -319,7 +312,7 @@ fn exec_cgroup_puts_the_process_in_sub_cgroups_of_the_containers() {
         let err = w.fails(&["exec", "--cgroup", "bogus:sub", &id, "true"]);
         assert!(err.contains("unknown controller bogus"), "{err}");
         subs.iter().for_each(|d| std::fs::remove_dir(d).unwrap());
-        finish(w, &id, pid);
+        w.force_delete(&id, pid);
     });
 }
 

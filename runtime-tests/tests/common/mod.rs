@@ -243,6 +243,21 @@ impl World {
         pid
     }
 
+    /// Creates a container from `bundle` under a fresh id of `prefix` and starts it:
+    /// (id, init pid).
+    pub fn started(&mut self, prefix: &str, bundle: &Bundle) -> (String, i32) {
+        let id = self.id(prefix);
+        let pid = self.create(&id, bundle);
+        self.ok(&["start", &id]);
+        (id, pid)
+    }
+
+    /// `delete --force` of `id`, then waits (bounded) for its init `pid` to be gone.
+    pub fn force_delete(&self, id: &str, pid: i32) {
+        self.ok(&["delete", "--force", id]);
+        wait_exit(pid);
+    }
+
     pub fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
