@@ -173,7 +173,9 @@ fn a_single_threaded_monitor_hands_pipes_as_stdio_and_reaps_exit_code_3() {
 fn a_threaded_subreaper_reads_the_output_and_gets_the_signal_that_killed_init() {
     let mut w = World::new();
     assert!(threads() > 1);
-    let b = w.bundle(&["sh", "-c", "echo up; echo on-stderr >&2; exec sleep 1000"]);
+    // stderr first: once "up" is read, the shell has written both, so the kill cannot
+    // overtake the second write.
+    let b = w.bundle(&["sh", "-c", "echo on-stderr >&2; echo up; exec sleep 1000"]);
     let id = w.id("killed");
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
