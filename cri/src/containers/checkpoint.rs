@@ -12,14 +12,17 @@
 //! rootfs-diff.tar   the writable layer, as an OCI layer (deletions as .wh. entries)
 //! ```
 //!
-//! Everything is made in a directory of the container's own, archived to a temporary name
-//! beside `location` and renamed into place: a failure, or a caller's timeout, leaves no
-//! partial archive and no work files.
+//! Everything is made in a directory of the container's own, then archived to an unnamed
+//! file beside `location` that is linked into place once complete: a failure, a caller's
+//! timeout or a daemon killed half way leaves no partial archive and no work files (the
+//! work directory is removed when done, and before the next checkpoint of the container).
 
 use super::record::ContainerRecord;
 use crate::daemon::Daemon;
 use crate::pods::internal;
 use k8s_cri::v1::*;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,6 +71,18 @@ struct Job {
 
 impl Job {
     fn run(self) -> Result<(), String> {
+        // Held until this job ends, even when its caller gave up waiting: the next
+        // checkpoint of the container waits for none and shares no work directory.
+        let lock = self.scratch.with_extension("lock");
+        let _lock = crate::images::store::fsutil::lock_exclusive(&lock).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                "an earlier checkpoint of this container is still being made".to_string()
+            } else {
+                format!("locking {}: {e}", lock.display())
+            }
+        })?;
+        // What a daemon killed during an earlier checkpoint left.
+        let _ = std::fs::remove_dir_all(&self.scratch);
         let _scratch = Scratch(self.scratch.clone());
         std::fs::create_dir_all(&self.scratch)
             .map_err(|e| format!("creating {}: {e}", self.scratch.display()))?;
@@ -97,39 +112,80 @@ impl Job {
                 .map_err(|e| format!("writing {name}: {e}"))?;
         }
         let _ = std::fs::remove_dir_all(&work);
-        self.archive()
+        write_archive(&self.scratch, &self.location, &self.abandoned)
     }
+}
 
-    /// Archives the scratch directory to a temporary name beside `location`, then renames
-    /// it into place unless the caller gave up meanwhile.
-    fn archive(&self) -> Result<(), String> {
-        let parent = self.location.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        let name = self
-            .location
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy();
-        let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-        let written = (|| -> std::io::Result<()> {
-            let file = std::fs::File::create(&tmp)?;
-            let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-            tar.follow_symlinks(false);
-            tar.append_dir_all(".", &self.scratch)?;
-            let file = tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()
-        })();
-        let renamed = written.and_then(|()| {
-            if self.abandoned.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("the caller's timeout passed"));
-            }
-            std::fs::rename(&tmp, &self.location)
-        });
-        renamed.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("writing the archive {}: {e}", self.location.display())
-        })
+/// Archives `dir` to `location`, mode 0600 (the archive holds the container's memory).
+///
+/// The archive is written to an unnamed file (O_TMPFILE) in `location`'s directory and only
+/// linked in once complete and synced, unless `abandoned` is set by then: a failure, a
+/// caller's timeout or a daemon killed while writing leaves no file at all. A `location`
+/// that exists already is replaced through a temporary name and a rename (a crash between
+/// those two calls leaves `.NAME.PID.tmp`). A file system without O_TMPFILE gets that
+/// temporary name for the whole write.
+fn write_archive(dir: &Path, location: &Path, abandoned: &AtomicBool) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("writing the archive {}: {e}", location.display());
+    let parent = location.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    let name = location.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let write = |file: std::fs::File| -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", dir)?;
+        let file = tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        if abandoned.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the caller's timeout passed"));
+        }
+        Ok(())
+    };
+    let unnamed = std::fs::OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(parent);
+    let file = match unnamed {
+        Ok(file) => file,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            let named = (|| {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                write(file)?;
+                std::fs::rename(&tmp, location)
+            })();
+            return named.map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                fail(e)
+            });
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    let fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let link = |to: &Path| {
+        nix::unistd::linkat(
+            None,
+            fd.as_path(),
+            None,
+            to,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        )
+        .map_err(std::io::Error::from)
+    };
+    write(file.try_clone().map_err(fail)?).map_err(fail)?;
+    match link(location) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            link(&tmp).map_err(fail)?;
+            std::fs::rename(&tmp, location).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                fail(e)
+            })
+        }
+        linked => linked.map_err(fail),
     }
 }
 
@@ -248,4 +304,105 @@ fn status_json(s: Option<&ContainerStatus>) -> serde_json::Value {
         "annotations": s.annotations,
         "logPath": s.log_path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh directory under the system's temporary directory, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let dir = std::env::temp_dir()
+                .join(format!("capsa-cri-archive-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("work")).unwrap();
+            std::fs::create_dir_all(dir.join("out")).unwrap();
+            // Big enough that the write takes a while for the watcher below.
+            std::fs::write(dir.join("work/pages.img"), vec![7u8; 32 << 20]).unwrap();
+            std::fs::write(dir.join("work/dump.log"), "done\n").unwrap();
+            Dir(dir)
+        }
+
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.0.join("out"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entries(archive: &Path) -> Vec<String> {
+        let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+        let mut names: Vec<String> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .filter(|n| n != "./")
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// While the archive is written, its directory shows no name at all (what a daemon
+    /// killed at any point of the write leaves); then the complete archive, mode 0600.
+    #[test]
+    fn the_archive_has_no_name_until_it_is_complete() {
+        let d = Dir::new("fresh");
+        let location = d.0.join("out/ck.tar");
+        let done = AtomicBool::new(false);
+        let seen = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::SeqCst) {
+                    for name in d.names() {
+                        if location.exists() {
+                            // Linked: it must be whole already.
+                            assert_eq!(entries(&location).len(), 2);
+                        }
+                        seen.insert(name);
+                    }
+                }
+                seen
+            });
+            write_archive(&d.0.join("work"), &location, &AtomicBool::new(false)).unwrap();
+            done.store(true, Ordering::SeqCst);
+            watcher.join().unwrap()
+        });
+        assert!(seen.iter().all(|n| n == "ck.tar"), "{seen:?}");
+        assert_eq!(d.names(), ["ck.tar"]);
+        assert_eq!(entries(&location), ["dump.log", "pages.img"]);
+        let mode = std::fs::metadata(&location).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_existing_archive_is_replaced_and_nothing_else_is_left() {
+        let d = Dir::new("replace");
+        let location = d.0.join("out/ck.tar");
+        std::fs::write(&location, "old").unwrap();
+        write_archive(&d.0.join("work"), &location, &AtomicBool::new(false)).unwrap();
+        assert_eq!(d.names(), ["ck.tar"]);
+        assert_eq!(entries(&location), ["dump.log", "pages.img"]);
+    }
+
+    #[test]
+    fn an_abandoned_archive_leaves_nothing() {
+        let d = Dir::new("abandoned");
+        let location = d.0.join("out/ck.tar");
+        let err = write_archive(&d.0.join("work"), &location, &AtomicBool::new(true)).unwrap_err();
+        assert!(err.contains("timeout"), "{err}");
+        assert!(d.names().is_empty(), "{:?}", d.names());
+    }
 }

@@ -27,7 +27,7 @@
 mod blobs;
 mod digest;
 mod flight;
-mod fsutil;
+pub(crate) mod fsutil;
 mod layers;
 mod record;
 mod rootfs;
