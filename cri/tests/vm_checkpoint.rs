@@ -7,35 +7,24 @@
 //! containers.rs.
 
 mod common;
+#[path = "../../runtime-tests/tests/common/vm.rs"]
+mod vm;
 use common::containers::*;
 use common::*;
 use k8s_cri::v1::*;
 use std::collections::HashMap;
-use std::process::Command;
+use vm::Vm;
 
 #[test]
 fn checkpoint_container_in_a_vm() {
     // Built here: below the VM's writable /tmp is this machine's, read-only.
     Fixture::Busybox.archive();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let capsa = std::path::Path::new(CAPSA_CRI).with_file_name("capsa");
     let me = std::env::current_exe().unwrap();
-    let out = Command::new("bash")
-        .arg(repo.join("runtime-tests/vm/run.sh"))
-        .arg(&capsa)
-        .arg(repo.join("runtime-tests/vm/cri-checkpoint.sh"))
-        .env("VM_SWITCH_ROOT", "1")
-        .env("CAPSA_VM_TIMEOUT", "2400")
-        .env("CAPSA_VM_ENV", format!("CRI_TEST={}", me.display()))
-        .output()
-        .expect("running runtime-tests/vm/run.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        text.lines().any(|l| l == "RESULT cri_checkpoint PASS"),
-        "the VM's test did not pass:\n{text}"
-    );
-    assert!(out.status.success(), "run.sh failed:\n{text}");
+    Vm::new(&capsa, "runtime-tests/vm/cri-checkpoint.sh")
+        .switch_root()
+        .guest_env(format!("CRI_TEST={}", me.display()))
+        .require(["cri_checkpoint"]);
 }
 
 /// The entries of a tar archive.

@@ -7,8 +7,8 @@
 //! nested and frozen cgroups, cleanup, ...). Each binary and each scenario is one RESULT line.
 
 mod common;
+use common::vm::Vm;
 use common::*;
-use std::process::Command;
 
 /// The test binaries the VM runs: every cgroups_* test of this host.
 const CGROUP_TESTS: [&str; 5] = [
@@ -35,25 +35,6 @@ fn cgroup_v2_tests_and_scenarios_pass_in_a_vm() {
             p.to_str().unwrap().to_string()
         })
         .collect();
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("bash")
-        .arg(format!("{repo}/runtime-tests/vm/run.sh"))
-        .arg(BIN)
-        .arg(format!("{repo}/runtime-tests/vm/v2-suite.sh"))
-        .env(
-            "CAPSA_VM_ENV",
-            format!("CAPSA_TEST_BINS={}", paths.join(",")),
-        )
-        .output()
-        .expect("running runtime-tests/vm/run.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<&str> = text.lines().filter(|l| l.starts_with("RESULT ")).collect();
-    let failed: Vec<&&str> = results
-        .iter()
-        .filter(|l| l.split(' ').nth(2) == Some("FAIL"))
-        .collect();
-    assert!(failed.is_empty(), "failed in the VM: {failed:#?}\n{text}");
     let tests = CGROUP_TESTS.iter().map(|t| format!("test:{t}"));
     let scenarios = [
         "memory_oom_exit",
@@ -80,13 +61,7 @@ fn cgroup_v2_tests_and_scenarios_pass_in_a_vm() {
         "nothing_left",
     ]
     .map(String::from);
-    for name in tests.chain(scenarios) {
-        assert!(
-            results
-                .iter()
-                .any(|l| l.starts_with(&format!("RESULT {name} PASS"))),
-            "{name} did not pass:\n{text}"
-        );
-    }
-    assert!(out.status.success(), "run.sh failed:\n{text}");
+    Vm::new(BIN.as_ref(), "runtime-tests/vm/v2-suite.sh")
+        .guest_env(format!("CAPSA_TEST_BINS={}", paths.join(",")))
+        .require(tests.chain(scenarios));
 }

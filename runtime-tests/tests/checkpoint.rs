@@ -132,12 +132,11 @@ fn a_restore_refused_leaves_no_state_cgroup_or_mount() {
 /// The scenarios that need a working criu, in the VM with Debian's kernel.
 #[test]
 fn checkpoint_and_restore_in_a_vm() {
-    common::vm::scenarios_pass(
-        "runtime-tests/vm/checkpoint-tests.sh",
-        // criu refuses a container made from a chroot (its root is not its mount
-        // namespace's), which is how the VM runs scripts by default.
-        true,
-        &[
+    // criu refuses a container made from a chroot (its root is not its mount namespace's),
+    // which is how the VM runs scripts by default.
+    common::vm::Vm::new(BIN.as_ref(), "runtime-tests/vm/checkpoint-tests.sh")
+        .switch_root()
+        .require([
             "criu_check",
             "checkpoint_stops",
             "restore_runs",
@@ -151,6 +150,5 @@ fn checkpoint_and_restore_in_a_vm() {
             "restore_not_a_checkpoint",
             "netns",
             "nothing_left",
-        ],
-    );
+        ]);
 }
