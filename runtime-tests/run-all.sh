@@ -38,4 +38,4 @@ if [ -n "$need_clients" ]; then
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
