@@ -13,6 +13,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod logger;
+pub mod metrics;
 pub mod monitor;
 pub mod pods;
 pub mod sandbox;

@@ -1,8 +1,6 @@
 //! The gRPC services. Each RPC capsa-cri serves is an inherent method of [`Daemon`] taking
 //! the request message and returning the response message; the trait impls below only
-//! unwrap and wrap. RPCs whose work has not landed answer `Unimplemented`, naming the RPC:
-//! the two metrics calls, which kubelet makes only with its alpha PodAndContainerStatsFromCRI
-//! gate.
+//! unwrap and wrap. Every RPC of CRI v1 as k8s-cri 0.11 has it is served.
 
 use crate::daemon::Daemon;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -15,18 +13,12 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct Services(pub Arc<Daemon>);
 
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!("capsa-cri does not implement {rpc} yet"))
-}
-
-/// Writes the trait impl: `served` RPCs call the daemon's method of the same name, `later`
-/// ones answer Unimplemented.
+/// Writes the trait impl: each RPC calls the daemon's method of the same name.
 macro_rules! service {
     (
         impl $trait:ident {
             $(type $assoc:ident = $assoc_ty:ty;)*
             served { $($s:ident($sreq:ident) -> $sresp:ty;)* }
-            later { $($l:ident($lreq:ident) -> $lresp:ty;)* }
         }
     ) => {
         #[tonic::async_trait]
@@ -35,11 +27,6 @@ macro_rules! service {
             $(
                 async fn $s(&self, r: Request<$sreq>) -> Result<Response<$sresp>, Status> {
                     self.0.$s(r.into_inner()).await.map(Response::new)
-                }
-            )*
-            $(
-                async fn $l(&self, _: Request<$lreq>) -> Result<Response<$lresp>, Status> {
-                    Err(unimplemented(stringify!($l)))
                 }
             )*
         }
@@ -80,8 +67,6 @@ service! {
             port_forward(PortForwardRequest) -> PortForwardResponse;
             get_container_events(GetEventsRequest) -> EventStream;
             checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-        }
-        later {
             list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
             list_pod_sandbox_metrics(ListPodSandboxMetricsRequest)
                 -> ListPodSandboxMetricsResponse;
@@ -98,6 +83,5 @@ service! {
             remove_image(RemoveImageRequest) -> RemoveImageResponse;
             image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse;
         }
-        later {}
     }
 }

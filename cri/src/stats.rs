@@ -30,34 +30,59 @@ fn value(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
 }
 
-/// Memory as kubelet computes it: working set = usage - inactive file pages (v1
-/// total_inactive_file, v2 inactive_file), available = limit - working set when limited.
+/// The working set as kubelet computes it: usage less inactive file pages (v1
+/// total_inactive_file, v2 inactive_file).
+pub fn working_set(stats: &capsa::cgroups::stats::Stats) -> u64 {
+    let raw = &stats.memory.raw;
+    let inactive = ["total_inactive_file", "inactive_file"]
+        .iter()
+        .find_map(|k| raw.get(*k).copied())
+        .unwrap_or(0);
+    stats.memory.usage.usage.saturating_sub(inactive)
+}
+
+/// The memory limit, or None when unlimited: v1 reports "no limit" as a huge page-aligned
+/// number, v2 as 0 (max).
+pub fn memory_limit(stats: &capsa::cgroups::stats::Stats) -> Option<u64> {
+    let limit = stats.memory.usage.limit;
+    (limit > 0 && limit < (1 << 62)).then_some(limit)
+}
+
+/// Memory in the CRI's terms: available = limit - working set when limited.
 pub fn memory(stats: &capsa::cgroups::stats::Stats, now: i64) -> MemoryUsage {
     let raw = &stats.memory.raw;
     let get = |keys: &[&str]| keys.iter().find_map(|k| raw.get(*k).copied()).unwrap_or(0);
-    let usage = stats.memory.usage.usage;
-    let inactive = get(&["total_inactive_file", "inactive_file"]);
-    let working_set = usage.saturating_sub(inactive);
-    let limit = stats.memory.usage.limit;
-    // v1 reports "no limit" as a huge page-aligned number, v2 as 0 (max).
-    let limited = limit > 0 && limit < (1 << 62);
+    let working_set = working_set(stats);
     MemoryUsage {
         timestamp: now,
         working_set_bytes: value(working_set),
-        available_bytes: limited.then(|| UInt64Value {
+        available_bytes: memory_limit(stats).map(|limit| UInt64Value {
             value: limit.saturating_sub(working_set),
         }),
-        usage_bytes: value(usage),
+        usage_bytes: value(stats.memory.usage.usage),
         rss_bytes: value(get(&["total_rss", "anon"])),
         page_faults: value(get(&["total_pgfault", "pgfault"])),
         major_page_faults: value(get(&["total_pgmajfault", "pgmajfault"])),
     }
 }
 
-/// Interface counters of `/proc/<pid>/net/dev` (the process's network namespace), without
-/// lo; eth0 is the default interface.
-pub fn network(net_dev: &str, now: i64) -> NetworkUsage {
-    let interfaces: Vec<NetworkInterfaceUsage> = net_dev
+/// One interface's counters from `/proc/<pid>/net/dev`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Interface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// The interfaces of a `/proc/<pid>/net/dev` (the process's network namespace), without lo.
+pub fn interfaces(net_dev: &str) -> Vec<Interface> {
+    net_dev
         .lines()
         .skip(2)
         .filter_map(|l| {
@@ -67,13 +92,31 @@ pub fn network(net_dev: &str, now: i64) -> NetworkUsage {
                 .map(|n| n.parse().unwrap_or(0))
                 .collect();
             let name = name.trim();
-            (name != "lo" && f.len() >= 12).then(|| NetworkInterfaceUsage {
+            (name != "lo" && f.len() >= 12).then(|| Interface {
                 name: name.to_string(),
-                rx_bytes: value(f[0]),
-                rx_errors: value(f[2]),
-                tx_bytes: value(f[8]),
-                tx_errors: value(f[10]),
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2],
+                rx_dropped: f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10],
+                tx_dropped: f[11],
             })
+        })
+        .collect()
+}
+
+/// Interface counters in the CRI's terms; eth0 is the default interface.
+pub fn network(net_dev: &str, now: i64) -> NetworkUsage {
+    let interfaces: Vec<NetworkInterfaceUsage> = interfaces(net_dev)
+        .into_iter()
+        .map(|i| NetworkInterfaceUsage {
+            name: i.name,
+            rx_bytes: value(i.rx_bytes),
+            rx_errors: value(i.rx_errors),
+            tx_bytes: value(i.tx_bytes),
+            tx_errors: value(i.tx_errors),
         })
         .collect();
     NetworkUsage {

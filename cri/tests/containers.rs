@@ -37,17 +37,6 @@ fn state(s: ContainerState) -> Option<ContainerStateValue> {
     Some(ContainerStateValue { state: s as i32 })
 }
 
-/// No process of the server's scratch directory left, no capsa state, no mount under it.
-fn assert_nothing_left(server: &Server) {
-    let dir = server.dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let left: Vec<&str> = mounts
-        .lines()
-        .filter(|l| l.contains(&dir) && !l.contains("/netns/"))
-        .collect();
-    assert!(left.is_empty(), "mounts left: {left:#?}");
-}
-
 /// Create → CREATED, Start → RUNNING, output in the log (both streams, a 40000-byte line in
 /// 16 KiB pieces), Stop with a timeout that the container's init ignores (SIGTERM to pid 1)
 /// → SIGKILL, exit 137; Completed and Error reasons; status fields; list filters; Remove

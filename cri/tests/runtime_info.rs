@@ -154,28 +154,6 @@ async fn runtime_config_and_pod_cidr() {
     }
 }
 
-/// What a kubelet on a node with capsa-cri alone sees of the RPCs still to come (the two
-/// metrics calls of kubelet's alpha PodAndContainerStatsFromCRI gate): a plain Unimplemented
-/// naming the call (capsa's alone: containerd 1.6 predates them).
-#[tokio::test]
-async fn calls_not_served_yet_say_so() {
-    let server = Server::start(Kind::Capsa).await;
-    let mut c = server.clients().await;
-    let e = c
-        .runtime
-        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("list_metric_descriptors"), "{e}");
-    let e = c
-        .runtime
-        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-}
-
 /// The socket: mode 0660; a second daemon on a live socket is refused; SIGTERM stops serving
 /// and removes it; a daemon killed with SIGKILL leaves a stale socket that the next start
 /// replaces. (Daemon behaviour, not CRI: capsa-cri's alone.)

@@ -331,3 +331,14 @@ pub async fn assert_counts_on(c: &mut Clients, id: &str) {
     })
     .await;
 }
+
+/// No mount of the server's scratch directory left (the test's netns pins aside).
+pub fn assert_nothing_left(server: &Server) {
+    let dir = server.dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&dir) && !l.contains("/netns/"))
+        .collect();
+    assert!(left.is_empty(), "mounts left: {left:#?}");
+}

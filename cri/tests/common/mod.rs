@@ -56,6 +56,7 @@ pub fn scratch(prefix: &str) -> PathBuf {
 }
 
 /// The k8s-cri clients of one server.
+#[derive(Clone)]
 pub struct Clients {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,
