@@ -279,31 +279,25 @@ impl<'a> Sampler<'a> {
     /// Every interface of a `/proc/<pid>/net/dev` but lo.
     pub fn network(&mut self, net_dev: &str) {
         for i in crate::stats::interfaces(net_dev) {
-            let name = Some(i.name.as_str());
-            self.push("container_network_receive_bytes_total", name, i.rx_bytes);
-            self.push(
-                "container_network_receive_packets_total",
-                name,
-                i.rx_packets,
-            );
-            self.push("container_network_receive_errors_total", name, i.rx_errors);
-            self.push(
-                "container_network_receive_packets_dropped_total",
-                name,
-                i.rx_dropped,
-            );
-            self.push("container_network_transmit_bytes_total", name, i.tx_bytes);
-            self.push(
-                "container_network_transmit_packets_total",
-                name,
-                i.tx_packets,
-            );
-            self.push("container_network_transmit_errors_total", name, i.tx_errors);
-            self.push(
-                "container_network_transmit_packets_dropped_total",
-                name,
-                i.tx_dropped,
-            );
+            let counters = [
+                ("container_network_receive_bytes_total", i.rx_bytes),
+                ("container_network_receive_packets_total", i.rx_packets),
+                ("container_network_receive_errors_total", i.rx_errors),
+                (
+                    "container_network_receive_packets_dropped_total",
+                    i.rx_dropped,
+                ),
+                ("container_network_transmit_bytes_total", i.tx_bytes),
+                ("container_network_transmit_packets_total", i.tx_packets),
+                ("container_network_transmit_errors_total", i.tx_errors),
+                (
+                    "container_network_transmit_packets_dropped_total",
+                    i.tx_dropped,
+                ),
+            ];
+            for (metric, value) in counters {
+                self.push(metric, Some(&i.name), value);
+            }
         }
     }
 }
@@ -465,15 +459,7 @@ eth0:    2000      20    1    4    0     0          0         0     3000      30
         assert_eq!(rx_dropped.value.as_ref().unwrap().value, 4);
         assert_eq!(
             rx_dropped.label_values,
-            [
-                "app",
-                "/kubepods/pod1/c1",
-                "busybox:latest",
-                "c1",
-                "ns",
-                "web",
-                "eth0"
-            ]
+            [&labels.0[..], &["eth0".to_string()]].concat()
         );
     }
 
