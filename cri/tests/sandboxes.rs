@@ -400,7 +400,12 @@ async fn a_failing_plugin_fails_the_pod_with_its_message_and_leaves_nothing() {
             "{kind:?}: {e}"
         );
         after_failed_run(kind, &server, &mut c).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A failed pod's cgroups may go just after the answer: wait for that, bounded.
+        eventually("the failed pod's cgroups to go", || {
+            let uid = uid.clone();
+            async move { pod_cgroups_left(&uid).is_empty() }
+        })
+        .await;
         assert_clean(kind, &server, &uid);
     }
 }

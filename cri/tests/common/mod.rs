@@ -549,26 +549,31 @@ pub fn sandbox_pid(s: &k8s_cri::v1::PodSandboxStatusResponse) -> i32 {
 
 /// No cgroup left under the test's parent for `uid`, no process left from the server dir.
 pub fn assert_pod_cgroups_gone(uid: &str) {
+    let left = pod_cgroups_left(uid);
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+}
+
+/// The cgroups of the pod `uid` still there, in every hierarchy (its parent, which kubelet
+/// would have made, removed when empty).
+pub fn pod_cgroups_left(uid: &str) -> Vec<PathBuf> {
+    let mut left = Vec::new();
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let d = h.path().join("capsa-cri-test").join(format!("pod{uid}"));
         if d.exists() {
             // containerd leaves the (empty) parent kubelet would have made; a pod's own
             // cgroup below it must be gone.
-            let children: Vec<_> = std::fs::read_dir(&d)
-                .unwrap()
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name())
-                .collect();
-            assert!(
-                children.is_empty(),
-                "cgroups left in {}: {children:?}",
-                d.display()
+            left.extend(
+                std::fs::read_dir(&d)
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path()),
             );
             let _ = std::fs::remove_dir(&d);
         }
         let _ = std::fs::remove_dir(h.path().join("capsa-cri-test"));
     }
+    left
 }
 
 /// A pod uid unique to this test process and call.
