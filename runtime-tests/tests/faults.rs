@@ -238,7 +238,7 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
                 // Unless create handed init over (the container is created), init must die
                 // with it: nothing may run that no state can name.
                 let status = status_of(&w, &id);
-                if status.as_deref() != Some("created") && !wait_empty(&id, Duration::from_secs(2))
+                if status.as_deref() != Some("created") && !wait_empty(&id, Duration::from_secs(10))
                 {
                     orphans.push(format!("{id} ({status:?}): {:?}", processes_of(&id)));
                 }
@@ -250,7 +250,7 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
                 killed_after(&w, &["start", &id], rng.within(t_start));
                 // Still "created" must mean not started yet: a second start then works.
                 if status_of(&w, &id).as_deref() == Some("created")
-                    && !finishes_within(&w, &["start", &id], Duration::from_secs(5))
+                    && !finishes_within(&w, &["start", &id], Duration::from_secs(20))
                 {
                     stuck_starts.push(id.clone());
                 }
@@ -293,7 +293,7 @@ fn commands_killed_at_random_points_leave_nothing_delete_force_cannot_clean() {
     let mut by_kind = [0usize; 4];
     for (kind, id) in &ids {
         // A process SIGKILLed by delete may take a moment to leave its cgroup.
-        wait_empty(id, Duration::from_secs(2));
+        wait_empty(id, Duration::from_secs(10));
         let l = leftovers(&w.root, id);
         if !l.is_empty() {
             by_kind[*kind as usize] += 1;
