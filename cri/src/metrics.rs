@@ -321,11 +321,15 @@ impl Daemon {
         let containers = self.containers().all();
         let mut pod_metrics = Vec::new();
         for sandbox in self.sandboxes() {
-            if !self.is_ready(&sandbox) {
+            // Ready: not stopped, its infra process alive (is_ready's test, with the pod
+            // loaded once). A pod or container removed meanwhile is skipped, not an error.
+            if sandbox.stopped {
                 continue;
             }
-            // A pod or container removed meanwhile is skipped, not an error.
             let Ok(pod) = self.runtime().load_pod(&sandbox.id) else {
+                continue;
+            };
+            let Some(infra) = pod.live_pid() else {
                 continue;
             };
             let meta = sandbox.config.metadata.clone().unwrap_or_default();
@@ -338,8 +342,8 @@ impl Daemon {
             {
                 s.cgroup(&st);
             }
-            if let (false, Some(pid)) = (sandbox.host_network, pod.live_pid()) {
-                if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) {
+            if !sandbox.host_network {
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{infra}/net/dev")) {
                     s.network(&text);
                 }
             }
