@@ -251,15 +251,10 @@ impl<'a> Sampler<'a> {
             cpu.throttling.throttled_time / NS,
         );
         let m = &st.memory;
-        let raw = |keys: &[&str]| {
-            keys.iter()
-                .find_map(|k| m.raw.get(*k).copied())
-                .unwrap_or(0)
-        };
         self.push("container_memory_usage_bytes", None, m.usage.usage);
         let working_set = crate::stats::working_set(st);
         self.push("container_memory_working_set_bytes", None, working_set);
-        self.push("container_memory_rss", None, raw(&["total_rss", "anon"]));
+        self.push("container_memory_rss", None, crate::stats::rss(st));
         self.push("container_memory_cache", None, m.cache);
         self.push("container_memory_swap", None, m.swap.usage);
         self.push("container_memory_failcnt", None, m.usage.failcnt);

@@ -30,14 +30,22 @@ fn value(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
 }
 
+/// A memory.stat counter under the first of `keys` the cgroup has (v1's name, then v2's),
+/// else 0.
+pub fn memory_stat(stats: &capsa::cgroups::stats::Stats, keys: &[&str]) -> u64 {
+    let raw = &stats.memory.raw;
+    keys.iter().find_map(|k| raw.get(*k).copied()).unwrap_or(0)
+}
+
+/// Anonymous memory: v1 total_rss, v2 anon.
+pub fn rss(stats: &capsa::cgroups::stats::Stats) -> u64 {
+    memory_stat(stats, &["total_rss", "anon"])
+}
+
 /// The working set as kubelet computes it: usage less inactive file pages (v1
 /// total_inactive_file, v2 inactive_file).
 pub fn working_set(stats: &capsa::cgroups::stats::Stats) -> u64 {
-    let raw = &stats.memory.raw;
-    let inactive = ["total_inactive_file", "inactive_file"]
-        .iter()
-        .find_map(|k| raw.get(*k).copied())
-        .unwrap_or(0);
+    let inactive = memory_stat(stats, &["total_inactive_file", "inactive_file"]);
     stats.memory.usage.usage.saturating_sub(inactive)
 }
 
@@ -50,8 +58,7 @@ pub fn memory_limit(stats: &capsa::cgroups::stats::Stats) -> Option<u64> {
 
 /// Memory in the CRI's terms: available = limit - working set when limited.
 pub fn memory(stats: &capsa::cgroups::stats::Stats, now: i64) -> MemoryUsage {
-    let raw = &stats.memory.raw;
-    let get = |keys: &[&str]| keys.iter().find_map(|k| raw.get(*k).copied()).unwrap_or(0);
+    let get = |keys: &[&str]| memory_stat(stats, keys);
     let working_set = working_set(stats);
     MemoryUsage {
         timestamp: now,
@@ -60,7 +67,7 @@ pub fn memory(stats: &capsa::cgroups::stats::Stats, now: i64) -> MemoryUsage {
             value: limit.saturating_sub(working_set),
         }),
         usage_bytes: value(stats.memory.usage.usage),
-        rss_bytes: value(get(&["total_rss", "anon"])),
+        rss_bytes: value(rss(stats)),
         page_faults: value(get(&["total_pgfault", "pgfault"])),
         major_page_faults: value(get(&["total_pgmajfault", "pgmajfault"])),
     }
