@@ -170,14 +170,14 @@ fn update_memory_unlimited_lifts_the_swap_limit_too() {
 fn a_shorter_period_under_a_parent_quota_is_written_after_the_quota() {
     on_both(|w| {
         let parent = w.id("cpuparent");
-        let parent_dir = v1_dir("cpu", &format!("capsa/{parent}"));
+        let parent_dir = v1_dir("cpu", &w.cgroup_path(&parent));
         std::fs::create_dir_all(&parent_dir).unwrap();
         std::fs::write(parent_dir.join("cpu.cfs_quota_us"), "50000").unwrap();
         let mut b = w.bundle(&["sleep", "100"]);
         let id = w.id("period");
         let name = unique("c");
         b.set(|c| {
-            c["linux"]["cgroupsPath"] = json!(format!("/capsa/{parent}/{name}"));
+            c["linux"]["cgroupsPath"] = json!(format!("/{}/{name}", w.cgroup_path(&parent)));
             c["linux"]["resources"]["cpu"] = json!({"quota": 50000, "period": 100000});
         });
         let pid = started(w, &id, &b);
@@ -195,7 +195,7 @@ fn a_shorter_period_under_a_parent_quota_is_written_after_the_quota() {
         assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "25000");
         w.ok(&["delete", "--force", &id]);
         wait_exit(pid);
-        assert!(remove_cgroup_tree(&format!("capsa/{parent}")).is_empty());
+        assert!(remove_cgroup_tree(&w.cgroup_path(&parent)).is_empty());
     });
 }
 
@@ -265,14 +265,15 @@ fn a_container_is_not_created_in_a_frozen_cgroup() {
         let mut b = w.bundle(&["true"]);
         let id = w.id("frozen");
         let name = unique("frozencg");
-        b.set(|c| c["linux"]["cgroupsPath"] = json!(format!("/capsa/{name}")));
-        let freezer = v1_dir("freezer", &format!("capsa/{name}"));
+        let path = w.cgroup_path(&name);
+        b.set(|c| c["linux"]["cgroupsPath"] = json!(format!("/{path}")));
+        let freezer = v1_dir("freezer", &path);
         std::fs::create_dir_all(&freezer).unwrap();
         std::fs::write(freezer.join("freezer.state"), "FROZEN").unwrap();
         let err = w.fails(&["run", "--bundle", b.dir_str(), &id]);
         assert!(err.contains("unexpectedly frozen"), "{err}");
         std::fs::write(freezer.join("freezer.state"), "THAWED").unwrap();
-        assert!(remove_cgroup_tree(&format!("capsa/{name}")).is_empty());
+        assert!(remove_cgroup_tree(&path).is_empty());
         assert!(
             !w.capsa(&["state", &id]).status.success(),
             "{id} has a state"
@@ -286,17 +287,18 @@ fn a_cgroup_with_processes_of_its_own_is_named_in_the_error() {
     let mut b = w.bundle(&["true"]);
     let id = w.id("busycg");
     let name = unique("busycg");
-    b.set(|c| c["linux"]["cgroupsPath"] = json!(format!("/capsa/{name}")));
+    let path = w.cgroup_path(&name);
+    b.set(|c| c["linux"]["cgroupsPath"] = json!(format!("/{path}")));
     let mut other = std::process::Command::new("sleep")
         .arg("100")
         .spawn()
         .unwrap();
     for h in hierarchies() {
-        let d = v1_dir(&h, &format!("capsa/{name}"));
+        let d = v1_dir(&h, &path);
         std::fs::create_dir_all(&d).unwrap();
         if h == "cpuset" {
-            // A new cpuset has no cpus or mems: each level made here (capsa/ too, on a fresh
-            // machine) takes its parent's, top down.
+            // A new cpuset has no cpus or mems: each level made here (the world's parent
+            // too) takes its parent's, top down.
             let made = [d.parent().unwrap().to_path_buf(), d.clone()];
             for level in made {
                 for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -312,9 +314,9 @@ fn a_cgroup_with_processes_of_its_own_is_named_in_the_error() {
     let err = w.fails(&["run", "--bundle", b.dir_str(), &id]);
     other.kill().unwrap();
     other.wait().unwrap();
-    assert!(remove_cgroup_tree(&format!("capsa/{name}")).is_empty());
+    assert!(remove_cgroup_tree(&path).is_empty());
     assert!(
-        err.contains(&format!("/capsa/{name}")) && err.contains("in use by other processes"),
+        err.contains(&format!("/{path}")) && err.contains("in use by other processes"),
         "{err}"
     );
     assert!(!err.contains("already exists"), "{err}");

@@ -48,13 +48,23 @@ fn running(w: &mut World, edit: impl FnOnce(&mut serde_json::Value)) -> (String,
     (id, pid, b)
 }
 
-/// The name under /capsa of the cgroup of container `id` (runc's is in the bundle).
-fn cgroup_name(b: &Bundle, id: &str) -> String {
+/// The cgroup of container `id`, relative to a hierarchy's root: the bundle's cgroupsPath
+/// (runc's), or capsa's default `capsa/<id>`.
+fn cgroup_path(b: &Bundle, id: &str) -> String {
     b.config["linux"]["cgroupsPath"]
         .as_str()
-        .and_then(|p| p.strip_prefix("/capsa/"))
-        .unwrap_or(id)
-        .to_string()
+        .map(|p| p.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| format!("capsa/{id}"))
+}
+
+/// The output of `echo a; echo b` on a foreground terminal must end in `a\nb\n` with no CR:
+/// capsa clears the pty's ONLCR inside the container before the process runs. runc clears
+/// it in the runtime only once the pty master reached it, so what the process wrote first
+/// can still carry CRLF (seen on a loaded machine): for runc the same lines with CRLF pass.
+fn assert_plain_newlines(w: &World, bytes: &str) {
+    let plain = bytes.ends_with("a\nb\n") && !bytes.contains('\r');
+    let runc_race = w.bin == RUNC && bytes.replace("\r\n", "\n").ends_with("a\nb\n");
+    assert!(plain || runc_race, "{bytes:?}");
 }
 
 /// A command line of `w`'s runtime, for a shell.
@@ -76,7 +86,7 @@ fn exec_tty_without_a_console_socket_relays_a_pty_in_the_foreground() {
             ),
         ));
         let bytes = std::fs::read_to_string(&out).unwrap();
-        assert!(bytes.ends_with("a\nb\n"), "{bytes:?}");
+        assert_plain_newlines(w, &bytes);
         w.force_delete(&id, pid);
     });
 }
@@ -93,10 +103,7 @@ fn run_tty_in_the_foreground_passes_newlines_unchanged() {
             &format!("run --bundle {} {id} > {}", b.dir_str(), out.display()),
         ));
         let bytes = std::fs::read_to_string(&out).unwrap();
-        assert!(
-            bytes.ends_with("a\nb\n") && !bytes.contains('\r'),
-            "{bytes:?}"
-        );
+        assert_plain_newlines(w, &bytes);
     });
 }
 
@@ -134,7 +141,7 @@ fn exec_env_from_the_command_line_wins_over_the_config() {
 fn exec_ignore_paused_runs_in_a_paused_container_once_resumed() {
     on_both(|w| {
         let (id, pid, b) = running(w, |_| {});
-        let procs = cgroup_file("freezer", &cgroup_name(&b, &id), "cgroup.procs");
+        let procs = cgroup_file_at("freezer", &cgroup_path(&b, &id), "cgroup.procs");
         w.ok(&["pause", &id]);
         let err = w.fails(&["exec", &id, "true"]);
         assert!(
@@ -291,8 +298,8 @@ fn run_keep_leaves_the_container_stopped_until_delete() {
 fn exec_cgroup_puts_the_process_in_sub_cgroups_of_the_containers() {
     on_both(|w| {
         let (id, pid, b) = running(w, |_| {});
-        let name = cgroup_name(&b, &id);
-        let subs = ["pids", "memory"].map(|c| cgroup_file(c, &name, "sub"));
+        let path = cgroup_path(&b, &id);
+        let subs = ["pids", "memory"].map(|c| cgroup_file_at(c, &path, "sub"));
         subs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
         let placed = |arg: &str| -> Vec<String> {
             let out = w.ok(&["exec", "--cgroup", arg, &id, "cat", "/proc/self/cgroup"]);

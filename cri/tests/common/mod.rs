@@ -160,6 +160,7 @@ impl Server {
         plugin_dirs: Vec<PathBuf>,
         mirror: Option<String>,
     ) -> Server {
+        remove_the_pods_parent_at_exit();
         let mirror = mirror.unwrap_or_else(|| registry.url());
         let dir = scratch(match kind {
             Kind::Capsa => "capsa",
@@ -362,30 +363,91 @@ impl Drop for Server {
             return;
         }
         // A failing test keeps the directory (the daemon's log is there), but not what its
-        // pods and containers hold: capsa-cri's outlive the daemon by design.
-        if self.kind == Kind::Capsa {
-            self.remove_what_runs();
-        }
+        // pods and containers hold: capsa-cri's outlive the daemon by design, and
+        // containerd's shims outlive a daemon that did not get to remove them.
+        self.remove_what_runs();
     }
 }
 
 impl Server {
-    /// Best effort, after a failure: every container and pod in capsa's root is deleted
-    /// with force (their cgroups go with them), what still runs from the directory is
-    /// killed, and the mounts under it are detached.
+    /// Best effort, after a failure: with capsa-cri, every container and pod in capsa's
+    /// root is deleted with force (their cgroups go with them); then, for either server,
+    /// what still runs from the directory (containerd's shims) or in this server's pod
+    /// cgroups (containerd's containers) is killed, the network namespaces those
+    /// containers had are deleted, the mounts under the directory are detached and the pod
+    /// cgroups are removed, deepest first.
     fn remove_what_runs(&self) {
+        use std::os::unix::fs::MetadataExt;
+        // The ids of this server's sandboxes and containers: each names a cgroup below its
+        // pod's, which is how this server's pod cgroups are told from those of the tests
+        // running beside it.
+        let mut ids: Vec<String> =
+            std::fs::read_dir(self.dir.join("state/io.containerd.runtime.v2.task/k8s.io"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
         let runtime = capsa::Runtime::new(self.dir.join("run/capsa"));
-        for c in runtime.list().unwrap_or_default() {
+        let (containers, pods) = match self.kind {
+            Kind::Capsa => (
+                runtime.list().unwrap_or_default(),
+                runtime.list_pods().unwrap_or_default(),
+            ),
+            Kind::Containerd => Default::default(),
+        };
+        ids.extend(containers.iter().map(|c| c.id().to_string()));
+        ids.extend(pods.iter().map(|p| p.id().to_string()));
+        let pod_dirs: Vec<PathBuf> = our_pod_cgroups()
+            .into_iter()
+            .filter(|d| ids.iter().any(|id| d.join(id).is_dir()))
+            .collect();
+        for c in containers {
             let _ = c.delete(true);
         }
-        for p in runtime.list_pods().unwrap_or_default() {
+        for p in pods {
             let _ = runtime.remove_pod(p.id(), true);
         }
-        for pid in bundles::processes_mentioning(&self.dir) {
+        let kill = |pid: i32| {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        };
+        bundles::processes_mentioning(&self.dir)
+            .into_iter()
+            .for_each(kill);
+        // What is left in this server's pod cgroups (containerd's containers, whose shims
+        // were just killed), and the network namespaces those processes had.
+        let mut procs = Vec::new();
+        for d in &pod_dirs {
+            procs.extend(procs_in_cgroup_tree(d));
+        }
+        procs.sort_unstable();
+        procs.dedup();
+        let pod_netns: Vec<u64> = procs
+            .iter()
+            .filter_map(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
+            .map(|m| m.ino())
+            .collect();
+        procs.iter().copied().for_each(kill);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procs
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for e in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::metadata(e.path()).is_ok_and(|m| pod_netns.contains(&m.ino())) {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_file(e.path());
+            }
         }
         let dir = self.dir.to_string_lossy().into_owned();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -399,21 +461,85 @@ impl Server {
         for m in points {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
-        // The pods' parents (kubelet's cgroups, see pod_config) of this test process, once
-        // empty.
-        let ours = format!("pod{}-", std::process::id());
+        // The pods' parents (kubelet's cgroups, see pod_config) of this server, with what
+        // containerd left below them.
+        for d in &pod_dirs {
+            remove_cgroup_tree(d);
+        }
+    }
+}
+
+/// `capsa-cri-test`, the parent of every test pod's cgroup parent (see pod_config), is
+/// shared by the tests of this process, which run in parallel: removing it when one test
+/// ends would race with a runtime's mkdir of another test's pod cgroup below it (runc's
+/// MkdirAll does not retry). It is removed, where empty, when the test process exits.
+fn remove_the_pods_parent_at_exit() {
+    extern "C" fn remove() {
         for h in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            let parent = h.path().join("capsa-cri-test");
-            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(&ours) {
-                    let _ = std::fs::remove_dir(e.path());
-                }
+            let _ = std::fs::remove_dir(h.path().join("capsa-cri-test"));
+        }
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a function that takes no arguments and does not unwind (every
+        // error is ignored); libc runs it once at exit, after the tests.
+        unsafe { libc::atexit(remove) };
+    });
+}
+
+/// The pod cgroups (kubelet's parents, see pod_config) of this test process's servers, in
+/// every hierarchy.
+fn our_pod_cgroups() -> Vec<PathBuf> {
+    let ours = format!("pod{}-", std::process::id());
+    let mut out = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let parent = h.path().join("capsa-cri-test");
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&ours) {
+                out.push(e.path());
             }
-            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+    out
+}
+
+/// The pids in the cgroup `dir` and every one below it.
+fn procs_in_cgroup_tree(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(procs_in_cgroup_tree(&e.path()));
+        }
+    }
+    pids
+}
+
+/// Removes the cgroup directory `dir` and every one below it, deepest first (best effort).
+fn remove_cgroup_tree(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    // A cgroup whose last process was just killed can be busy for a moment.
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => return,
         }
     }
 }
@@ -554,7 +680,7 @@ pub fn assert_pod_cgroups_gone(uid: &str) {
 }
 
 /// The cgroups of the pod `uid` still there, in every hierarchy (its parent, which kubelet
-/// would have made, removed when empty).
+/// would have made, removed when empty; their shared parent goes at exit).
 pub fn pod_cgroups_left(uid: &str) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
@@ -571,7 +697,6 @@ pub fn pod_cgroups_left(uid: &str) -> Vec<PathBuf> {
             );
             let _ = std::fs::remove_dir(&d);
         }
-        let _ = std::fs::remove_dir(h.path().join("capsa-cri-test"));
     }
     left
 }

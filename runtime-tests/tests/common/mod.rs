@@ -83,6 +83,12 @@ pub struct World {
     pub pids: Vec<i32>,
     /// Pods the test made: removed with --force if the test fails.
     pub pods: Vec<String>,
+    /// This world's own cgroup parent (relative to each hierarchy's root): where runc's
+    /// containers go, and where a test puts a cgroupsPath of its choosing. No capsa command
+    /// removes it (capsa removes an empty `/capsa` when its last container goes, which
+    /// would race with another runtime's mkdir under it); the world removes it at its end
+    /// and reports anything left below it as a leak.
+    pub cgroup_parent: String,
 }
 
 impl World {
@@ -104,7 +110,14 @@ impl World {
             ids: Vec::new(),
             pids: Vec::new(),
             pods: Vec::new(),
+            cgroup_parent: unique("capsa-test"),
         }
+    }
+
+    /// `name` under this world's [`World::cgroup_parent`], relative to a hierarchy's root:
+    /// a bundle's cgroupsPath is this with a leading `/`.
+    pub fn cgroup_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.cgroup_parent)
     }
 
     /// A fresh bundle: a copy of the busybox rootfs and capsa's default spec with
@@ -136,9 +149,10 @@ impl World {
         config["process"]["args"] = json!(args);
         if self.bin != BIN {
             // runc nests a container without cgroupsPath under the caller's own cgroup (the
-            // machine's); give it capsa's default place instead, which the leak check knows.
+            // machine's); give it a place under this world's parent, which the leak check
+            // knows.
             let name = unique("runc");
-            config["linux"]["cgroupsPath"] = json!(format!("/capsa/{name}"));
+            config["linux"]["cgroupsPath"] = json!(format!("/{}", self.cgroup_path(&name)));
             self.ids.push(name);
         }
         self.dirs.push(dir.clone());
@@ -442,8 +456,6 @@ pub fn kill_and_reap(pid: i32) {
     reap(pid);
 }
 
-/// Reaps a process that was re-parented to us (we are a subreaper) if it has exited; a live
-/// one is left for the leak check to report.
 /// A finished command as the tests compare it: (exit code or -1 for a signal, stdout,
 /// stderr).
 pub fn outcome(out: &Output) -> (i32, String, String) {
@@ -454,6 +466,8 @@ pub fn outcome(out: &Output) -> (i32, String, String) {
     )
 }
 
+/// Reaps a process that was re-parented to us (we are a subreaper) if it has exited; a live
+/// one is left for the leak check to report.
 pub fn reap(pid: i32) {
     let _ = nix::sys::wait::waitpid(
         nix::unistd::Pid::from_raw(pid),
@@ -514,12 +528,14 @@ impl Bundle {
 }
 
 /// The v1 hierarchies (or the v2 root) where a container's cgroup could be left behind.
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+/// Where the cgroup at `path` (relative to a hierarchy's root) would be: in every v1
+/// hierarchy, the unified one of a hybrid host, or the v2 root.
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
-    let mut out = vec![base.join("capsa").join(id)];
+    let mut out = vec![base.join(path)];
     if let Ok(entries) = std::fs::read_dir(base) {
         for e in entries.flatten() {
-            out.push(e.path().join("capsa").join(id));
+            out.push(e.path().join(path));
         }
     }
     out
@@ -560,6 +576,7 @@ impl Drop for World {
                 exited_within(*pid, BOUND);
                 reap(*pid);
             }
+            let _ = remove_cgroup_tree(&self.cgroup_parent);
             for d in &self.dirs {
                 let _ = std::fs::remove_dir_all(d);
             }
@@ -574,12 +591,27 @@ impl Drop for World {
             }
         }
         for id in &self.ids {
-            for d in cgroup_dirs(id) {
+            for d in cgroup_dirs(&format!("capsa/{id}")) {
                 if d.exists() {
                     leaks.push(format!("cgroup left: {}", d.display()));
                 }
             }
         }
+        // Below this world's parent every cgroup is a leak; the parent itself is the world's.
+        for d in cgroup_dirs(&self.cgroup_parent) {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        leaks.push(format!("cgroup left: {}", e.path().display()));
+                    }
+                }
+            }
+        }
+        leaks.extend(
+            remove_cgroup_tree(&self.cgroup_parent)
+                .iter()
+                .map(|d| format!("cgroup not removable: {}", d.display())),
+        );
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         for d in &self.dirs {
             if let Some(line) = mountinfo.lines().find(|l| l.contains(d.to_str().unwrap())) {
@@ -680,12 +712,7 @@ pub fn remove_cgroup_tree(name: &str) -> Vec<PathBuf> {
         }
     }
     let mut left = Vec::new();
-    let base = Path::new("/sys/fs/cgroup");
-    let mut roots = vec![base.join(name)];
-    if let Ok(entries) = std::fs::read_dir(base) {
-        roots.extend(entries.flatten().map(|e| e.path().join(name)));
-    }
-    for r in roots.iter().filter(|r| r.is_dir()) {
+    for r in cgroup_dirs(name).iter().filter(|r| r.is_dir()) {
         rm(r, &mut left);
     }
     left
