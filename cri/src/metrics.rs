@@ -7,8 +7,9 @@
 //! of its descriptor. The label keys are cadvisor's, in its order, so that dashboards and
 //! recording rules written for cadvisor's output keep working: `container` (the CRI name),
 //! `id` (the cgroup path), `image`, `name` (the runtime's id), `namespace` and `pod`; network
-//! metrics add `interface`. Pod-level metrics (the pod's network) have an empty `container`
-//! and `image`.
+//! metrics add `interface`, disk I/O metrics `device` (as cadvisor: `/dev/<name>` of the
+//! block device, from sysfs). Pod-level metrics (the pod's cgroup and network) have an empty
+//! `container` and `image`.
 //!
 //! Values are the CRI's unsigned integers: a counter of seconds is whole seconds (the CRI has
 //! no fractional values); the nanosecond counters stay available through ContainerStats.
@@ -55,6 +56,15 @@ const fn per_interface(name: &'static str, help: &'static str) -> Kind {
     }
 }
 
+const fn per_device(name: &'static str, help: &'static str) -> Kind {
+    Kind {
+        name,
+        help,
+        counter: true,
+        extra_label: Some("device"),
+    }
+}
+
 const KINDS: &[Kind] = &[
     counter(
         "container_cpu_usage_seconds_total",
@@ -98,6 +108,26 @@ const KINDS: &[Kind] = &[
     gauge(
         "container_spec_memory_limit_bytes",
         "Memory limit in bytes; 0 when unlimited.",
+    ),
+    counter(
+        "container_oom_events_total",
+        "Count of out of memory events observed for the container.",
+    ),
+    per_device(
+        "container_fs_reads_bytes_total",
+        "Cumulative count of bytes read.",
+    ),
+    per_device(
+        "container_fs_writes_bytes_total",
+        "Cumulative count of bytes written.",
+    ),
+    per_device(
+        "container_fs_reads_total",
+        "Cumulative count of reads completed.",
+    ),
+    per_device(
+        "container_fs_writes_total",
+        "Cumulative count of writes completed.",
     ),
     gauge(
         "container_processes",
@@ -261,6 +291,39 @@ impl<'a> Sampler<'a> {
         let limit = crate::stats::memory_limit(st).unwrap_or(0);
         self.push("container_spec_memory_limit_bytes", None, limit);
         self.push("container_processes", None, st.pids.current);
+        let io = [
+            (
+                "container_fs_reads_bytes_total",
+                "Read",
+                &st.blkio.io_service_bytes_recursive,
+            ),
+            (
+                "container_fs_writes_bytes_total",
+                "Write",
+                &st.blkio.io_service_bytes_recursive,
+            ),
+            (
+                "container_fs_reads_total",
+                "Read",
+                &st.blkio.io_serviced_recursive,
+            ),
+            (
+                "container_fs_writes_total",
+                "Write",
+                &st.blkio.io_serviced_recursive,
+            ),
+        ];
+        for (metric, op, entries) in io {
+            for ((major, minor), value) in crate::stats::per_device(entries, op) {
+                let device = crate::stats::device_name(major, minor);
+                self.push(metric, Some(&device), value);
+            }
+        }
+    }
+
+    /// How many times the OOM killer fired in the cgroup.
+    pub fn oom_events(&mut self, kills: u64) {
+        self.push("container_oom_events_total", None, kills);
     }
 
     /// When the container started (ns since the epoch).
@@ -332,10 +395,11 @@ impl Daemon {
             let cgroup = pod.state().cgroup_path.to_string_lossy().into_owned();
             let labels = Labels::new("", &cgroup, "", &sandbox.id, &meta.namespace, &meta.name);
             let mut s = Sampler::new(&labels, now);
-            if let Ok(st) =
-                capsa::cgroups::Manager::new(&pod.state().cgroup_path).and_then(|m| m.stats())
-            {
-                s.cgroup(&st);
+            if let Ok(m) = capsa::cgroups::Manager::new(&pod.state().cgroup_path) {
+                if let Ok(st) = m.stats() {
+                    s.cgroup(&st);
+                    s.oom_events(m.oom_kills());
+                }
             }
             if !sandbox.host_network {
                 if let Ok(text) = std::fs::read_to_string(format!("/proc/{infra}/net/dev")) {
@@ -351,7 +415,10 @@ impl Daemon {
                 let Some(c) = self.runtime().load(&r.id).ok() else {
                     continue;
                 };
-                let Some(st) = c.cgroup().ok().and_then(|m| m.stats().ok()) else {
+                let Ok(cgroup) = c.cgroup() else {
+                    continue;
+                };
+                let Ok(st) = cgroup.stats() else {
                     continue;
                 };
                 let name = r.config.metadata.as_ref().map(|m| m.name.as_str());
@@ -365,6 +432,7 @@ impl Daemon {
                 );
                 let mut cs = Sampler::new(&labels, now);
                 cs.cgroup(&st);
+                cs.oom_events(cgroup.oom_kills());
                 if seen.started_at > 0 {
                     cs.started(seen.started_at);
                 }
@@ -417,7 +485,17 @@ eth0:    2000      20    1    4    0     0          0         0     3000      30
         st.memory.raw.insert("total_inactive_file".into(), 4_000);
         st.memory.raw.insert("total_rss".into(), 3_000);
         st.pids.current = 2;
+        let entry = |op: &str, value| capsa::cgroups::stats::BlkioEntry {
+            major: 7,
+            minor: 4095,
+            op: op.into(),
+            value,
+        };
+        st.blkio.io_service_bytes_recursive =
+            vec![entry("Read", 100), entry("Write", 200), entry("Total", 300)];
+        st.blkio.io_serviced_recursive = vec![entry("Read", 1), entry("Write", 2)];
         s.cgroup(&st);
+        s.oom_events(3);
         s.started(1_700_000_000_900_000_000);
         s.network(NET_DEV);
         let descriptors = descriptors();
@@ -448,6 +526,19 @@ eth0:    2000      20    1    4    0     0          0         0     3000      30
         assert_eq!(value("container_spec_memory_limit_bytes").0, 50_000);
         assert_eq!(value("container_processes").0, 2);
         assert_eq!(value("container_start_time_seconds").0, 1_700_000_000);
+        assert_eq!(
+            value("container_oom_events_total"),
+            (3, MetricType::Counter)
+        );
+        let written = s
+            .metrics
+            .iter()
+            .find(|m| m.name == "container_fs_writes_bytes_total")
+            .unwrap();
+        assert_eq!(written.value.as_ref().unwrap().value, 200);
+        // No such device in sysfs: named by its numbers.
+        assert_eq!(written.label_values.last().unwrap(), "7:4095");
+        assert_eq!(value("container_fs_reads_total").0, 1);
         let rx_dropped = s
             .metrics
             .iter()

@@ -73,6 +73,31 @@ pub fn memory(stats: &capsa::cgroups::stats::Stats, now: i64) -> MemoryUsage {
     }
 }
 
+/// The `op` ("Read" or "Write") entries of a blkio list summed per device (major, minor), in
+/// device order.
+pub fn per_device(
+    entries: &[capsa::cgroups::stats::BlkioEntry],
+    op: &str,
+) -> std::collections::BTreeMap<(u64, u64), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in entries.iter().filter(|e| e.op == op) {
+        *out.entry((e.major, e.minor)).or_insert(0) += e.value;
+    }
+    out
+}
+
+/// The name cadvisor gives a block device, `/dev/<DEVNAME>` from its sysfs uevent; its
+/// numbers (`major:minor`) when sysfs does not know it.
+pub fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME=").map(|n| format!("/dev/{n}")))
+        })
+        .unwrap_or_else(|| format!("{major}:{minor}"))
+}
+
 /// One interface's counters from `/proc/<pid>/net/dev`.
 #[derive(Debug, Default, PartialEq)]
 pub struct Interface {
