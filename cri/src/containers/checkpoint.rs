@@ -116,19 +116,70 @@ impl Job {
     }
 }
 
+/// The archive locations this process is writing (of any container): a second checkpoint
+/// to the same location is refused while the first is under way.
+static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// `location` in [`WRITING`] for as long as this lives.
+struct Writing(PathBuf);
+
+impl Writing {
+    fn claim(location: &Path) -> Result<Writing, String> {
+        let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        if writing.iter().any(|l| l == location) {
+            return Err(format!(
+                "the archive {} is being written by another checkpoint",
+                location.display()
+            ));
+        }
+        writing.push(location.to_path_buf());
+        Ok(Writing(location.to_path_buf()))
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        writing.retain(|l| *l != self.0);
+    }
+}
+
+/// Removes the temporary names (`.NAME.PID.tmp`) of `name` in `parent` that a process no
+/// longer running left (a daemon killed between linking and renaming), and this process's
+/// own (nothing of this process writes to the location: see [`Writing`]). A live process's
+/// is left alone: another daemon may be writing it.
+fn remove_stale_temporaries(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Archives `dir` to `location`, mode 0600 (the archive holds the container's memory).
 ///
 /// The archive is written to an unnamed file (O_TMPFILE) in `location`'s directory and only
 /// linked in once complete and synced, unless `abandoned` is set by then: a failure, a
 /// caller's timeout or a daemon killed while writing leaves no file at all. A `location`
-/// that exists already is replaced through a temporary name and a rename (a crash between
-/// those two calls leaves `.NAME.PID.tmp`). A file system without O_TMPFILE gets that
-/// temporary name for the whole write.
+/// that exists already is replaced through a temporary name and a rename; a crash between
+/// those two calls leaves `.NAME.PID.tmp`, which the next archive written to `location`
+/// removes. A file system without O_TMPFILE gets that temporary name for the whole write.
 fn write_archive(dir: &Path, location: &Path, abandoned: &AtomicBool) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("writing the archive {}: {e}", location.display());
     let parent = location.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    let _writing = Writing::claim(location)?;
     let name = location.file_name().unwrap_or_default().to_string_lossy();
+    remove_stale_temporaries(parent, &name);
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
     let write = |file: std::fs::File| -> std::io::Result<()> {
         let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
@@ -395,6 +446,46 @@ mod tests {
         write_archive(&d.0.join("work"), &location, &AtomicBool::new(false)).unwrap();
         assert_eq!(d.names(), ["ck.tar"]);
         assert_eq!(entries(&location), ["dump.log", "pages.img"]);
+    }
+
+    /// What a daemon killed between the link and the rename left, and what one of this
+    /// process's pid left, go with the next archive to the location; a live process's stays.
+    #[test]
+    fn the_next_archive_removes_what_a_killed_daemon_left() {
+        let d = Dir::new("stale");
+        let location = d.0.join("out/ck.tar");
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let left = [
+            format!(".ck.tar.{dead}.tmp"),
+            format!(".ck.tar.{}.tmp", std::process::id()),
+            ".ck.tar.1.tmp".to_string(),
+            ".other.tar.999999999.tmp".to_string(),
+        ];
+        for f in &left {
+            std::fs::write(d.0.join("out").join(f), "partial").unwrap();
+        }
+        std::fs::write(&location, "old").unwrap();
+        write_archive(&d.0.join("work"), &location, &AtomicBool::new(false)).unwrap();
+        assert_eq!(
+            d.names(),
+            [".ck.tar.1.tmp", ".other.tar.999999999.tmp", "ck.tar"]
+        );
+        assert_eq!(entries(&location), ["dump.log", "pages.img"]);
+    }
+
+    #[test]
+    fn a_second_archive_to_the_same_location_is_refused_while_the_first_is_written() {
+        let d = Dir::new("twice");
+        let location = d.0.join("out/ck.tar");
+        let first = Writing::claim(&location).unwrap();
+        let err = write_archive(&d.0.join("work"), &location, &AtomicBool::new(false)).unwrap_err();
+        assert!(err.contains("being written by another checkpoint"), "{err}");
+        assert!(d.names().is_empty(), "{:?}", d.names());
+        drop(first);
+        write_archive(&d.0.join("work"), &location, &AtomicBool::new(false)).unwrap();
+        assert_eq!(d.names(), ["ck.tar"]);
     }
 
     #[test]
