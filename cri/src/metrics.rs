@@ -47,21 +47,13 @@ const fn gauge(name: &'static str, help: &'static str) -> Kind {
     }
 }
 
-const fn per_interface(name: &'static str, help: &'static str) -> Kind {
+/// A counter with one sample per value of the label key it adds (`interface`, `device`).
+const fn counter_by(label: &'static str, name: &'static str, help: &'static str) -> Kind {
     Kind {
         name,
         help,
         counter: true,
-        extra_label: Some("interface"),
-    }
-}
-
-const fn per_device(name: &'static str, help: &'static str) -> Kind {
-    Kind {
-        name,
-        help,
-        counter: true,
-        extra_label: Some("device"),
+        extra_label: Some(label),
     }
 }
 
@@ -113,19 +105,23 @@ const KINDS: &[Kind] = &[
         "container_oom_events_total",
         "Count of out of memory events observed for the container.",
     ),
-    per_device(
+    counter_by(
+        "device",
         "container_fs_reads_bytes_total",
         "Cumulative count of bytes read.",
     ),
-    per_device(
+    counter_by(
+        "device",
         "container_fs_writes_bytes_total",
         "Cumulative count of bytes written.",
     ),
-    per_device(
+    counter_by(
+        "device",
         "container_fs_reads_total",
         "Cumulative count of reads completed.",
     ),
-    per_device(
+    counter_by(
+        "device",
         "container_fs_writes_total",
         "Cumulative count of writes completed.",
     ),
@@ -137,35 +133,43 @@ const KINDS: &[Kind] = &[
         "container_start_time_seconds",
         "Start time of the container since the Unix epoch, in seconds.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_receive_bytes_total",
         "Cumulative count of bytes received.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_receive_packets_total",
         "Cumulative count of packets received.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_receive_errors_total",
         "Cumulative count of errors encountered while receiving.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_receive_packets_dropped_total",
         "Cumulative count of packets dropped while receiving.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_transmit_bytes_total",
         "Cumulative count of bytes transmitted.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_transmit_packets_total",
         "Cumulative count of packets transmitted.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_transmit_errors_total",
         "Cumulative count of errors encountered while transmitting.",
     ),
-    per_interface(
+    counter_by(
+        "interface",
         "container_network_transmit_packets_dropped_total",
         "Cumulative count of packets dropped while transmitting.",
     ),
@@ -313,10 +317,14 @@ impl<'a> Sampler<'a> {
                 &st.blkio.io_serviced_recursive,
             ),
         ];
+        // Each device's name read from sysfs once, for its four counters.
+        let mut names = std::collections::BTreeMap::new();
         for (metric, op, entries) in io {
             for ((major, minor), value) in crate::stats::per_device(entries, op) {
-                let device = crate::stats::device_name(major, minor);
-                self.push(metric, Some(&device), value);
+                let device = names
+                    .entry((major, minor))
+                    .or_insert_with(|| crate::stats::device_name(major, minor));
+                self.push(metric, Some(device), value);
             }
         }
     }
