@@ -8,20 +8,6 @@ use common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// The cgroup path of a container of world `w` made from bundle `b` as `id`: capsa's default
-/// `/capsa/<id>`, or the cgroupsPath the bundle gives runc.
-fn cgroup_of(w: &World, b: &Bundle, id: &str) -> String {
-    if w.bin == BIN {
-        format!("capsa/{id}")
-    } else {
-        b.config["linux"]["cgroupsPath"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches('/')
-            .to_string()
-    }
-}
-
 /// `path` (relative) in the v1 hierarchy mounted at /sys/fs/cgroup/<hierarchy>.
 fn v1_dir(hierarchy: &str, path: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup").join(hierarchy).join(path)
@@ -63,7 +49,7 @@ fn a_container_using_its_whole_cpu_quota_pauses_every_time() {
         b.set(|c| c["linux"]["resources"]["cpu"] = json!({"quota": 20000, "period": 100000}));
         let id = w.id("busy");
         let pid = started(w, &id, &b);
-        let cg = cgroup_of(w, &b, &id);
+        let cg = b.cgroup_path(&id);
         // sh forks the first loop and runs the second itself.
         wait_until("the two busy loops", || {
             read(&v1_dir("pids", &cg).join("cgroup.procs"))
@@ -92,7 +78,7 @@ fn delete_force_removes_the_cgroups_a_container_made_inside_its_own() {
         let b = w.bundle(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
         let id = w.id("nested");
         let pid = started(w, &id, &b);
-        let cg = cgroup_of(w, &b, &id);
+        let cg = b.cgroup_path(&id);
         wait_until("sh and its two sleeps", || {
             read(&v1_dir("pids", &cg).join("cgroup.procs"))
                 .lines()
@@ -139,7 +125,7 @@ fn update_memory_unlimited_lifts_the_swap_limit_too() {
         });
         let id = w.id("memsw");
         let pid = started(w, &id, &b);
-        let cg = cgroup_of(w, &b, &id);
+        let cg = b.cgroup_path(&id);
         let mem = v1_dir("memory", &cg);
         w.ok(&["update", "--memory", "-1", &id]);
         let unlimited = read(&Path::new("/sys/fs/cgroup/memory").join("memory.limit_in_bytes"));
@@ -251,7 +237,7 @@ fn the_blkio_weight_goes_to_the_bfq_file_where_the_kernel_has_only_that() {
         b.set(|c| c["linux"]["resources"]["blockIO"] = json!({"weight": 500}));
         let id = w.id("bfq");
         let pid = started(w, &id, &b);
-        let cg = cgroup_of(w, &b, &id);
+        let cg = b.cgroup_path(&id);
         let weight = read(&v1_dir("blkio", &cg).join("blkio.bfq.weight"));
         assert!(weight.ends_with("500"), "blkio.bfq.weight: {weight}");
         w.ok(&["delete", "--force", &id]);
@@ -333,7 +319,7 @@ fn on_a_hybrid_host_the_container_has_a_cgroup_in_the_unified_hierarchy_too() {
         let b = w.bundle(&["sleep", "100"]);
         let id = w.id("unified");
         let pid = started(w, &id, &b);
-        let cg = cgroup_of(w, &b, &id);
+        let cg = b.cgroup_path(&id);
         let procs = read(&unified.join(&cg).join("cgroup.procs"));
         assert!(procs.lines().any(|p| p == pid.to_string()), "{procs}");
         w.ok(&["delete", "--force", &id]);

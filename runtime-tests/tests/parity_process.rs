@@ -48,15 +48,6 @@ fn running(w: &mut World, edit: impl FnOnce(&mut serde_json::Value)) -> (String,
     (id, pid, b)
 }
 
-/// The cgroup of container `id`, relative to a hierarchy's root: the bundle's cgroupsPath
-/// (runc's), or capsa's default `capsa/<id>`.
-fn cgroup_path(b: &Bundle, id: &str) -> String {
-    b.config["linux"]["cgroupsPath"]
-        .as_str()
-        .map(|p| p.trim_start_matches('/').to_string())
-        .unwrap_or_else(|| format!("capsa/{id}"))
-}
-
 /// The output of `echo a; echo b` on a foreground terminal must end in `a\nb\n` with no CR:
 /// capsa clears the pty's ONLCR inside the container before the process runs. runc clears
 /// it in the runtime only once the pty master reached it, so what the process wrote first
@@ -141,7 +132,7 @@ fn exec_env_from_the_command_line_wins_over_the_config() {
 fn exec_ignore_paused_runs_in_a_paused_container_once_resumed() {
     on_both(|w| {
         let (id, pid, b) = running(w, |_| {});
-        let procs = cgroup_file_at("freezer", &cgroup_path(&b, &id), "cgroup.procs");
+        let procs = cgroup_file_at("freezer", &b.cgroup_path(&id), "cgroup.procs");
         w.ok(&["pause", &id]);
         let err = w.fails(&["exec", &id, "true"]);
         assert!(
@@ -298,7 +289,7 @@ fn run_keep_leaves_the_container_stopped_until_delete() {
 fn exec_cgroup_puts_the_process_in_sub_cgroups_of_the_containers() {
     on_both(|w| {
         let (id, pid, b) = running(w, |_| {});
-        let path = cgroup_path(&b, &id);
+        let path = b.cgroup_path(&id);
         let subs = ["pids", "memory"].map(|c| cgroup_file_at(c, &path, "sub"));
         subs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
         let placed = |arg: &str| -> Vec<String> {

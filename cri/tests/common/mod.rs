@@ -475,12 +475,8 @@ impl Server {
 /// MkdirAll does not retry). It is removed, where empty, when the test process exits.
 fn remove_the_pods_parent_at_exit() {
     extern "C" fn remove() {
-        for h in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_dir(h.path().join("capsa-cri-test"));
+        for parent in pods_parents() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -491,17 +487,28 @@ fn remove_the_pods_parent_at_exit() {
     });
 }
 
+/// `capsa-cri-test`, the parent of the test pods' cgroup parents, in every hierarchy (each
+/// v1 controller, the unified one of a hybrid host) and at the v2 root.
+fn pods_parents() -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    std::iter::once(base.to_path_buf())
+        .chain(
+            std::fs::read_dir(base)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|h| h.path()),
+        )
+        .map(|h| h.join("capsa-cri-test"))
+        .collect()
+}
+
 /// The pod cgroups (kubelet's parents, see pod_config) of this test process's servers, in
 /// every hierarchy.
 fn our_pod_cgroups() -> Vec<PathBuf> {
     let ours = format!("pod{}-", std::process::id());
     let mut out = Vec::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let parent = h.path().join("capsa-cri-test");
+    for parent in pods_parents() {
         for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with(&ours) {
                 out.push(e.path());
@@ -683,8 +690,8 @@ pub fn assert_pod_cgroups_gone(uid: &str) {
 /// would have made, removed when empty; their shared parent goes at exit).
 pub fn pod_cgroups_left(uid: &str) -> Vec<PathBuf> {
     let mut left = Vec::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let d = h.path().join("capsa-cri-test").join(format!("pod{uid}"));
+    for parent in pods_parents() {
+        let d = parent.join(format!("pod{uid}"));
         if d.exists() {
             // containerd leaves the (empty) parent kubelet would have made; a pod's own
             // cgroup below it must be gone.

@@ -525,9 +525,18 @@ impl Bundle {
     pub fn dir_str(&self) -> &str {
         self.dir.to_str().unwrap()
     }
+
+    /// The cgroup of container `id` made from this bundle, relative to a hierarchy's root:
+    /// the bundle's cgroupsPath (runc's always has one, see [`World::bundle`]), or capsa's
+    /// default `capsa/<id>`.
+    pub fn cgroup_path(&self, id: &str) -> String {
+        self.config["linux"]["cgroupsPath"]
+            .as_str()
+            .map(|p| p.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| format!("capsa/{id}"))
+    }
 }
 
-/// The v1 hierarchies (or the v2 root) where a container's cgroup could be left behind.
 /// Where the cgroup at `path` (relative to a hierarchy's root) would be: in every v1
 /// hierarchy, the unified one of a hybrid host, or the v2 root.
 fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
